@@ -1,0 +1,254 @@
+"""The command line: parses argv into a ``Config``, draws progress, maps errors to exit codes.
+
+    nstyle CONTENT STYLE [STYLE ...] -o OUTPUT [options]
+    nstyle reconstruct content IMAGE --layer relu3_1 -o OUTPUT [options]
+    nstyle reconstruct style IMAGE --layers relu1_1,relu2_1 -o OUTPUT [options]
+    nstyle example [-o OUTPUT] [options]
+    nstyle layers
+
+Every engine option is generated from ``nstyle.config``. Exit codes: 0 success, 2 bad
+input or option (one line on stderr, nothing written at OUTPUT), 1 a failed run,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .config import Config, iter_options
+from .errors import BadOption, BadOutput, NStyleError
+
+PROG = "nstyle"
+COMMANDS = ("reconstruct", "example", "layers")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadOption(f"{message} (see '{self.prog} --help')")
+
+
+def _fmt_default(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None) -> None:
+    """One flag per config option; values stay strings here and are checked by ``Config``."""
+    defaults = defaults or {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for opt in iter_options():
+        group = groups.get(opt.section) or groups.setdefault(
+            opt.section, parser.add_argument_group(f"{opt.section} options"))
+        default = defaults.get(opt.name, opt.default)
+        metavar = opt.metavar or ("A,B,..." if opt.is_list else opt.base_type.__name__.upper())
+        kwargs: dict[str, Any] = {"dest": opt.name, "default": None,
+                                  "help": f"{opt.help} (default: {_fmt_default(default)})"}
+        if opt.choices:
+            kwargs["choices"] = opt.choices
+        else:
+            kwargs["metavar"] = metavar
+        group.add_argument("--" + opt.name.replace("_", "-"), **kwargs)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp); "
+                        "its run record is written to OUTPUT.json")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace, overrides: Optional[dict[str, Any]] = None) -> Config:
+    """Options the user gave win over ``overrides`` (a subcommand's defaults), then Config's."""
+    values = dict(overrides or {})
+    for opt in iter_options():
+        given = getattr(args, opt.name, None)
+        if given is not None:
+            values[opt.name] = given
+    return Config.from_options(**values)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: str, quiet: bool,
+                  argv: Sequence[str]) -> None:
+    from . import api
+    from .images import check_output_path, save_image, save_json, save_progression
+    from .record import build_record
+
+    out = check_output_path(output)
+    save_dir = None
+    if config.output.save_every:
+        save_dir = Path(config.output.save_dir or out.with_name(out.stem + "_iterations"))
+    if config.output.progression:
+        check_output_path(config.output.progression, formats=(".png", ".gif"))
+    inputs = api.prepare(content, styles, config)
+    if save_dir is not None:
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadOutput(f"cannot create the --save-dir folder {str(save_dir)!r}: {exc.strerror}") from None
+
+    from .engine import Stylizer
+
+    iterations = config.optim.iterations
+    frame_every = config.output.save_every or max(1, iterations // 10)
+    frames = []
+    bar = _progress_bar(iterations, quiet)
+
+    def on_progress(event) -> None:
+        bar.update(1)
+        bar.set_postfix_str(_loss_summary(event.losses), refresh=False)
+        if save_dir is not None and event.iteration % config.output.save_every == 0:
+            save_image(event.preview(), save_dir / f"iter_{event.iteration:05d}.png")
+        if config.output.progression and (event.iteration % frame_every == 0 or event.iteration == 1):
+            frames.append(event.preview())
+
+    try:
+        result = Stylizer(config).run(inputs.content, inputs.styles, init_image=inputs.init_image,
+                                      callback=on_progress)
+    finally:
+        bar.close()
+    image = result.to_pil()
+    save_image(image, out)
+    if config.output.progression:
+        if result.iterations % frame_every:  # the run ended between two frames
+            frames.append(image)
+        save_progression(frames, config.output.progression)
+    record = build_record(config, result, content=content, styles=styles, output=str(out),
+                          command=[PROG, *argv])
+    save_json(record, str(out) + ".json")
+    if not quiet:
+        print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations, "
+              f"{result.timings['total']:.1f} s) and {out}.json", file=sys.stderr)
+
+
+def _progress_bar(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
+                disable=quiet or not sys.stderr.isatty(), desc="stylizing")
+
+
+def _loss_summary(losses: dict[str, float]) -> str:
+    parts = [f"total={losses['total']:.3g}"]
+    content = sum(v for k, v in losses.items() if k.startswith("content."))
+    style = sum(v for k, v in losses.items() if k.startswith("style."))
+    parts += [f"content={content:.3g}", f"style={style:.3g}"]
+    if "tv" in losses:
+        parts.append(f"tv={losses['tv']:.3g}")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _stylize_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
+                "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
+                "'nstyle example', 'nstyle reconstruct content|style' (each has --help).",
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("content", help="the photo to repaint")
+    p.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    _common(p)
+    add_config_options(p)
+    return p
+
+
+def cmd_stylize(argv: Sequence[str]) -> None:
+    args = _stylize_parser().parse_args(argv)
+    config = config_from_args(args)
+    _run_and_save(config, args.content, args.styles, args.output, args.quiet, argv)
+
+
+def cmd_example(argv: Sequence[str]) -> None:
+    from .example import EXAMPLE_DEFAULTS, example_images
+
+    p = _Parser(prog=f"{PROG} example", description="Stylize the built-in example (a photo and "
+                "a picture bundled with scikit-image), so a new install can be tried at once.")
+    p.add_argument("-o", "--output", default="example.png", help="output image (default: example.png)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_config_options(p, EXAMPLE_DEFAULTS)
+    args = p.parse_args(argv)
+    config = config_from_args(args, EXAMPLE_DEFAULTS)
+    content, style = example_images()
+    _run_and_save(config, content, [style], args.output, args.quiet, ["example", *argv])
+
+
+RECONSTRUCT_DEFAULTS = {
+    "content": {"style_weight": 0.0, "tv_weight": 0.0, "init": "noise"},
+    "style": {"content_weight": 0.0, "tv_weight": 0.0, "init": "noise", "style_weight": 1.0},
+}
+
+
+def cmd_reconstruct(argv: Sequence[str]) -> None:
+    p = _Parser(prog=f"{PROG} reconstruct", description="The paper's exploration modes: rebuild "
+                "an image from white noise using one layer's content representation, or "
+                "synthesize a texture from a subset of layers' style representation.")
+    sub = p.add_subparsers(dest="mode", required=True, parser_class=_Parser)
+    pc = sub.add_parser("content", help="content reconstruction from one layer")
+    pc.add_argument("image")
+    pc.add_argument("--layer", default="relu4_2", help="layer to reconstruct from (default: relu4_2)")
+    ps = sub.add_parser("style", help="texture synthesis from a subset of style layers")
+    ps.add_argument("image")
+    ps.add_argument("--layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
+                    help="comma-separated style layers (default: relu1_1,...,relu5_1)")
+    for sp, mode in ((pc, "content"), (ps, "style")):
+        _common(sp)
+        add_config_options(sp, RECONSTRUCT_DEFAULTS[mode])
+    args = p.parse_args(argv)
+    overrides = dict(RECONSTRUCT_DEFAULTS[args.mode])
+    if args.mode == "content":
+        overrides["content_layers"] = args.layer
+        styles: list[Any] = []
+    else:
+        overrides["style_layers"] = args.layers
+        styles = [args.image]
+    config = config_from_args(args, overrides)
+    _run_and_save(config, args.image, styles, args.output, args.quiet, ["reconstruct", *argv])
+
+
+def cmd_layers(argv: Sequence[str]) -> None:
+    from .vgg import LAYER_NAMES, layer_channels
+
+    p = _Parser(prog=f"{PROG} layers", description="List VGG19 layer names usable as content or style layers.")
+    p.parse_args(argv)
+    for name in LAYER_NAMES:
+        print(f"{name:8s} {layer_channels(name):4d} channels")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit code (callable from tests)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers}
+    command = commands.get(argv[0]) if argv else None
+    try:
+        if command is not None:
+            command(argv[1:])
+        else:
+            cmd_stylize(argv)
+        return 0
+    except NStyleError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written at the output", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if os.environ.get("NSTYLE_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (set NSTYLE_DEBUG=1 for "
+              "the traceback)", file=sys.stderr)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Reading, converting, resizing and atomically saving images.
+
+Inputs may be paths, PIL images or NumPy arrays. Any Pillow mode is converted to RGB the
+way a user expects: EXIF orientation applied, transparency composited on white, 16-bit
+and float images scaled by their real range, CMYK/palette/grayscale converted. Images
+larger than ``MAX_INPUT_PIXELS`` are refused before they are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadImage, BadOutput
+
+#: inputs with more pixels than this are refused (about 8000 x 6000); also the point
+#: where Pillow's decompression-bomb warning becomes an error for us
+MAX_INPUT_PIXELS = 50_000_000
+
+#: output formats by extension (Pillow format names)
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_image(source: ImageSource, what: str = "image") -> Image.Image:
+    """Open ``source`` and return it as an RGB PIL image, or raise ``BadImage``."""
+    if isinstance(source, Image.Image):
+        return to_rgb(source, what)
+    if isinstance(source, np.ndarray):
+        return to_rgb(_from_array(source, what), what)
+    if not isinstance(source, (str, os.PathLike)):
+        raise BadImage(f"{what}: expected a path, PIL image or NumPy array, got {type(source).__name__}")
+    path = Path(source)
+    if not path.exists():
+        raise BadImage(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise BadImage(f"{what} {str(path)!r} is a folder, not an image file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadImage(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    return decode_image(data, f"{what} {str(path)!r}")
+
+
+def decode_image(data: bytes, what: str = "image") -> Image.Image:
+    """Decode encoded image bytes (from a file or an upload) into an RGB PIL image."""
+    if not data:
+        raise BadImage(f"{what} is empty (0 bytes)")
+    with warnings.catch_warnings(record=True) as caught:
+        # Pillow only warns on images past its own limit (and Image.open swallows the
+        # warning if it is made an error): record it and refuse the image ourselves
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+            _check_pixels(img.size, what)
+            if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
+                raise Image.DecompressionBombError(str(caught[0].message))
+            img.load()
+        except UnidentifiedImageError:
+            raise BadImage(f"{what} is not an image Pillow can read (png, jpg, webp, tiff, ...)") from None
+        except Image.DecompressionBombError:
+            raise BadImage(f"{what} is too large: Pillow flags it as a decompression bomb "
+                           f"(limit {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise BadImage(f"{what} is damaged or truncated ({exc})") from None
+    return to_rgb(img, what)
+
+
+def _check_pixels(size: tuple[int, int], what: str) -> None:
+    w, h = size
+    if w * h > MAX_INPUT_PIXELS:
+        raise BadImage(f"{what} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                       f"{MAX_INPUT_PIXELS:,}; downscale it first")
+    if w < 1 or h < 1:
+        raise BadImage(f"{what} has no pixels ({w}x{h})")
+
+
+def _from_array(array: np.ndarray, what: str) -> Image.Image:
+    """HxW or HxWxC arrays: uint8 as is, uint16 over 0..65535, floats over 0..1."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise BadImage(f"{what}: expected an HxW, HxWx3 or HxWx4 array, got shape {a.shape}")
+    _check_pixels((a.shape[1], a.shape[0]), what)
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a.astype(np.float64) / 65535.0 * 255.0).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise BadImage(f"{what}: array has NaN or infinite values")
+        a = (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    else:
+        raise BadImage(f"{what}: unsupported array dtype {a.dtype} (use uint8, uint16 or float)")
+    return Image.fromarray(a)
+
+
+def to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
+    """Any Pillow mode -> RGB, with EXIF orientation applied and alpha composited on white."""
+    _check_pixels(img.size, what)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block should not make a good picture unusable
+        pass
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit/32-bit grayscale: Pillow's convert('L') clips instead of scaling
+        a = np.asarray(img, dtype=np.float64)
+        peak = a.max(initial=0.0)
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif mode == "F" and peak <= 1.0:
+            top = 1.0
+        else:  # 32-bit "I" holds 16-bit files on some Pillow versions, 8-bit data on others
+            top = 255.0 if peak <= 255 else 65535.0
+        a = np.clip(a / top, 0.0, 1.0)
+        return Image.fromarray((a * 255.0).round().astype(np.uint8)).convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    except (ValueError, OSError) as exc:
+        raise BadImage(f"{what} has an unsupported mode {mode!r} ({exc})") from None
+
+
+# --------------------------------------------------------------------------- sizes and tensors
+
+
+def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(w, h) scaled so that the longest side is ``longest``, keeping the aspect ratio."""
+    scale = longest / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to (w, h) with a filter suited to the direction (Lanczos antialiases down)."""
+    if img.size == tuple(size):
+        return img
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 tensor (1, 3, H, W) in [0, 1]."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """Tensor (1, 3, H, W) or (3, H, W) in [0, 1] -> RGB PIL image (clamped, rounded)."""
+    t = tensor.detach()
+    if t.ndim == 4:
+        t = t[0]
+    a = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(a, "RGB")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_output_path(path: Union[str, os.PathLike], formats: Iterable[str] = OUTPUT_FORMATS) -> Path:
+    """Fail early (before any work) if ``path`` cannot receive an image of a known format."""
+    path = Path(path)
+    if path.suffix.lower() not in formats:
+        raise BadOutput(f"output {str(path)!r}: unsupported extension {path.suffix or '(none)'!r}; "
+                        f"use one of {', '.join(sorted(set(formats)))}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise BadOutput(f"output folder {str(folder)!r} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadOutput(f"output folder {str(folder)!r} is not writable")
+    if path.is_dir():
+        raise BadOutput(f"output {str(path)!r} is a folder; give a file name such as out.png")
+    return path
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_image(img: Image.Image, path: Union[str, os.PathLike]) -> Path:
+    """Save atomically in the format given by the extension (png, jpg/jpeg, webp)."""
+    path = check_output_path(path)
+    fmt = OUTPUT_FORMATS[path.suffix.lower()]
+    params: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    _atomic_write(path, lambda f: img.save(f, format=fmt, **params))
+    return path
+
+
+def save_json(data: Any, path: Union[str, os.PathLike]) -> Path:
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def save_progression(frames: list[Image.Image], path: Union[str, os.PathLike],
+                     frame_size: int = 256) -> Path:
+    """Frames as one horizontal strip (.png) or a looping animation (.gif)."""
+    if not frames:
+        raise ValueError("no frames to write")
+    path = check_output_path(path, formats=(".png", ".gif"))
+    thumbs = [resize(f, fit_size(*f.size, min(frame_size, max(f.size)))) for f in frames]
+    if path.suffix.lower() == ".gif":
+        def write(f):
+            thumbs[0].save(f, format="GIF", save_all=True, append_images=thumbs[1:],
+                           duration=200, loop=0)
+    else:
+        w, h = thumbs[0].size
+        strip = Image.new("RGB", (w * len(thumbs), h), "white")
+        for i, t in enumerate(thumbs):
+            strip.paste(t, (i * w, 0))
+        def write(f):
+            strip.save(f, format="PNG")
+    _atomic_write(path, write)
+    return path

@@ -1,0 +1,195 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from nstyle.cli import main
+from nstyle.config import iter_options
+
+FAST = ["--size", "32", "--iterations", "2", "-q"]
+
+
+def run_cli(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_stylize_writes_image_and_run_record(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "out.jpg"
+    code, _, err = run_cli([content_path, style_path, "-o", out, "--size", "40", "--iterations", "3",
+                            "--seed", "7", "--style-weight", "1e5"], capsys)
+    assert code == 0, err
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and max(img.size) == 40
+    record = json.loads((tmp_path / "out.jpg.json").read_text())
+    assert record["config"]["loss"]["style_weight"] == 1e5
+    assert record["seed"] == 7 and record["iterations"] == 3
+    assert record["device"] == "cpu"
+    assert set(record["versions"]) >= {"nstyle", "torch", "numpy", "pillow", "python"}
+    assert "style.relu1_1" in record["losses"] and "content.relu4_2" in record["losses"]
+    assert record["timings"]["total"] > 0
+    assert record["inputs"]["content"] == str(content_path)
+
+
+def test_several_styles_with_blend_weights(tmp_path, content_path, style_path, style_img2, capsys):
+    s2 = tmp_path / "s2.png"
+    style_img2.save(s2)
+    out = tmp_path / "out.png"
+    code, _, err = run_cli([content_path, style_path, s2, "-o", out, "--style-blend-weights", "2,1",
+                            *FAST], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "out.png.json").read_text())
+    assert record["config"]["image"]["style_blend_weights"] == [2.0, 1.0]
+    assert len(record["inputs"]["styles"]) == 2
+
+
+def test_save_every_and_progression(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "out.png"
+    code, _, err = run_cli([content_path, style_path, "-o", out, "--size", "32", "--iterations", "4",
+                            "--save-every", "2", "--progression", tmp_path / "prog.gif", "-q"], capsys)
+    assert code == 0, err
+    saved = sorted(p.name for p in (tmp_path / "out_iterations").iterdir())
+    assert saved == ["iter_00002.png", "iter_00004.png"]
+    with Image.open(tmp_path / "prog.gif") as gif:
+        assert gif.n_frames == 3  # iterations 1, 2 and 4
+        assert max(gif.size) == 32  # small frames are not blown up
+
+
+def test_progression_strip_without_save_every(tmp_path, content_path, style_path, capsys):
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "o.png", "--size", "32",
+                            "--iterations", "20", "--progression", tmp_path / "strip.png", "-q"], capsys)
+    assert code == 0, err
+    with Image.open(tmp_path / "strip.png") as strip:
+        assert strip.width > 5 * strip.height  # 1 + 10 frames side by side
+    assert not (tmp_path / "o_iterations").exists()
+
+
+def test_reconstruct_content_and_style(tmp_path, content_path, capsys):
+    code, _, err = run_cli(["reconstruct", "content", content_path, "--layer", "relu2_1", "-o",
+                            tmp_path / "c.png", *FAST], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "c.png.json").read_text())
+    assert rec["config"]["loss"]["content_layers"] == ["relu2_1"]
+    assert rec["config"]["loss"]["style_weight"] == 0 and rec["config"]["image"]["init"] == "noise"
+    assert set(rec["losses"]) == {"content.relu2_1", "total"}
+    code, _, err = run_cli(["reconstruct", "style", content_path, "--layers", "relu1_1,relu2_1", "-o",
+                            tmp_path / "s.png", *FAST], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "s.png.json").read_text())
+    assert set(rec["losses"]) == {"style.relu1_1", "style.relu2_1", "total"}
+
+
+def test_layers_lists_names(capsys):
+    code, out, _ = run_cli(["layers"], capsys)
+    assert code == 0
+    assert "relu4_2" in out and "pool5" not in out and len(out.splitlines()) == 36
+
+
+def test_help_documents_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in iter_options():
+        assert "--" + opt.name.replace("_", "-") in text
+    assert "(default: 512)" in text and "(default: relu4_2)" in text
+
+
+def _bad_cases(tmp_path, content_path, style_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    trunc = tmp_path / "trunc.png"
+    data = content_path.read_bytes()
+    trunc.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.png"
+    return {
+        "missing content": [tmp_path / "nope.jpg", style_path, "-o", out],
+        "missing style": [content_path, tmp_path / "nope.jpg", "-o", out],
+        "empty file": [content_path, empty, "-o", out],
+        "not an image": [text, style_path, "-o", out],
+        "truncated": [trunc, style_path, "-o", out],
+        "unknown layer": [content_path, style_path, "-o", out, "--style-layers", "relu1_1,relu9_9"],
+        "negative weight": [content_path, style_path, "-o", out, "--style-weight", "-5"],
+        "nan weight": [content_path, style_path, "-o", out, "--content-weight", "nan"],
+        "inf weight": [content_path, style_path, "-o", out, "--tv-weight", "inf"],
+        "zero iterations": [content_path, style_path, "-o", out, "--iterations", "0"],
+        "size too small": [content_path, style_path, "-o", out, "--size", "4"],
+        "size too large": [content_path, style_path, "-o", out, "--size", "99999"],
+        "missing output folder": [content_path, style_path, "-o", tmp_path / "no" / "out.png"],
+        "bad extension": [content_path, style_path, "-o", tmp_path / "out.bmp"],
+        "unknown optimizer": [content_path, style_path, "-o", out, "--optimizer", "rmsprop"],
+        "unknown flag": [content_path, style_path, "-o", out, "--styel-weight", "3"],
+        "missing init image": [content_path, style_path, "-o", out, "--init", tmp_path / "nope.png"],
+        "no output": [content_path, style_path],
+        "bad layer weights": [content_path, style_path, "-o", out, "--style-layer-weights", "1,2"],
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing content", "missing style", "empty file", "not an image", "truncated", "unknown layer",
+    "negative weight", "nan weight", "inf weight", "zero iterations", "size too small",
+    "size too large", "missing output folder", "bad extension", "unknown optimizer", "unknown flag",
+    "missing init image", "no output", "bad layer weights"])
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, content_path, style_path, capsys, case):
+    argv = _bad_cases(tmp_path, content_path, style_path)[case]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nstyle: error: "), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out.png.json").exists()
+
+
+def test_unwritable_output_folder(tmp_path, content_path, style_path, capsys, monkeypatch):
+    import nstyle.images
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # as root every folder is writable, so simulate a read-only one
+    monkeypatch.setattr(nstyle.images.os, "access",
+                        lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    code, _, err = run_cli([content_path, style_path, "-o", locked / "o.png", *FAST], capsys)
+    assert code == 2 and "not writable" in err
+    assert list(locked.iterdir()) == []
+
+
+def test_odd_image_modes_are_accepted(tmp_path, content_img, style_path, capsys):
+    rgba = content_img.convert("RGBA")
+    rgba.putalpha(128)
+    variants = {"rgba.png": rgba, "pal.png": content_img.convert("P"), "gray.png": content_img.convert("L"),
+                "cmyk.jpg": content_img.convert("CMYK")}
+    for name, img in variants.items():
+        p = tmp_path / name
+        img.save(p)
+        code, _, err = run_cli([p, style_path, "-o", tmp_path / f"out_{name}.png", "--size", "32",
+                                "--iterations", "1", "-q"], capsys)
+        assert code == 0, (name, err)
+
+
+def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_path, capsys, monkeypatch):
+    from nstyle import losses
+
+    monkeypatch.setattr(losses, "total_variation", lambda x: x.sum() * float("nan"))
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", *FAST], capsys)
+    assert code == 1 and "loss became nan" in err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_console_script_runs_as_a_process(tmp_path, content_path, style_path):
+    """The installed entry point, as a user runs it (not a TTY: no progress bar)."""
+    proc = subprocess.run([sys.executable, "-m", "nstyle", str(content_path), str(style_path), "-o",
+                           str(tmp_path / "o.webp"), "--size", "32", "--iterations", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o.webp").exists()
+    assert "stylizing" not in proc.stderr  # quiet when not a terminal
+    proc = subprocess.run([sys.executable, "-m", "nstyle", "missing.jpg", str(style_path), "-o",
+                           str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+
+from nstyle.config import Config, iter_options
+from nstyle.errors import BadOption
+
+
+def test_defaults_are_the_papers_layers():
+    c = Config()
+    assert c.loss.content_layers == ("relu4_2",)
+    assert c.loss.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    assert c.loss.layer_weights("style") == {l: pytest.approx(0.2) for l in c.loss.style_layers}
+
+
+def test_flat_options_round_trip():
+    c = Config.from_options(style_weight="1e5", style_layers="relu1_1, relu2_1", iterations="7",
+                            style_layer_weights=[1, 3])
+    assert c.loss.style_weight == 1e5 and c.optim.iterations == 7
+    assert c.loss.style_layers == ("relu1_1", "relu2_1")
+    assert c.loss.layer_weights("style") == {"relu1_1": 1.0, "relu2_1": 3.0}
+    assert Config.from_dict(c.to_dict()) == c
+    assert set(c.flat()) == {o.name for o in iter_options()}
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"style_wieght": 1}, "did you mean style_weight"),
+    ({"content_layers": "relu9_1"}, "unknown content layer"),
+    ({"style_weight": -1}, ">= 0"),
+    ({"content_weight": math.inf}, "finite"),
+    ({"tv_weight": float("nan")}, "finite"),
+    ({"iterations": 0}, "iterations"),
+    ({"iterations": 2.5}, "expected int"),
+    ({"size": 8}, "size"),
+    ({"size": 100000}, "size"),
+    ({"style_scale": 0}, "style_scale"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"lr": -1}, "lr"),
+    ({"style_layer_weights": "1,2"}, "2 values but there are 5"),
+    ({"style_blend_weights": "0,0"}, "all be zero"),
+    ({"pooling": "median"}, "pooling"),
+    ({"device": "tpu"}, "device"),
+    ({"content_weight": 0, "style_weight": 0, "tv_weight": 0}, "nothing to optimize"),
+    ({"progression": "p.mp4"}, "progression"),
+    ({"style_weight": "lots"}, "expected float"),
+])
+def test_invalid_options_raise_bad_option(options, match):
+    with pytest.raises(BadOption, match=match):
+        Config.from_options(**options)
+
+
+def test_every_option_has_help():
+    for opt in iter_options():
+        assert opt.help and len(opt.help) > 10, opt.name

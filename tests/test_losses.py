@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from nstyle import losses
+
+
+def test_gram_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
+    expected = np.stack([fi.reshape(5, -1) @ fi.reshape(5, -1).T for fi in f]) / 12
+    got = losses.gram(torch.from_numpy(f)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert got.shape == (2, 5, 5)
+
+
+def test_gram_is_float32_even_for_bf16_features():
+    f = torch.randn(1, 4, 3, 3, dtype=torch.bfloat16)
+    assert losses.gram(f).dtype == torch.float32
+
+
+def test_content_loss_is_half_sum_of_squares():
+    torch.manual_seed(0)
+    f, p = torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)
+    expected = 0.5 * float(((f - p) ** 2).sum())
+    assert float(losses.content_loss(f, p)) == pytest.approx(expected, rel=1e-6)
+    assert float(losses.content_loss(p, p)) == 0.0
+
+
+def test_style_loss_matches_the_papers_formula():
+    """E_l = 1/(4 N² M²) Σ (G − A)² with unnormalized Grams G = F Fᵀ."""
+    rng = np.random.default_rng(1)
+    n, h, w = 6, 5, 4
+    m = h * w
+    f = rng.standard_normal((n, h, w))
+    s = rng.standard_normal((n, h, w))
+    g = f.reshape(n, m) @ f.reshape(n, m).T
+    a = s.reshape(n, m) @ s.reshape(n, m).T
+    expected = ((g - a) ** 2).sum() / (4 * n**2 * m**2)
+    target = losses.gram(torch.tensor(s[None], dtype=torch.float32))
+    got = float(losses.style_loss(torch.tensor(f[None], dtype=torch.float32), target))
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_style_loss_is_zero_at_its_target_and_positive_elsewhere():
+    f = torch.randn(1, 8, 6, 6)
+    assert float(losses.style_loss(f, losses.gram(f))) == pytest.approx(0.0, abs=1e-9)
+    assert float(losses.style_loss(f, losses.gram(f * 2))) > 0
+
+
+def test_style_target_of_a_different_size_compares_by_statistics():
+    """A texture tiled to twice the size has the same normalized Gram."""
+    f = torch.rand(1, 4, 5, 5)
+    tiled = f.repeat(1, 1, 2, 2)
+    assert float(losses.style_loss(tiled, losses.gram(f))) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_total_variation():
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 1, 1] = 2.0
+    # four neighbours differ by 2 -> 4 * 4
+    assert float(losses.total_variation(x)) == pytest.approx(16.0)
+    assert float(losses.total_variation(torch.ones(1, 3, 4, 4))) == 0.0
+
+
+def test_losses_are_differentiable():
+    f = torch.randn(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    target = losses.gram(p)
+    assert torch.autograd.gradcheck(lambda x: losses.content_loss(x, p).double(), (f,))
+    assert torch.autograd.gradcheck(lambda x: losses.total_variation(x).double(), (f,))
+    assert torch.autograd.gradcheck(lambda x: losses.style_loss(x, target), (f,))
