@@ -23,6 +23,8 @@ from .config import Config, iter_options
 from .errors import BadOption, BadOutput, NStyleError
 
 PROG = "nstyle"
+SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
+                  "model": "network and device options", "output": "intermediate output options"}
 COMMANDS = ("reconstruct", "example", "layers")
 
 
@@ -47,11 +49,13 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in iter_options():
         group = groups.get(opt.section) or groups.setdefault(
-            opt.section, parser.add_argument_group(f"{opt.section} options"))
+            opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
         default = defaults.get(opt.name, opt.default)
         metavar = opt.metavar or ("A,B,..." if opt.is_list else opt.base_type.__name__.upper())
-        kwargs: dict[str, Any] = {"dest": opt.name, "default": None,
-                                  "help": f"{opt.help} (default: {_fmt_default(default)})"}
+        help_text = opt.help
+        if not (default is None and "default" in help_text):  # else the help says it already
+            help_text += f" (default: {_fmt_default(default)})"
+        kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
         if opt.choices:
             kwargs["choices"] = opt.choices
         else:

@@ -123,7 +123,8 @@ class OptimOptions:
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS)
     iterations: int = option(500, "number of optimizer iterations (>= 1)")
     lr: Optional[float] = option(
-        None, "learning rate / step size (default: lbfgs 1, adam 10, adagrad 10, sgd 1; the gradient is normalized so that its first mean magnitude is one pixel level)")
+        None, "learning rate / step size (default: lbfgs 1, adam 10, adagrad 10, sgd 1; the "
+        "gradient is scaled so its first mean magnitude is one pixel level)")
     beta1: float = option(0.9, "Adam's beta1")
     beta2: float = option(0.999, "Adam's beta2")
     eps: float = option(1e-8, "Adam's epsilon")
@@ -168,10 +169,12 @@ class ModelOptions:
 class OutputOptions:
     save_every: int = option(0, "save the image every N iterations (0: never)")
     save_dir: Optional[str] = option(
-        None, "folder for --save-every images (default: OUTPUT's name + '_iterations')")
+        None, "folder for --save-every images (default: OUTPUT's name + '_iterations')",
+        metavar="DIR")
     progression: Optional[str] = option(
         None, "write the run's progress as one strip (.png) or animation (.gif): the first "
-        "iteration, then every --save-every iterations (10 frames if that is 0), then the end")
+        "iteration, then every --save-every iterations (10 frames if that is 0), then the end",
+        metavar="FILE")
 
     def __post_init__(self) -> None:
         if not isinstance(self.save_every, int) or self.save_every < 0:
