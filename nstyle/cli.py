@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import Config, iter_options
-from .errors import BadOption, BadOutput, NStyleError
+from .errors import BadOption, BadOutput, NStyleError, RunFailed
 
 PROG = "nstyle"
 SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
@@ -85,7 +85,7 @@ def config_from_args(args: argparse.Namespace, overrides: Optional[dict[str, Any
 def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: str, quiet: bool,
                   argv: Sequence[str]) -> None:
     from . import api
-    from .images import check_output_path, save_image, save_json, save_progression
+    from .images import check_output_path, save_image, save_json, save_progression, to_pil
     from .record import build_record
 
     out = check_output_path(output)
@@ -119,6 +119,13 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
     try:
         result = Stylizer(config).run(inputs.content, inputs.styles, init_image=inputs.init_image,
                                       callback=on_progress)
+    except RunFailed as exc:
+        # the user asked for intermediate saves: keep the last good image with them
+        if save_dir is not None and exc.last_good is not None and exc.last_good[0] > 0:
+            iteration, image = exc.last_good
+            kept = save_image(to_pil(image), save_dir / f"last_good_iter_{iteration:05d}.png")
+            raise RunFailed(f"{exc}; the last good image is in {kept}") from None
+        raise
     finally:
         bar.close()
     image = result.to_pil()

@@ -288,19 +288,22 @@ class Stylizer:
             return terms["total"].detach() * scale[0]
 
         done = 0
-        good = x.detach().clone()
         for it in range(1, iterations + 1):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled(f"cancelled after {done} of {iterations} iterations")
+            before = x.detach().clone()  # the last good image, should this step diverge
             optimizer.step(closure)
             values = {k: float(v) for k, v in last.items()}
             if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
-                raise RunFailed(f"the loss became {values['total']} at iteration {it}; lower the "
-                                "learning rate or the loss weights")
+                error = RunFailed(f"the loss became {values['total']} at iteration {it}; lower the "
+                                  "learning rate or the loss weights")
+                error.last_good = (done, deprocess(before).clamp(0, 1).cpu())
+                raise error
             done = it
-            good = x.detach()
             if callback is not None:
-                callback(Progress(it, iterations, values, time.perf_counter() - t0, good, request_stop))
+                # the preview reads x lazily: valid during the callback, not after it
+                callback(Progress(it, iterations, values, time.perf_counter() - t0, x.detach(),
+                                  request_stop))
             if stop_requested:
                 break
         # the losses above are those of the iterate before the last step: report the

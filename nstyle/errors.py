@@ -35,6 +35,8 @@ class RunFailed(NStyleError, RuntimeError):
 
     exit_code = 1
     http_status = 500
+    #: (iteration, RGB image tensor) of the last finite iterate, when there was one
+    last_good = None
 
 
 class OutOfMemory(RunFailed):

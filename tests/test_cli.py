@@ -182,6 +182,26 @@ def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_pa
     assert not (tmp_path / "out.png").exists()
 
 
+def test_diverging_run_keeps_the_last_good_image_when_saving(tmp_path, content_path, style_path,
+                                                             capsys, monkeypatch):
+    from nstyle import losses
+
+    real_tv = losses.total_variation
+    calls = []
+
+    def tv_that_breaks(x):  # finite for three evaluations, then NaN
+        calls.append(1)
+        return real_tv(x) * (float("nan") if len(calls) > 3 else 1.0)
+
+    monkeypatch.setattr(losses, "total_variation", tv_that_breaks)
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", "--size", "32",
+                            "--iterations", "10", "--save-every", "100", "-q"], capsys)
+    assert code == 1 and "last good image" in err and len(err.strip().splitlines()) == 1
+    kept = list((tmp_path / "out_iterations").iterdir())
+    assert [p.name for p in kept] == ["last_good_iter_00003.png"]
+    assert not (tmp_path / "out.png").exists()
+
+
 def test_console_script_runs_as_a_process(tmp_path, content_path, style_path):
     """The installed entry point, as a user runs it (not a TTY: no progress bar)."""
     proc = subprocess.run([sys.executable, "-m", "nstyle", str(content_path), str(style_path), "-o",
