@@ -227,7 +227,6 @@ class Stylizer:
         if self.style_weights and not styles:
             raise BadOption("style_weight > 0 but no style image was given")
         cfg = self.config
-        torch.manual_seed(cfg.image.seed)
         try:
             with torch.no_grad():
                 content_bgr = preprocess(resize_tensor(content.float(), cfg.image.size).to(self.device))
