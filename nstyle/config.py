@@ -121,7 +121,7 @@ class ImageOptions:
 @dataclass(frozen=True)
 class OptimOptions:
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS)
-    iterations: int = option(500, "number of optimizer iterations (>= 1)")
+    iterations: int = option(300, "number of optimizer iterations (>= 1)")
     lr: Optional[float] = option(
         None, "learning rate / step size (default: lbfgs 1, adam 10, adagrad 10, sgd 1; the "
         "gradient is scaled so its first mean magnitude is one pixel level)")
