@@ -14,3 +14,24 @@ pipq install --upgrade pip
 pipq install "torch==${NSTYLE_TORCH_VERSION:-2.13.0}"
 pipq install -e ".[${NSTYLE_EXTRAS:-test}]"
 python -c "import torch, nstyle; print('nstyle', nstyle.__version__, 'with torch', torch.__version__)"
+
+# The browser test (tests/test_service_e2e.py) drives Debian's chromium through Playwright;
+# Playwright's own browser download cannot work offline, so the system package is used.
+# Only for a test set-up, only if missing; NSTYLE_NO_BROWSER=1 skips it.
+case ",${NSTYLE_EXTRAS:-test}," in
+  *,test,*)
+    if [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
+      if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+      if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
+        echo "note: /usr/bin/chromium is missing and cannot be installed here (needs apt-get as root);" \
+             "the browser test will be skipped" >&2
+      else
+        echo "installing Debian's chromium for the browser test ..."
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq update
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends chromium >/dev/null
+      fi
+    fi
+    # (Debian's wrapper script prints a harmless shell warning on stderr)
+    [ -x /usr/bin/chromium ] && /usr/bin/chromium --version 2>/dev/null || true
+    ;;
+esac
