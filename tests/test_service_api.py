@@ -124,7 +124,8 @@ def test_bad_images_and_missing_fields(settings, images, tmp_path):
         r = post(files(b"", style, content_name="empty.png"))
         assert r.status_code == 400 and "is empty (0 bytes)" in r.json()["detail"]
         r = post(files(content, truncated))
-        assert r.status_code == 400 and "style image 'style1.png' is damaged or truncated" in r.json()["detail"]
+        assert r.status_code == 400
+        assert "style image 'style1.png' is damaged or truncated" in r.json()["detail"]
         r = post([("style", ("s.png", style, "image/png"))])
         assert r.status_code == 400 and "field 'content'" in r.json()["detail"]
         r = post([("content", ("c.png", content, "image/png"))])
@@ -155,7 +156,8 @@ def test_limits_give_clear_4xx_and_store_nothing(tmp_path, content_img, style_im
         assert "content image 'cat.png' is " in r.json()["detail"]
         assert "kB, over this server's limit of 39 kB per image" in r.json()["detail"]
         r = post(files(encode(content_img.resize((100, 80))), style))  # 8000 px > 5000
-        assert r.status_code == 413 and "8,000 pixels, over this server's limit of 5,000" in r.json()["detail"]
+        assert r.status_code == 413
+        assert "8,000 pixels, over this server's limit of 5,000" in r.json()["detail"]
         r = post(files(small, encode(style_img.resize((50, 50)), "GIF")))
         assert r.status_code == 415 and "is a GIF image; this server takes png, jpeg" in r.json()["detail"]
         r = post(files(small, style, style, style))
@@ -331,3 +333,13 @@ def test_serve_command_line(capsys):
     s = settings_from_args(args)
     assert s.max_upload_bytes == 2 * 2**20 and s.max_queue == 3 and str(s.data_dir) == "d"
     json.dumps(s.formats)
+
+
+def test_one_server_per_data_folder(tmp_path):
+    from nstyle.service.store import FolderInUse, JobStore
+
+    first = JobStore(tmp_path / "data")
+    with pytest.raises(FolderInUse, match="in use by another nstyle server"):
+        JobStore(tmp_path / "data")
+    first.close()
+    JobStore(tmp_path / "data").close()  # free again once the first one is gone

@@ -26,11 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import BadOption, NStyleError
-from .errors import NotFound, Conflict, TooLarge, Unauthorized
+from .errors import Conflict, NotFound, TooLarge, Unauthorized
 from .jobs import JobManager
 from .schemas import JobList, JobView, ServerInfo
 from .settings import ServiceSettings
-from .store import FINISHED, PREVIEW_FILE, QUEUED, RECORD_FILE, RESULT_FILE, RUNNING, SUCCEEDED, JobRow
+from .store import (FINISHED, PREVIEW_FILE, QUEUED, RECORD_FILE, RESULT_FILE, RUNNING, STATES,
+                    SUCCEEDED, JobRow)
 from .uploads import CONTENT_FIELD, STYLE_FIELDS, Upload, check_submission, client_options, fmt_bytes
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -140,7 +141,10 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
 
     @api.get("/jobs", response_model=JobList, summary="List jobs, newest first")
     def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
-                  state: Optional[str] = Query(None, description="only jobs in this state")) -> dict[str, Any]:
+                  state: Optional[str] = Query(None, description="only jobs in this state"),
+                  ) -> dict[str, Any]:
+        if state and state not in STATES:
+            raise BadOption(f"state must be one of {', '.join(STATES)}, got {state!r}")
         states = (state,) if state else None
         rows = manager.store.list(limit=limit, offset=offset, states=states)
         return {"jobs": [view(r) for r in rows], "total": manager.store.count(states),
@@ -173,7 +177,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     @api.get("/jobs/{job_id}/result", summary="The result image (PNG)",
              response_class=FileResponse, responses={409: {"description": "no result (yet)"}})
     def get_result(job_id: str) -> FileResponse:
-        row = _finished(manager.get(job_id))
+        _finished(manager.get(job_id))
         return FileResponse(manager.store.file(job_id, RESULT_FILE), media_type="image/png",
                             filename=f"nstyle-{job_id}.png")
 

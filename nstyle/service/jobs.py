@@ -245,7 +245,8 @@ class JobManager:
                     log.exception("job %s failed", job_id)
                 outcome = {"state": FAILED, "error": f"internal error: {type(exc).__name__}: {exc}",
                            "error_status": 500}
-            if outcome["state"] != SUCCEEDED and live.preview_image is not None and not live.deleted:
+            if outcome["state"] in (FAILED, CANCELLED) and live.preview_image is not None \
+                    and not live.deleted:
                 try:  # so a cancelled or failed job still shows how far it got
                     save_image(live.preview_image, self.store.file(job_id, PREVIEW_FILE))
                 except (OSError, NStyleError):
@@ -270,7 +271,7 @@ class JobManager:
         entries = [row.inputs["content"], *row.inputs["styles"]]
         paths = [self.store.file(job_id, e["file"]) for e in entries]
         images = [decode_image(p.read_bytes(), f"{e['key']} of job {job_id}")
-                  for p, e in zip(paths, entries)]
+                  for p, e in zip(paths, entries, strict=True)]
         inputs = prepare(images[0], images[1:], config)
         stylizer = Stylizer(config)
 

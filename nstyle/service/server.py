@@ -15,7 +15,8 @@ from .settings import MB, ServiceSettings
 DEFAULTS = ServiceSettings()
 
 
-def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+                 ) -> argparse.ArgumentParser:
     p = parser_class(prog="nstyle serve", description="Serve the web page and the HTTP API "
                      "(a job queue) in one process. Open http://HOST:PORT/ in a browser.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
@@ -36,7 +37,8 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
                    help=f"most jobs waiting; more are refused with 429 (default: {DEFAULTS.max_queue})")
     p.add_argument("--max-size", type=int, default=DEFAULTS.max_size,
-                   help=f"largest output size (longest side) a job may ask for (default: {DEFAULTS.max_size})")
+                   help="largest output size (longest side) a job may ask for "
+                   f"(default: {DEFAULTS.max_size})")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -75,8 +77,12 @@ def serve(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = arg
     if not _is_loopback(args.host) and settings.token is None:
         print(f"nstyle serve: warning: listening on {args.host} without --token: anyone who "
               "can reach this port can submit and delete jobs", file=sys.stderr)
+    from .store import FolderInUse
+
     try:
         app = create_app(settings)
+    except FolderInUse as exc:
+        raise BadOption(str(exc)) from None
     except OSError as exc:
         raise BadOption(f"cannot use the data folder {args.data!r}: {exc}") from None
     print(f"nstyle serve: http://{args.host}:{args.port}/ (data in {settings.data_dir.resolve()})",

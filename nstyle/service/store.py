@@ -81,6 +81,7 @@ class JobStore:
         self.tmp_dir = self.root / "tmp"
         for d in (self.root, self.jobs_dir, self.tmp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_folder(self.root)
         self._clear_tmp()
         self._lock = threading.RLock()
         # one connection shared by the server's threads, serialized by the lock; WAL keeps
@@ -100,6 +101,9 @@ class JobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the folder lock
+            self._lock_file = None
 
     def _clear_tmp(self) -> None:
         """Leftovers of a submission the previous process died in the middle of."""
@@ -198,6 +202,27 @@ class JobStore:
         with self._lock:
             known = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
         return [p for p in self.jobs_dir.iterdir() if p.name not in known]
+
+
+def _lock_folder(root: Path):
+    """Two servers on one data folder would run the same queued jobs twice: refuse the
+    second. An OS lock, so it goes away with the process however that ends."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one server per folder is then the user's care
+        return None
+    f = open(root / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise FolderInUse(f"the data folder {str(root)!r} is in use by another nstyle server; "
+                          "stop it or use another --data folder") from None
+    return f
+
+
+class FolderInUse(OSError):
+    pass
 
 
 def _to_job(row: sqlite3.Row) -> JobRow:

@@ -78,16 +78,19 @@ def check_image(upload: Upload, what: str, settings: ServiceSettings) -> InputIm
     """Size, format and pixel limits, then a full decode (the engine's own checks)."""
     label = f"{what} {upload.filename!r}" if upload.filename else what
     if upload.size > settings.max_upload_bytes or len(upload.data) > settings.max_upload_bytes:
-        raise TooLarge(f"{label} is {fmt_bytes(max(upload.size, len(upload.data)))}, over this server's limit of "
+        size = max(upload.size, len(upload.data))
+        raise TooLarge(f"{label} is {fmt_bytes(size)}, over this server's limit of "
                        f"{fmt_bytes(settings.max_upload_bytes)} per image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(upload.data)) as probe:  # reads the header only
                 fmt, (width, height) = probe.format, probe.size
+                if fmt == "MPO":  # what Pillow calls many phones' JPEGs (a JPEG + extras)
+                    fmt = "JPEG"
     except Exception:
         decode_image(upload.data, label)  # raises BadImage with the CLI's message
-        raise BadImage(f"{label} is not an image this server can read")
+        raise BadImage(f"{label} is not an image this server can read") from None
     if fmt not in settings.formats or fmt not in EXTENSIONS:
         raise UnsupportedFormat(f"{label} is a {fmt} image; this server takes "
                                 f"{', '.join(f.lower() for f in settings.formats)}")

@@ -368,11 +368,23 @@ function jobTitle(job) {
 
 function setImage(src) {
   const img = $("live-image");
-  img.onload = () => img.classList.toggle("small", img.naturalWidth < 256 && img.naturalHeight < 256);
+  img.onload = () => fitImage(img);
   img.src = src;
   img.hidden = false;
   $("placeholder").hidden = true;
 }
+
+// Small results (a quick 256 px run) are scaled up to use the stage; pixels stay sharp
+// when the scale is large, since a blurred preview hides what the optimizer is doing.
+function fitImage(img) {
+  const box = $("canvas").getBoundingClientRect();
+  const w = img.naturalWidth, h = img.naturalHeight;
+  if (!w || !h || !box.width) return;
+  const scale = Math.min((box.width - 40) / w, (Math.min(innerHeight * 0.64, 720) - 20) / h, 4);
+  img.style.width = scale > 1 ? `${Math.round(w * scale)}px` : "";
+  img.classList.toggle("small", scale >= 3);
+}
+window.addEventListener("resize", () => fitImage($("live-image")));
 
 function setProgress(percent, text, eta, losses) {
   $("bar-fill").style.width = `${percent}%`;
