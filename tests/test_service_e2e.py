@@ -105,7 +105,8 @@ def test_page_stylizes_end_to_end(server, tmp_path, content_img, style_img):
             with page.expect_download() as download_info:
                 page.click("#download")
             download = download_info.value
-            assert download.suggested_filename.startswith("nstyle-") and download.suggested_filename.endswith(".png")
+            name = download.suggested_filename
+            assert name.startswith("nstyle-") and name.endswith(".png")
             result = Image.open(io.BytesIO(Path(download.path()).read_bytes()))
             assert result.format == "PNG" and max(result.size) == 64
             page.screenshot(path=str(tmp_path / "done.png"), full_page=True)
