@@ -5,6 +5,7 @@
     nstyle reconstruct style IMAGE --layers relu1_1,relu2_1 -o OUTPUT [options]
     nstyle example [-o OUTPUT] [options]
     nstyle layers
+    nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
 
 Every engine option is generated from ``nstyle.config``. Exit codes: 0 success, 2 bad
 input or option (one line on stderr, nothing written at OUTPUT), 1 a failed run,
@@ -25,7 +26,6 @@ from .errors import BadOption, BadOutput, NStyleError, RunFailed
 PROG = "nstyle"
 SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
                   "model": "network and device options", "output": "intermediate output options"}
-COMMANDS = ("reconstruct", "example", "layers")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,7 +165,7 @@ def _loss_summary(losses: dict[str, float]) -> str:
 def _stylize_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
-                "'nstyle example', 'nstyle reconstruct content|style' (each has --help).",
+                "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="the photo to repaint")
     p.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
@@ -236,10 +236,18 @@ def cmd_layers(argv: Sequence[str]) -> None:
         print(f"{name:8s} {layer_channels(name):4d} channels")
 
 
+def cmd_serve(argv: Sequence[str]) -> None:
+    # imported here: the web stack (fastapi, uvicorn) is an extra and slow to import
+    from .service.server import serve
+
+    serve(argv, parser_class=_Parser)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers}
+    commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
+                "serve": cmd_serve}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

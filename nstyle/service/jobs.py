@@ -1,0 +1,323 @@
+"""The queue: workers that run stored jobs through the engine, one at a time per worker.
+
+Jobs wait in submission order. A worker takes the oldest, runs ``Stylizer`` with a
+``CancelToken`` and a progress callback, and writes the result, its run record and the
+final state. Progress lives in memory (``LiveState``) while a job runs: it changes many
+times a second and is worthless after a restart, so only outcomes go to the store.
+
+Restarts never lose a job: at start, queued jobs go back in the queue in their old order;
+a job whose row still says 'running' belonged to a process that died (a crash, a kill):
+it is marked 'interrupted' and can be retried, not re-run blindly (it may be what crashed
+the process). A clean shutdown cancels running jobs and puts them back in the queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import io
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..api import prepare
+from ..config import Config
+from ..engine import CancelToken, Progress, Stylizer
+from ..errors import Cancelled, NStyleError
+from ..images import decode_image, save_image, save_json
+from ..record import build_record
+from .errors import Conflict, NotFound, QueueFull
+from .settings import ServiceSettings
+from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
+                    RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore)
+from .uploads import Submission
+
+log = logging.getLogger("nstyle.service")
+
+#: previews sent in the event stream are at most this big (the full-size one is an URL)
+STREAM_PREVIEW_SIZE = 512
+
+
+@dataclass
+class LiveState:
+    """A running job's progress, shared between its worker and the event streams."""
+
+    cancel: CancelToken = field(default_factory=CancelToken)
+    iteration: int = 0
+    iterations: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+    eta: Optional[float] = None
+    preview_image: Any = None  # the latest preview (PIL), saved if the job does not succeed
+    preview_png: Optional[bytes] = None  # full size, for GET .../preview
+    preview_data_url: Optional[str] = None  # small, for the event stream
+    preview_iteration: int = 0
+    preview_time: float = 0.0
+    deleted: bool = False  # deleted while running: the worker cleans up after itself
+    requeue: bool = False  # cancelled by a server shutdown: goes back to the queue
+
+    def progress(self) -> dict[str, Any]:
+        return {"iteration": self.iteration, "iterations": self.iterations,
+                "percent": round(100.0 * self.iteration / self.iterations, 1) if self.iterations else 0.0,
+                "elapsed": round(self.elapsed, 3),
+                "eta": round(self.eta, 1) if self.eta is not None else None,
+                "losses": dict(self.losses), "preview_iteration": self.preview_iteration}
+
+
+class JobManager:
+    def __init__(self, settings: ServiceSettings, store: Optional[JobStore] = None) -> None:
+        self.settings = settings
+        self.store = store or JobStore(settings.data_dir)
+        self._cond = threading.Condition()
+        self._queue: collections.deque[str] = collections.deque()
+        self._live: dict[str, LiveState] = {}
+        # change counters the event streams poll: one per job, one for the queue as a whole
+        # (a queued job's position moves when any other job starts or leaves)
+        self._versions: dict[str, int] = collections.defaultdict(int)
+        self._queue_version = 0
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
+
+    # ---- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover what the previous process left, then start the workers."""
+        for orphan in self.store.orphan_folders():
+            shutil.rmtree(orphan, ignore_errors=True)
+        now = time.time()
+        for row in self.store.list(limit=-1, states=(RUNNING,)):
+            log.warning("job %s was running when the server stopped: marked interrupted", row.id)
+            self.store.update(row.id, state=INTERRUPTED, finished=now,
+                              error="the server stopped while this job was running; "
+                                    "retry it to run it again")
+        with self._cond:
+            self._stopping = False
+            self._queue.extend(r.id for r in self.store.list(limit=-1, states=(QUEUED,),
+                                                              oldest_first=True))
+            if self._queue:
+                log.info("re-queued %d job(s) from the previous run", len(self._queue))
+            for i in range(self.settings.workers):
+                t = threading.Thread(target=self._work, name=f"nstyle-worker-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers; running jobs are cancelled and go back to the queue."""
+        with self._cond:
+            self._stopping = True
+            for live in self._live.values():
+                live.requeue = True
+                live.cancel.cancel()
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():  # its row still says running: the next start marks it interrupted
+                log.warning("%s did not stop within %.0f s", t.name, timeout)
+        self._workers.clear()
+        self.store.close()
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def submit(self, sub: Submission) -> JobRow:
+        with self._cond:
+            if self._stopping:
+                raise QueueFull("the server is shutting down; try again in a moment")
+            if len(self._queue) >= self.settings.max_queue:
+                raise QueueFull(f"the queue is full ({self.settings.max_queue} jobs waiting); "
+                                "try again when some have finished")
+            row = self.store.add(sub)
+            self._queue.append(row.id)
+            self._changed(row.id, queue=True)
+            self._cond.notify()
+        return row
+
+    def get(self, job_id: str) -> JobRow:
+        row = self.store.get(job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r} (deleted, or never created)")
+        return row
+
+    def cancel(self, job_id: str) -> JobRow:
+        with self._cond:
+            row = self.get(job_id)
+            if row.state == QUEUED:
+                self._queue.remove(job_id)
+                self.store.update(job_id, state=CANCELLED, finished=time.time(),
+                                  error="cancelled before it started", error_status=Cancelled.http_status)
+                self._changed(job_id, queue=True)
+            elif row.state == RUNNING:
+                self._live[job_id].cancel.cancel()  # the worker ends it within one iteration
+            else:
+                raise Conflict(f"job {job_id} has already {_verb(row.state)}; nothing to cancel")
+        return self.get(job_id)
+
+    def retry(self, job_id: str) -> JobRow:
+        """Put a failed, cancelled or interrupted job back in the queue, as submitted."""
+        with self._cond:
+            row = self.get(job_id)
+            if row.state not in (FAILED, CANCELLED, INTERRUPTED):
+                raise Conflict(f"job {job_id} is {row.state}; only failed, cancelled or "
+                               "interrupted jobs can be retried")
+            if self._stopping or len(self._queue) >= self.settings.max_queue:
+                raise QueueFull(f"the queue is full ({self.settings.max_queue} jobs waiting); "
+                                "try again when some have finished")
+            for name in (RESULT_FILE, RECORD_FILE, PREVIEW_FILE):
+                self.store.file(job_id, name).unlink(missing_ok=True)
+            self.store.update(job_id, state=QUEUED, started=None, finished=None, error=None,
+                              error_status=None, iterations=None, losses=None, output_size=None)
+            self._queue.append(job_id)
+            self._changed(job_id, queue=True)
+            self._cond.notify()
+        return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job and its files; a running one is cancelled first."""
+        with self._cond:
+            row = self.get(job_id)
+            if row.state == QUEUED:
+                self._queue.remove(job_id)
+            live = self._live.get(job_id)
+            if live is not None:
+                live.deleted = True
+                live.cancel.cancel()
+            self.store.delete(job_id)
+            self._versions.pop(job_id, None)
+            self._queue_version += 1
+
+    # ---- what clients see -------------------------------------------------------------------
+
+    def live(self, job_id: str) -> Optional[LiveState]:
+        return self._live.get(job_id)
+
+    def version(self, job_id: str) -> tuple[int, int]:
+        """Changes when the job, or the queue it waits in, changes (cheap to poll)."""
+        return self._versions.get(job_id, 0), self._queue_version
+
+    def queue_position(self, job_id: str) -> Optional[int]:
+        """1 for the next job to start; None when not queued."""
+        with self._cond:
+            try:
+                return self._queue.index(job_id) + 1
+            except ValueError:
+                return None
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def preview_png(self, job_id: str) -> Optional[bytes]:
+        live = self._live.get(job_id)
+        if live is not None and live.preview_png is not None:
+            return live.preview_png
+        path = self.store.file(job_id, PREVIEW_FILE)
+        return path.read_bytes() if path.exists() else None
+
+    # ---- workers --------------------------------------------------------------------
+
+    def _changed(self, job_id: str, queue: bool = False) -> None:
+        self._versions[job_id] += 1
+        if queue:
+            self._queue_version += 1
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job_id = self._queue.popleft()
+                live = self._live[job_id] = LiveState()
+                self.store.update(job_id, state=RUNNING, started=time.time())
+                self._changed(job_id, queue=True)
+            try:
+                outcome = self._run(job_id, live)
+            except Cancelled as exc:
+                outcome = {"state": QUEUED, "started": None} if live.requeue else {
+                    "state": CANCELLED, "error": str(exc), "error_status": exc.http_status}
+            except NStyleError as exc:
+                outcome = {"state": FAILED, "error": str(exc), "error_status": exc.http_status}
+            except Exception as exc:  # a bug or an unexpected system error: keep serving
+                if not live.deleted:
+                    log.exception("job %s failed", job_id)
+                outcome = {"state": FAILED, "error": f"internal error: {type(exc).__name__}: {exc}",
+                           "error_status": 500}
+            if outcome["state"] in (FAILED, CANCELLED) and live.preview_image is not None \
+                    and not live.deleted:
+                try:  # so a cancelled or failed job still shows how far it got
+                    save_image(live.preview_image, self.store.file(job_id, PREVIEW_FILE))
+                except (OSError, NStyleError):
+                    pass
+            with self._cond:
+                self._live.pop(job_id, None)
+                if live.deleted:
+                    self._queue_version += 1
+                else:
+                    if outcome["state"] != QUEUED:
+                        outcome["finished"] = time.time()
+                        outcome.setdefault("iterations", live.iteration)
+                    self.store.update(job_id, **outcome)
+                    self._changed(job_id, queue=True)
+            if live.deleted:  # it may have written files after delete() removed the folder
+                shutil.rmtree(self.store.job_dir(job_id), ignore_errors=True)
+
+    def _run(self, job_id: str, live: LiveState) -> dict[str, Any]:
+        row = self.get(job_id)
+        config = Config.from_dict(row.config)
+        live.iterations = config.optim.iterations
+        entries = [row.inputs["content"], *row.inputs["styles"]]
+        paths = [self.store.file(job_id, e["file"]) for e in entries]
+        images = [decode_image(p.read_bytes(), f"{e['key']} of job {job_id}")
+                  for p, e in zip(paths, entries, strict=True)]
+        inputs = prepare(images[0], images[1:], config)
+        stylizer = Stylizer(config)
+
+        def on_progress(event: Progress) -> None:
+            live.iteration, live.losses = event.iteration, event.losses
+            live.elapsed, live.eta = event.elapsed, event.eta
+            now = time.monotonic()
+            if (event.iteration == 1 or event.iteration == event.iterations
+                    or now - live.preview_time >= self.settings.preview_seconds):
+                self._set_preview(live, event)
+                live.preview_time = now
+            self._changed(job_id)
+
+        result = stylizer.run(inputs.content, inputs.styles, init_image=inputs.init_image,
+                              callback=on_progress, cancel=live.cancel)
+        image = result.to_pil()
+        result_path = self.store.file(job_id, RESULT_FILE)
+        save_image(image, result_path)
+        record = build_record(config, result, content=str(paths[0]), styles=[str(p) for p in paths[1:]],
+                              output=str(result_path), command=None)
+        record["job"] = {"id": job_id, "options": row.options,
+                         "uploads": [e["name"] for e in entries]}
+        save_json(record, self.store.file(job_id, RECORD_FILE))
+        return {"state": SUCCEEDED, "iterations": result.iterations, "losses": result.losses,
+                "output_size": [image.width, image.height]}
+
+    def _set_preview(self, live: LiveState, event: Progress) -> None:
+        image = event.preview()
+        live.preview_image = image
+        live.preview_png = _png(image)
+        small = image
+        if max(image.size) > STREAM_PREVIEW_SIZE:
+            small = image.copy()
+            small.thumbnail((STREAM_PREVIEW_SIZE, STREAM_PREVIEW_SIZE))
+        data = live.preview_png if small is image else _png(small)
+        live.preview_data_url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        live.preview_iteration = event.iteration
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _verb(state: str) -> str:
+    return {SUCCEEDED: "succeeded", FAILED: "failed", CANCELLED: "been cancelled",
+            INTERRUPTED: "been interrupted"}.get(state, state)
+

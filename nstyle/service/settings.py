@@ -1,0 +1,50 @@
+"""What one server accepts and how it runs: data folder, token, workers and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    #: where the SQLite records and the job folders live (created if missing)
+    data_dir: Path = Path("nstyle-data")
+    #: when set, every API call needs ``Authorization: Bearer <token>``
+    token: Optional[str] = None
+    #: jobs that run at the same time; 1 = one job at a time on the device, which is what
+    #: a single GPU or a small CPU wants (two runs would only slow each other down)
+    workers: int = 1
+    #: largest accepted upload, per image file
+    max_upload_bytes: int = 20 * MB
+    #: largest accepted image, in pixels (checked from the header, before decoding)
+    max_pixels: int = 25_000_000
+    #: most style images in one job
+    max_styles: int = 5
+    #: most jobs waiting in the queue (running ones not counted); more are refused
+    max_queue: int = 20
+    #: largest output size (longest side) a job may ask for; a service limit on top of
+    #: the engine's own range, because one huge job would hold the device for hours
+    max_size: int = 2048
+    #: seconds between two preview images of a running job
+    preview_seconds: float = 1.0
+    #: image formats accepted as uploads (Pillow format names)
+    formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Whole request body: every image at its limit, plus room for the option fields."""
+        return self.max_upload_bytes * (1 + self.max_styles) + MB
