@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import color, losses, regions, tiling
-from .config import Config
+from .config import MIN_SIZE, Config
 from .errors import BadOption, Cancelled, OutOfMemory, RunFailed, TooLarge
 from .images import fit_size, to_pil
 from .regions import Region
@@ -481,7 +481,7 @@ class Stylizer:
         last scale, but never larger than ``coarse`` itself (upsampling adds no detail).
         """
         cfg = self.config
-        size = min(self._style_size(cfg.output_size), max(coarse.shape[-2:]))
+        size = max(MIN_SIZE, min(self._style_size(cfg.output_size), max(coarse.shape[-2:])))
         sub = Config.from_options(
             cfg, content_weight=0.0, style_weight=1.0, tv_weight=0.0, style_layers=cfg.scale.fine_layers,
             style_layer_weights=None, style_blend_weights=None, style_scale=1.0, init="content",
@@ -509,7 +509,8 @@ class Stylizer:
             terms[f"content.{layer}"] = cfg.content_weight * w * losses.content_loss(feats[layer], content_t[layer])
         for layer, w in self.style_weights.items():
             terms[f"style.{layer}"] = cfg.style_weight * w * sum(
-                regions.style_loss(r, layer, feats[layer]) for r in style_regions)
+                (regions.style_loss(r, layer, feats[layer]) for r in style_regions),
+                feats[layer].new_zeros((), dtype=torch.float32))  # no region: all kept
         if cfg.tv_weight > 0:
             terms["tv"] = cfg.tv_weight * losses.total_variation(image)
         terms["total"] = torch.stack(list(terms.values())).sum()
