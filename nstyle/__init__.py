@@ -6,8 +6,8 @@ from .api import prepare, run, stylize  # noqa: E402
 from .config import Config  # noqa: E402
 from .engine import CancelToken, Progress, Result, Stylizer  # noqa: E402
 from .errors import (BadImage, BadOption, BadOutput, Cancelled, NStyleError,  # noqa: E402
-                     OutOfMemory, RunFailed)
+                     OutOfMemory, RunFailed, TooLarge)
 
 __all__ = ["stylize", "run", "prepare", "Config", "Stylizer", "Progress", "Result", "CancelToken",
            "NStyleError", "BadImage", "BadOption", "BadOutput", "RunFailed", "OutOfMemory",
-           "Cancelled", "__version__"]
+           "Cancelled", "TooLarge", "__version__"]

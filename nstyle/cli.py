@@ -1,6 +1,6 @@
 """The command line: parses argv into a ``Config``, draws progress, maps errors to exit codes.
 
-    nstyle CONTENT STYLE [STYLE ...] -o OUTPUT [options]
+    nstyle CONTENT STYLE[:MASK] [STYLE[:MASK] ...] -o OUTPUT [options]
     nstyle reconstruct content IMAGE --layer relu3_1 -o OUTPUT [options]
     nstyle reconstruct style IMAGE --layers relu1_1,relu2_1 -o OUTPUT [options]
     nstyle example [-o OUTPUT] [options]
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import Config, iter_options
+from .config import NO_MASK, Config, iter_options
 from .errors import BadOption, BadOutput, NStyleError, RunFailed
 
 PROG = "nstyle"
@@ -43,6 +43,14 @@ def _fmt_default(value: Any) -> str:
     return str(value)
 
 
+class _JoinLists(argparse.Action):
+    """A list flag given twice adds up (--mask a.png --mask b.png == --mask a.png,b.png)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if before is None else f"{before},{values}")
+
+
 def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None) -> None:
     """One flag per config option; values stay strings here and are checked by ``Config``."""
     defaults = defaults or {}
@@ -52,15 +60,18 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
             opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
         default = defaults.get(opt.name, opt.default)
         metavar = opt.metavar or ("A,B,..." if opt.is_list else opt.base_type.__name__.upper())
+        shown = opt.default_text if default is None and opt.default_text else _fmt_default(default)
         help_text = opt.help
-        if not (default is None and "default" in help_text):  # else the help says it already
-            help_text += f" (default: {_fmt_default(default)})"
+        if not (default is None and not opt.default_text and "default" in help_text):
+            help_text += f" (default: {shown})"  # else the help says it already
         kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
         if opt.choices:
             kwargs["choices"] = opt.choices
         else:
             kwargs["metavar"] = metavar
-        group.add_argument("--" + opt.name.replace("_", "-"), **kwargs)
+        if opt.is_list:
+            kwargs["action"] = _JoinLists
+        group.add_argument("--" + opt.name.replace("_", "-"), *opt.aliases, **kwargs)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -95,21 +106,30 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
     if config.output.progression:
         check_output_path(config.output.progression, formats=(".png", ".gif"))
     inputs = api.prepare(content, styles, config)
+    from .engine import Stylizer
+
+    stylizer = Stylizer(config)
+    # refuses (TooLarge, exit 2) before any work when the run cannot fit in memory
+    plans = stylizer.memory_plan(tuple(inputs.content.shape[-2:]),
+                                 [tuple(s.shape[-2:]) for s in inputs.styles]
+                                 + ([tuple(inputs.coarse_style.shape[-2:])] if inputs.coarse_style is not None else []))
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadOutput(f"cannot create the --save-dir folder {str(save_dir)!r}: {exc.strerror}") from None
 
-    from .engine import Stylizer
-
-    iterations = config.optim.iterations
+    iterations = sum(p["iterations"] for p in plans) + (
+        config.scale.mix_iterations if inputs.fine_style is not None else 0)
     frame_every = config.output.save_every or max(1, iterations // 10)
     frames = []
     bar = _progress_bar(iterations, quiet)
 
     def on_progress(event) -> None:
         bar.update(1)
+        if event.scales > 1 or event.phase != "stylize":
+            bar.set_description(f"{event.phase} {event.size}px" if event.phase != "stylize"
+                                else f"scale {event.scale}/{event.scales} ({event.size}px)", refresh=False)
         bar.set_postfix_str(_loss_summary(event.losses), refresh=False)
         if save_dir is not None and event.iteration % config.output.save_every == 0:
             save_image(event.preview(), save_dir / f"iter_{event.iteration:05d}.png")
@@ -117,8 +137,8 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
             frames.append(event.preview())
 
     try:
-        result = Stylizer(config).run(inputs.content, inputs.styles, init_image=inputs.init_image,
-                                      callback=on_progress)
+        result = stylizer.run(inputs.content, inputs.styles, **inputs.run_arguments(),
+                              callback=on_progress)
     except RunFailed as exc:
         # the user asked for intermediate saves: keep the last good image with them
         if save_dir is not None and exc.last_good is not None and exc.last_good[0] > 0:
@@ -138,8 +158,10 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
                           command=[PROG, *argv])
     save_json(record, str(out) + ".json")
     if not quiet:
-        print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations, "
-              f"{result.timings['total']:.1f} s) and {out}.json", file=sys.stderr)
+        peak = max(p["estimated_peak_gib"] for p in plans)
+        print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations over "
+              f"{len(plans)} scale{'s' if len(plans) > 1 else ''}, {result.timings['total']:.1f} s, "
+              f"estimated peak {peak:.1f} GiB) and {out}.json", file=sys.stderr)
 
 
 def _progress_bar(total: int, quiet: bool):
@@ -168,16 +190,40 @@ def _stylize_parser() -> argparse.ArgumentParser:
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="the photo to repaint")
-    p.add_argument("styles", nargs="+", metavar="style", help="one or more style images")
+    p.add_argument("styles", nargs="*", metavar="style", help="one or more style images; "
+                   "STYLE:MASK confines a style to the white part of a mask image (none are "
+                   "needed with --fine-style and --coarse-style)")
     _common(p)
     add_config_options(p)
     return p
 
 
+def split_style_masks(styles: Sequence[str]) -> tuple[list[str], Optional[list[str]]]:
+    """STYLE:MASK arguments -> (styles, masks or None). A ':' belongs to a file name when
+    the whole argument is an existing file."""
+    paths, masks = [], []
+    for arg in styles:
+        image, sep, mask = arg.rpartition(":")
+        if sep and image and mask and not Path(arg).exists():
+            paths.append(image)
+            masks.append(mask)
+        else:
+            paths.append(arg)
+            masks.append(NO_MASK)
+    if all(m == NO_MASK for m in masks):
+        return paths, None
+    return paths, masks
+
+
 def cmd_stylize(argv: Sequence[str]) -> None:
     args = _stylize_parser().parse_args(argv)
+    styles, masks = split_style_masks(args.styles)
+    if masks is not None:
+        if args.style_masks is not None:
+            raise BadOption("give masks either as STYLE:MASK or with --mask/--style-masks, not both")
+        args.style_masks = ",".join(masks)
     config = config_from_args(args)
-    _run_and_save(config, args.content, args.styles, args.output, args.quiet, argv)
+    _run_and_save(config, args.content, styles, args.output, args.quiet, argv)
 
 
 def cmd_example(argv: Sequence[str]) -> None:

@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from .color import COLOR_MATCH, PRESERVE_COLORS
 from .errors import BadOption
 from .vgg import check_layer_names
 
@@ -24,6 +25,10 @@ OPTIMIZERS = ("lbfgs", "adam", "adagrad", "sgd")
 #: learning rate used when ``lr`` is not given; the image lives in VGG's 0..255 space
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "adagrad": 10.0, "sgd": 1.0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: outputs larger than this are made coarse-to-fine by default (see ``Config.scale_plan``)
+SINGLE_SCALE_MAX = 512
+#: tile cores are multiples of this (VGG19 pools four times, see ``nstyle.tiling``)
+TILE_ALIGN = 16
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -185,6 +190,118 @@ class OutputOptions:
 
 
 @dataclass(frozen=True)
+class ColorOptions:
+    preserve_colors: str = option(
+        "none", "keep the content photo's colours: luminance (stylize the luminance only, "
+        "then put back the photo's chroma: the paper's method), histogram (first recolour the "
+        "style images to the photo's colour mean and covariance), swap (the photo's chroma "
+        "under the finished image's luminance, for comparison) or none", choices=PRESERVE_COLORS)
+    color_match: str = option(
+        "pca", "colour map of --preserve-colors histogram: pca (symmetric square roots, as in "
+        "Image Analogies) or cholesky", choices=COLOR_MATCH)
+
+    def __post_init__(self) -> None:
+        if self.preserve_colors not in PRESERVE_COLORS:
+            raise BadOption(f"preserve_colors must be one of {', '.join(PRESERVE_COLORS)}, "
+                            f"got {self.preserve_colors!r}")
+        if self.color_match not in COLOR_MATCH:
+            raise BadOption(f"color_match must be one of {', '.join(COLOR_MATCH)}, got {self.color_match!r}")
+
+
+#: the word that stands for "this style has no mask" in a list of masks
+NO_MASK = "none"
+
+
+@dataclass(frozen=True)
+class RegionOptions:
+    style_masks: Optional[tuple[str, ...]] = option(
+        None, "one mask image per style image, in order: grayscale, any size, white where that "
+        f"style goes ('{NO_MASK}': no mask, the style covers what no mask claims); on the "
+        "command line also STYLE:MASK, and --mask is a synonym", metavar="MASK,...",
+        default_text="no masks", aliases=("--mask",))
+    keep_mask: Optional[str] = option(
+        None, "mask image of content regions to leave unstylized (white = keep the photo "
+        "there; any size)", metavar="PATH", default_text="none")
+
+    def __post_init__(self) -> None:
+        if self.style_masks is not None and not self.style_masks:
+            raise BadOption("style_masks is empty; give one mask (or 'none') per style image")
+        for name in (self.style_masks or ()) + ((self.keep_mask,) if self.keep_mask is not None else ()):
+            if not isinstance(name, str) or not name.strip():
+                raise BadOption(f"mask paths must be non-empty strings, got {name!r}")
+
+    def mask_paths(self) -> Optional[list[Optional[str]]]:
+        """style_masks with 'none' as None, or None when no style has a mask."""
+        if self.style_masks is None:
+            return None
+        return [None if m.strip().lower() == NO_MASK else m for m in self.style_masks]
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    scales: Optional[tuple[int, ...]] = option(
+        None, "coarse-to-fine sizes, smallest first (e.g. 256,512,1024): each result, "
+        "upsampled, starts the next; the last is the output size and overrides --size",
+        metavar="S1,S2,...", default_text=f"--size halved until it is at most {SINGLE_SCALE_MAX}, "
+        f"so one scale up to {SINGLE_SCALE_MAX} px")
+    scale_iterations: Optional[tuple[int, ...]] = option(
+        None, "iterations at each scale, one value for all or one per scale",
+        metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at each next one")
+    fine_style: Optional[str] = option(
+        None, "with --coarse-style: build the style image from this one's fine texture and "
+        "the coarse one's large structures (the paper's scale mixing), then use it as a style",
+        metavar="PATH", default_text="none")
+    coarse_style: Optional[str] = option(
+        None, "with --fine-style: the image whose coarse structure the mixed style keeps",
+        metavar="PATH", default_text="none")
+    fine_layers: tuple[str, ...] = option(
+        ("relu1_1", "relu2_1"), "layers whose Gram matrices carry --fine-style's texture into "
+        "the mixed style image (starting from --coarse-style)")
+    mix_iterations: int = option(100, "iterations that synthesize the mixed style image")
+
+    def __post_init__(self) -> None:
+        if self.scales is not None:
+            if not self.scales:
+                raise BadOption("scales is empty; give sizes such as 256,512,1024")
+            for s in self.scales:
+                if not isinstance(s, int) or not MIN_SIZE <= s <= MAX_SIZE:
+                    raise BadOption(f"scales must be integers in {MIN_SIZE}..{MAX_SIZE}, got {s!r}")
+            if any(b <= a for a, b in zip(self.scales, self.scales[1:])):
+                raise BadOption(f"scales must grow, smallest first, got {','.join(map(str, self.scales))}")
+        for n in self.scale_iterations or ():
+            if not isinstance(n, int) or n < 1:
+                raise BadOption(f"scale_iterations must be integers >= 1, got {n!r}")
+        if self.scale_iterations is not None and not self.scale_iterations:
+            raise BadOption("scale_iterations is empty")
+        if (self.fine_style is None) != (self.coarse_style is None):
+            raise BadOption("fine_style and coarse_style go together: give both or neither")
+        check_layer_names(self.fine_layers, "fine layer")
+        if not self.fine_layers:
+            raise BadOption("fine_layers is empty")
+        if not isinstance(self.mix_iterations, int) or self.mix_iterations < 1:
+            raise BadOption(f"mix_iterations must be an integer >= 1, got {self.mix_iterations!r}")
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    tile_size: Optional[int] = option(
+        None, f"run the network on tiles of this many pixels (a multiple of {TILE_ALIGN}, "
+        ">= 64; the result is the same, memory is bounded); 0 never tiles",
+        default_text="tiles only when one pass over the whole image would not fit in memory")
+    memory_limit: Optional[float] = option(
+        None, "GiB the run may use; a run estimated to need more is refused before it starts",
+        default_text="the memory available when it starts")
+
+    def __post_init__(self) -> None:
+        t = self.tile_size
+        if t is not None and not (isinstance(t, int) and (t == 0 or (t >= 64 and t % TILE_ALIGN == 0))):
+            raise BadOption(f"tile_size must be 0 or a multiple of {TILE_ALIGN} >= 64, got {t!r}")
+        m = self.memory_limit
+        if m is not None and not (isinstance(m, (int, float)) and math.isfinite(m) and m > 0):
+            raise BadOption(f"memory_limit must be a number of GiB > 0, got {m!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of one run."""
 
@@ -193,6 +310,50 @@ class Config:
     optim: OptimOptions = field(default_factory=OptimOptions)
     model: ModelOptions = field(default_factory=ModelOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
+    color: ColorOptions = field(default_factory=ColorOptions)
+    regions: RegionOptions = field(default_factory=RegionOptions)
+    scale: ScaleOptions = field(default_factory=ScaleOptions)
+    memory: MemoryOptions = field(default_factory=MemoryOptions)
+
+    def __post_init__(self) -> None:
+        sizes = self.scale_sizes
+        counts = self.scale.scale_iterations
+        if counts is not None and len(counts) not in (1, len(sizes)):
+            raise BadOption(f"scale_iterations has {len(counts)} values for {len(sizes)} scales "
+                            f"({','.join(map(str, sizes))}); give one value or one per scale")
+
+    # ---- the coarse-to-fine schedule -------------------------------------------------
+
+    @property
+    def scale_sizes(self) -> tuple[int, ...]:
+        """Output sizes of the coarse-to-fine pyramid, smallest first; the last is the output's."""
+        if self.scale.scales is not None:
+            return self.scale.scales
+        sizes = [self.image.size]
+        while sizes[0] > SINGLE_SCALE_MAX:
+            sizes.insert(0, max(MIN_SIZE, round(sizes[0] / 2)))
+        return tuple(sizes)
+
+    @property
+    def style_weight_needs_styles(self) -> bool:
+        """True when the run needs style images from the user (none mixed from two others)."""
+        return self.loss.style_weight > 0 and self.scale.fine_style is None
+
+    @property
+    def output_size(self) -> int:
+        return self.scale_sizes[-1]
+
+    @property
+    def scale_iteration_counts(self) -> tuple[int, ...]:
+        """Iterations at each scale: finer scales start close, so by default each gets half."""
+        sizes = self.scale_sizes
+        counts = self.scale.scale_iterations
+        if counts is None:
+            n = self.optim.iterations
+            return tuple(max(1, n >> i) for i in range(len(sizes)))
+        if len(counts) == 1:
+            return counts * len(sizes)
+        return counts
 
     # ---- derived views ---------------------------------------------------------------
 
@@ -239,6 +400,10 @@ class OptionInfo:
     help: str
     choices: Optional[tuple[str, ...]]
     metavar: Optional[str]
+    #: what --help shows as the default when it is None (else "auto")
+    default_text: Optional[str] = None
+    #: further command-line spellings of the flag
+    aliases: tuple[str, ...] = ()
 
     @property
     def base_type(self) -> type:
@@ -265,7 +430,8 @@ def iter_options() -> Iterator[OptionInfo]:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             yield OptionInfo(section.name, f.name, hints[f.name], f.default,
-                             f.metadata["help"], f.metadata.get("choices"), f.metadata.get("metavar"))
+                             f.metadata["help"], f.metadata.get("choices"), f.metadata.get("metavar"),
+                             f.metadata.get("default_text"), tuple(f.metadata.get("aliases", ())))
 
 
 def coerce(opt: OptionInfo, value: Any) -> Any:

@@ -12,6 +12,12 @@ Departures from the paper, on purpose:
   weights expect; it is clamped to the valid range only when converted back.
 - Gram matrices are divided by the number of positions M (see ``losses.gram``) so a style
   image may have a different size than the output; with equal sizes the loss is the paper's.
+
+The perceptual controls of Gatys et al. (CVPR 2017) live in their own modules and are only
+orchestrated here: colour (``color``: what the optimization sees, and the finishing step),
+space (``regions``: guided Gram matrices per style region, the keep mask) and scale (the
+coarse-to-fine schedule below, scale mixing in ``mix_scales``); ``tiling`` bounds memory
+for large outputs without changing the result.
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import losses
-from .config import Config
-from .errors import BadOption, Cancelled, OutOfMemory, RunFailed
+from . import color, losses, regions, tiling
+from .config import MIN_SIZE, Config
+from .errors import BadOption, Cancelled, OutOfMemory, RunFailed, TooLarge
 from .images import fit_size, to_pil
+from .regions import Region
 from .vgg import VGG19Features, deprocess, last_needed_layer, load_weights, preprocess
 
 BUILTIN_INITS = ("content", "noise", "gray")
+#: automatic tiling keeps the estimated peak under this share of the memory available, so
+#: that estimate errors and other programs leave the machine usable
+AUTO_TILE_SHARE = 0.75
 
 
 class CancelToken:
@@ -52,12 +62,18 @@ class CancelToken:
 class Progress:
     """One iteration's report. ``losses`` holds each term's contribution to ``total``."""
 
-    iteration: int
+    iteration: int  # counted over the whole run: every scale (and scale mixing) in turn
     iterations: int
     losses: dict[str, float]
     elapsed: float
     _image: torch.Tensor = field(repr=False)
     _stop: Callable[[], None] = field(repr=False)
+    scale: int = 1  # which scale of the coarse-to-fine schedule (1-based) ...
+    scales: int = 1  # ... of how many
+    size: int = 0  # that scale's longest side in pixels
+    phase: str = "stylize"  # or "mix": synthesizing the --fine-style/--coarse-style image
+    #: turns the image being optimized into what the user will get (colour finishing)
+    _render: Optional[Callable[[torch.Tensor], torch.Tensor]] = field(default=None, repr=False)
 
     @property
     def total(self) -> float:
@@ -70,7 +86,8 @@ class Progress:
 
     def preview(self) -> "Image.Image":  # noqa: F821 - PIL type, imported lazily
         """The current image as an RGB PIL image (computed on demand)."""
-        return to_pil(deprocess(self._image))
+        rgb = deprocess(self._image).clamp(0, 1)
+        return to_pil(self._render(rgb) if self._render is not None else rgb)
 
     def stop(self) -> None:
         """End the run after this iteration; ``run`` returns the current image."""
@@ -85,6 +102,8 @@ class Result:
     stopped_early: bool
     device: str
     timings: dict[str, float]
+    #: how the run was carried out: scales, iterations and tiling per scale, memory estimate
+    plan: dict = field(default_factory=dict)
 
     def to_pil(self) -> "Image.Image":  # noqa: F821
         return to_pil(self.image)
@@ -127,6 +146,35 @@ def _is_oom(exc: BaseException) -> bool:
         "out of memory" in text or "not enough memory" in text or "can't allocate memory" in text
 
 
+@dataclass
+class _Events:
+    """Iteration counting and stop requests shared by every phase and scale of one run."""
+
+    callback: Optional[Callable[[Progress], None]]
+    cancel: Optional[CancelToken]
+    total: int
+    t0: float
+    done: int = 0
+    stopped: bool = False
+
+    def request_stop(self) -> None:
+        self.stopped = True
+
+
+@dataclass
+class _Scale:
+    """What one scale of the schedule optimizes against."""
+
+    size: int
+    iterations: int
+    tile: int  # tile core in pixels, 0 = whole image
+    content_bgr: torch.Tensor
+    keep: Optional[torch.Tensor]  # (1, 1, H, W) keep mask at this size
+    content_targets: dict[str, torch.Tensor]
+    regions: list[Region]
+    tiles: list = field(default_factory=list)
+
+
 class Stylizer:
     """Runs Gatys et al.'s optimization for one ``Config``; reusable across runs."""
 
@@ -151,6 +199,9 @@ class Stylizer:
         assert self.vgg is not None
         return self.vgg(image_bgr, layers)
 
+    def _style_size(self, size: int) -> int:
+        return max(16, round(self.config.image.style_scale * size))
+
     @torch.no_grad()
     def style_targets(self, styles: Sequence[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
         """Blend-weighted Gram targets A/M per style layer, each style at ``style_scale * size``."""
@@ -162,20 +213,104 @@ class Stylizer:
         if len(blend) != len(styles):
             raise BadOption(f"style_blend_weights has {len(blend)} values for {len(styles)} style images")
         total = float(sum(blend))
-        style_size = max(16, round(self.config.image.style_scale * size))
         targets: dict[str, torch.Tensor] = {}
         for style, weight in zip(styles, blend):
             if weight == 0:
                 continue
-            x = preprocess(resize_tensor(style, style_size).to(self.device))
-            for layer, feats in self._features(x, self.style_weights).items():
-                g = losses.gram(feats) * (weight / total)
+            for layer, g in self._style_grams(style, size).items():
+                g = g * (weight / total)
                 targets[layer] = targets[layer] + g if layer in targets else g
         return targets
 
     @torch.no_grad()
-    def content_targets(self, content_bgr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _style_grams(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
+        """Gram/M per style layer of one style image at ``style_scale * size``."""
+        x = preprocess(resize_tensor(style.float(), self._style_size(size)).to(self.device))
+        if tile:
+            h, w = x.shape[-2:]
+            tiles = tiling.make_tiles(h, w, tile, tiling.halo_for(list(self.style_weights)))
+            return tiling.gram_sums(self.vgg, x, list(self.style_weights), tiles)[0]
+        return {layer: losses.gram(f) for layer, f in self._features(x, self.style_weights).items()}
+
+    @torch.no_grad()
+    def style_regions(self, styles: Sequence[torch.Tensor], masks: Sequence[Optional[torch.Tensor]],
+                      keep: Optional[torch.Tensor], size: int, height: int, width: int,
+                      tile: int = 0) -> list[Region]:
+        """The style regions at one scale (output of height x width), with their Gram targets."""
+        if not self.style_weights:
+            return []
+        blend = self.config.image.style_blend_weights
+        if blend is not None and len(blend) != len(styles):
+            raise BadOption(f"style_blend_weights has {len(blend)} values for {len(styles)} style images")
+        planned = regions.plan(len(styles), masks, blend, keep, height, width)
+        grams: dict[int, dict[str, torch.Tensor]] = {}
+        for region in planned:
+            for i, w in region.styles.items():
+                if i not in grams:
+                    grams[i] = self._style_grams(styles[i], size, tile)
+                for layer, g in grams[i].items():
+                    t = g * w
+                    region.targets[layer] = region.targets[layer] + t if layer in region.targets else t
+            if region.mask is not None:
+                region.mask = region.mask.to(self.device)
+            region.at_layers(list(self.style_weights))
+        return planned
+
+    @torch.no_grad()
+    def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
+        if tile and self.content_weights:
+            h, w = content_bgr.shape[-2:]
+            tiles = tiling.make_tiles(h, w, tile, tiling.halo_for(list(self.content_weights)))
+            return tiling.features(self.vgg, content_bgr, list(self.content_weights), tiles)
         return {k: v.detach() for k, v in self._features(content_bgr, self.content_weights).items()}
+
+    # ---- memory ----------------------------------------------------------------------
+
+    def memory_plan(self, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]] = ()
+                    ) -> list[dict]:
+        """Per scale: size, tile core (0 = whole image) and estimated peak bytes.
+
+        Raises ``TooLarge`` when a scale cannot fit in ``memory_limit`` (default: the memory
+        available now) even tiled, before anything heavy is done.
+        """
+        cfg = self.config
+        limit = int(cfg.memory.memory_limit * 2 ** 30) if cfg.memory.memory_limit else self._free_memory()
+        last = last_needed_layer(self.layers) if self.layers else "relu1_1"
+        halo = tiling.halo_for([last])
+        ch, cw = content_hw
+        plans = []
+        for size, iters in zip(cfg.scale_sizes, cfg.scale_iteration_counts):
+            w, h = fit_size(cw, ch, size)
+            style_size = self._style_size(size)
+            shw = max((fit_size(sw, sh, style_size)[::-1] for sh, sw in style_hws),
+                      key=lambda t: t[0] * t[1], default=(0, 0))
+            history = min(cfg.optim.history_size, iters) if cfg.optim.optimizer == "lbfgs" else 0
+
+            def peak(tile: int) -> int:
+                return tiling.estimate_peak(h, w, last_layer=last, content_layers=list(self.content_weights),
+                                            tile=tile, halo=halo, history=history, style_hw=shw)
+
+            if cfg.memory.tile_size is not None:
+                tile = cfg.memory.tile_size
+            else:  # the whole image if it fits with room to spare, else the largest tile
+                tile = next((t for t in tiling.TILE_CHOICES if peak(t) <= AUTO_TILE_SHARE * limit),
+                            next((t for t in tiling.TILE_CHOICES if peak(t) <= limit), tiling.TILE_CHOICES[-1]))
+            if tile and tile + 2 * halo >= max(h, w) and cfg.memory.tile_size is None:
+                tile = 0  # a single tile would be the whole image
+            need = peak(tile)
+            if need > limit:
+                raise TooLarge(
+                    f"a {w}x{h} output needs about {need / 2 ** 30:.1f} GiB (estimated), more than the "
+                    f"{limit / 2 ** 30:.1f} GiB {'allowed by --memory-limit' if cfg.memory.memory_limit else 'available'}"
+                    f"; use a smaller --size, fewer iterations or --history-size at that scale, or --tile-size 256")
+            plans.append({"size": size, "width": w, "height": h, "iterations": iters, "tile": tile,
+                          "estimated_peak_gib": round(need / 2 ** 30, 2)})
+        return plans
+
+    def _free_memory(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        return tiling.available_memory()
 
     # ---- the run ---------------------------------------------------------------------
 
@@ -213,106 +348,254 @@ class Stylizer:
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor] = (), *,
             init_image: Optional[torch.Tensor] = None,
+            style_masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
+            keep_mask: Optional[torch.Tensor] = None,
+            fine_style: Optional[torch.Tensor] = None,
+            coarse_style: Optional[torch.Tensor] = None,
             callback: Optional[Callable[[Progress], None]] = None,
             cancel: Optional[CancelToken] = None) -> Result:
         """Optimize an image with ``content``'s content and ``styles``' style.
 
         content: (1, 3, H, W) RGB in [0, 1], any size: it is resized so its longest side is
-        ``config.image.size``. styles: such tensors, resized to ``style_scale * size``.
+        the output size (``config.output_size``). styles: such tensors, resized to
+        ``style_scale`` times each scale's size. style_masks: one (1, 1, h, w) mask in [0, 1]
+        or None per style (see ``regions``); keep_mask: likewise, content kept there.
+        fine_style/coarse_style: two images mixed into one more style (``mix_scales``).
         """
         t_start = time.perf_counter()
+        cfg = self.config
         _check_image_tensor(content, "content image")
+        styles = [s.float() for s in styles]
         for i, s in enumerate(styles):
             _check_image_tensor(s, f"style image {i + 1}")
-        if self.style_weights and not styles:
+        masks = list(style_masks) if style_masks is not None else [None] * len(styles)
+        if len(masks) != len(styles):
+            raise BadOption(f"{len(masks)} style masks for {len(styles)} style images; give one "
+                            f"mask (or none) per style image")
+        for i, m in enumerate(masks + [keep_mask]):
+            if m is not None and (not isinstance(m, torch.Tensor) or m.ndim != 4 or m.shape[:2] != (1, 1)):
+                what = "keep mask" if i == len(masks) else f"mask of style image {i + 1}"
+                raise BadOption(f"{what}: expected a tensor of shape (1, 1, H, W) in [0, 1]")
+        if (fine_style is None) != (coarse_style is None):
+            raise BadOption("fine_style and coarse_style go together: give both or neither")
+        mixing = fine_style is not None
+        if mixing:
+            _check_image_tensor(fine_style, "fine style image")
+            _check_image_tensor(coarse_style, "coarse style image")
+        if self.style_weights and not styles and not mixing:
             raise BadOption("style_weight > 0 but no style image was given")
-        cfg = self.config
+        style_hws = [tuple(s.shape[-2:]) for s in styles]
+        if mixing:
+            style_hws.append(tuple(coarse_style.shape[-2:]))
+        plans = self.memory_plan(tuple(content.shape[-2:]), style_hws)
+        total = sum(p["iterations"] for p in plans) + (cfg.scale.mix_iterations if mixing else 0)
+        events = _Events(callback, cancel, total, t_start)
+        timings: dict[str, float] = {}
         try:
-            with torch.no_grad():
-                content_bgr = preprocess(resize_tensor(content.float(), cfg.image.size).to(self.device))
-            content_t = self.content_targets(content_bgr)
-            style_t = self.style_targets([s.float() for s in styles], cfg.image.size)
-            x = self.initial_image(content_bgr, init_image).detach().requires_grad_(True)
-            t_targets = time.perf_counter()
-            result = self._optimize(x, content_t, style_t, callback, cancel, t_targets)
+            if mixing:
+                t = time.perf_counter()
+                styles = styles + [self.mix_scales(fine_style.float(), coarse_style.float(), events)]
+                masks = masks + [None]
+                timings["mix"] = time.perf_counter() - t
+            mode = cfg.color.preserve_colors
+            opt_content, opt_styles = color.prepare_inputs(mode, content.float(), styles,
+                                                           cfg.color.color_match)
+            x, result_losses = self._run_scales(opt_content, opt_styles, masks, keep_mask,
+                                                init_image, plans, events, timings,
+                                                chroma_from=content.float())
         except RuntimeError as exc:
             if _is_oom(exc):
-                raise OutOfMemory(f"out of memory on {self.device.type} at size {cfg.image.size}; "
-                                  "use a smaller --size or another device") from None
+                raise OutOfMemory(f"out of memory on {self.device.type} at size {cfg.output_size}; "
+                                  "use a smaller --size, --tile-size or another device") from None
             raise
-        result.timings.update(targets=t_targets - t_start, total=time.perf_counter() - t_start)
-        return result
+        image = deprocess(x.detach()).clamp(0, 1).cpu()
+        if tuple(image.shape[-2:]) != (plans[-1]["height"], plans[-1]["width"]):
+            # stopped before the last scale: still the requested size
+            image = F.interpolate(image, size=(plans[-1]["height"], plans[-1]["width"]),
+                                  mode="bicubic", align_corners=False).clamp(0, 1)
+        image = color.finish(cfg.color.preserve_colors, image,
+                             resize_tensor(content.float(), cfg.output_size))
+        elapsed = time.perf_counter() - t_start
+        timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
+        return Result(image, result_losses, events.done, events.stopped or events.done < total,
+                      str(self.device), timings, {"scales": plans, "mixed_styles": mixing})
 
-    def _losses(self, x, content_t, style_t) -> dict[str, torch.Tensor]:
+    def _run_scales(self, content: torch.Tensor, styles: list[torch.Tensor],
+                    masks: list[Optional[torch.Tensor]], keep_mask: Optional[torch.Tensor],
+                    init_image: Optional[torch.Tensor], plans: list[dict], events: _Events,
+                    timings: dict[str, float], chroma_from: Optional[torch.Tensor] = None
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The coarse-to-fine schedule: optimize at each size, the upsampled result starting
+        the next. Returns the last image (VGG space) and its losses. ``chroma_from``: the
+        original content, whose colours previews get under --preserve-colors luminance/swap."""
+        cfg = self.config
+        x: Optional[torch.Tensor] = None
+        final: dict[str, float] = {}
+        for index, p in enumerate(plans, start=1):
+            if events.stopped:
+                break
+            t = time.perf_counter()
+            with torch.no_grad():
+                content_rgb = resize_tensor(content, p["size"])
+                content_bgr = preprocess(content_rgb.to(self.device))
+                h, w = content_bgr.shape[-2:]
+                keep = None if keep_mask is None else \
+                    regions.resize_mask(keep_mask.float(), h, w).to(self.device)
+                scale = _Scale(p["size"], p["iterations"], p["tile"], content_bgr, keep,
+                               self.content_targets(content_bgr, p["tile"]),
+                               self.style_regions(styles, masks, keep, p["size"], h, w, p["tile"]))
+                if scale.tile:
+                    scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(self.layers))
+                if x is None:
+                    start = self.initial_image(content_bgr, init_image)
+                else:  # the coarser result, upsampled, is where this scale starts
+                    start = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
+            timings[f"targets_{p['size']}"] = time.perf_counter() - t
+            render = None if chroma_from is None else \
+                self._renderer(resize_tensor(chroma_from, p["size"]))
+            t = time.perf_counter()
+            x, final = self._optimize(start.detach().requires_grad_(True), scale, events,
+                                      index, len(plans), render)
+            timings[f"optimize_{p['size']}"] = time.perf_counter() - t
+            timings["optimize"] = timings.get("optimize", 0.0) + timings[f"optimize_{p['size']}"]
+        if x is None:  # stopped before any scale ran (e.g. during scale mixing)
+            x = preprocess(resize_tensor(content, plans[0]["size"]).to(self.device))
+        return x, final
+
+    def _renderer(self, content_rgb: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+        mode = self.config.color.preserve_colors
+        if mode not in ("luminance", "swap"):
+            return None
+        original = content_rgb.cpu()
+        return lambda rgb: color.finish(mode, rgb.cpu(), original)
+
+    def mix_scales(self, fine: torch.Tensor, coarse: torch.Tensor,
+                   events: Optional[_Events] = None) -> torch.Tensor:
+        """The paper's scale mixing: a new style image with ``fine``'s small-scale texture and
+        ``coarse``'s large-scale structure.
+
+        Starting from ``coarse``, only the Gram matrices of the lower layers
+        (``fine_layers``) are matched to ``fine``'s; the deeper layers, never asked to change,
+        keep the coarse image's arrangement. Made at the size the styles are used at the
+        last scale, but never larger than ``coarse`` itself (upsampling adds no detail).
+        """
+        cfg = self.config
+        size = max(MIN_SIZE, min(self._style_size(cfg.output_size), max(coarse.shape[-2:])))
+        sub = Config.from_options(
+            cfg, content_weight=0.0, style_weight=1.0, tv_weight=0.0, style_layers=cfg.scale.fine_layers,
+            style_layer_weights=None, style_blend_weights=None, style_scale=1.0, init="content",
+            size=size, scales=None, scale_iterations=None, iterations=cfg.scale.mix_iterations,
+            preserve_colors="none", style_masks=None, keep_mask=None, fine_style=None, coarse_style=None)
+        mixer = Stylizer(sub, self.device)
+        events = events or _Events(None, None, cfg.scale.mix_iterations, time.perf_counter())
+        coarse_rgb = resize_tensor(coarse, size)
+        bgr = preprocess(coarse_rgb.to(self.device))
+        h, w = bgr.shape[-2:]
+        plan = mixer.memory_plan((h, w), [tuple(fine.shape[-2:])])[0]
+        scale = _Scale(size, sub.optim.iterations, plan["tile"], bgr, None, {},
+                       mixer.style_regions([fine], [None], None, size, h, w, plan["tile"]))
+        if scale.tile:
+            scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(mixer.layers))
+        x, _ = mixer._optimize(bgr.clone().requires_grad_(True), scale, events, 1, 1, None, phase="mix")
+        return deprocess(x.detach()).clamp(0, 1).cpu()
+
+    def _losses(self, image, content_t, style_regions) -> dict[str, torch.Tensor]:
         """Each term's weighted contribution, plus their sum as 'total'."""
         cfg = self.config.loss
-        feats = self._features(x, self.layers)
+        feats = self._features(image, self.layers)
         terms: dict[str, torch.Tensor] = {}
         for layer, w in self.content_weights.items():
             terms[f"content.{layer}"] = cfg.content_weight * w * losses.content_loss(feats[layer], content_t[layer])
         for layer, w in self.style_weights.items():
-            terms[f"style.{layer}"] = cfg.style_weight * w * losses.style_loss(feats[layer], style_t[layer])
+            terms[f"style.{layer}"] = cfg.style_weight * w * sum(
+                (regions.style_loss(r, layer, feats[layer]) for r in style_regions),
+                feats[layer].new_zeros((), dtype=torch.float32))  # no region: all kept
         if cfg.tv_weight > 0:
-            terms["tv"] = cfg.tv_weight * losses.total_variation(x)
+            terms["tv"] = cfg.tv_weight * losses.total_variation(image)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
-    def _optimize(self, x, content_t, style_t, callback, cancel, t0) -> Result:
-        iterations = self.config.optim.iterations
+    def _evaluate(self, x: torch.Tensor, scale: _Scale, backward: bool) -> dict[str, torch.Tensor]:
+        """The loss terms at ``x`` (the free pixels); with ``backward``, x.grad too."""
+        image = regions.compose(x, scale.content_bgr, scale.keep)
+        if not scale.tile:
+            terms = self._losses(image, scale.content_targets, scale.regions)
+            if backward:
+                terms["total"].backward()
+            return terms
+        cfg = self.config.loss
+        terms, grad = tiling.loss_and_grad(
+            self.vgg, image, scale.tiles, content_targets=scale.content_targets,
+            content_weights=self.content_weights, regions=scale.regions,
+            style_weights=self.style_weights, alpha=cfg.content_weight, beta=cfg.style_weight,
+            need_grad=backward)
+        if cfg.tv_weight > 0:
+            terms["tv"] = cfg.tv_weight * losses.total_variation(image)
+        if backward:
+            # the gradient of ⟨image, grad⟩ is grad: carried through compose to x
+            surrogate = (image * grad).sum() + terms.get("tv", 0.0)
+            surrogate.backward()
+        terms = {k: v.detach() for k, v in terms.items()}
+        terms["total"] = torch.stack(list(terms.values())).sum()
+        return terms
+
+    def _optimize(self, x: torch.Tensor, scale: _Scale, events: _Events, index: int, count: int,
+                  render, phase: str = "stylize") -> tuple[torch.Tensor, dict[str, float]]:
         optimizer = self._make_optimizer(x)
         last: dict[str, torch.Tensor] = {}
-        stop_requested = False
-
-        def request_stop() -> None:
-            nonlocal stop_requested
-            stop_requested = True
 
         # The paper's loss values are huge (1e10+ on VGG's 0..255 scale). L-BFGS is scale
         # invariant except where it falls back to a plain gradient step of length lr, which
         # at that scale throws the image to infinity. So the optimizer sees total / S, with
         # S fixed at the first evaluation to make the mean |gradient| one pixel level; the
         # reported losses stay unscaled.
-        scale: list[float] = []
+        factor: list[float] = []
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = self._losses(x, content_t, style_t)
-            terms["total"].backward()
-            if not scale:
+            terms = self._evaluate(x, scale, backward=True)
+            if not factor:
                 mean_grad = float(x.grad.abs().mean())
-                scale.append(1.0 / mean_grad if math.isfinite(mean_grad) and mean_grad > 0 else 1.0)
-            x.grad.mul_(scale[0])
+                factor.append(1.0 / mean_grad if math.isfinite(mean_grad) and mean_grad > 0 else 1.0)
+            x.grad.mul_(factor[0])
             last.clear()
             last.update({k: v.detach() for k, v in terms.items()})
-            return terms["total"].detach() * scale[0]
+            return terms["total"].detach() * factor[0]
 
-        done = 0
-        for it in range(1, iterations + 1):
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled(f"cancelled after {done} of {iterations} iterations")
+        for it in range(1, scale.iterations + 1):
+            if events.cancel is not None and events.cancel.cancelled:
+                raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
             before = x.detach().clone()  # the last good image, should this step diverge
             optimizer.step(closure)
             values = {k: float(v) for k, v in last.items()}
             if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
-                error = RunFailed(f"the loss became {values['total']} at iteration {it}; lower the "
-                                  "learning rate or the loss weights")
-                error.last_good = (done, deprocess(before).clamp(0, 1).cpu())
+                error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
+                                  "lower the learning rate or the loss weights")
+                with torch.no_grad():
+                    good = regions.compose(before, scale.content_bgr, scale.keep)
+                error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
                 raise error
-            done = it
-            if callback is not None:
-                # the preview reads x lazily: valid during the callback, not after it
-                callback(Progress(it, iterations, values, time.perf_counter() - t0, x.detach(),
-                                  request_stop))
-            if stop_requested:
+            events.done += 1
+            if events.callback is not None:
+                # the preview reads the image lazily: valid during the callback, not after it
+                with torch.no_grad():
+                    current = regions.compose(x.detach(), scale.content_bgr, scale.keep)
+                events.callback(Progress(events.done, events.total, values,
+                                         time.perf_counter() - events.t0, current, events.request_stop,
+                                         index, count, scale.size, phase, render))
+            if events.stopped:
                 break
         # the losses above are those of the iterate before the last step: report the
-        # final image's own losses
+        # final image's own losses, except on tiled (large) scales, where that would cost
+        # two more passes over the image for a report
+        if scale.tile and last:
+            final = {k: float(v) for k, v in last.items()}
+        else:
+            with torch.no_grad():
+                final = {k: float(v) for k, v in self._evaluate(x, scale, backward=False).items()}
         with torch.no_grad():
-            final = {k: float(v) for k, v in self._losses(x, content_t, style_t).items()}
-        elapsed = time.perf_counter() - t0
-        image = deprocess(x.detach()).clamp(0, 1).cpu()
-        return Result(image, final, done, stop_requested or done < iterations, str(self.device),
-                      {"optimize": elapsed, "per_iteration": elapsed / max(done, 1)})
+            image = regions.compose(x.detach(), scale.content_bgr, scale.keep)
+        return image, final
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None

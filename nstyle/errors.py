@@ -50,3 +50,9 @@ class Cancelled(NStyleError):
 
     exit_code = 130
     http_status = 409
+
+
+class TooLarge(BadOption):
+    """The run is estimated to need more memory than it may use; refused before it starts."""
+
+    http_status = 413

@@ -45,3 +45,31 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return _accumulation_dtype(dx).pow(2).sum() + _accumulation_dtype(dy).pow(2).sum()
+
+
+def guided_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Guided Gram matrix (Gatys et al. 2017, section 4): the Gram of the features weighted
+    by a guidance channel, divided by the guidance's mass Σ m², shape (B, N, N).
+
+    ``mask`` is (B or 1, 1, H, W) in [0, 1] at the features' resolution. With a binary mask
+    this is the mean of f fᵀ over the region's positions, so it compares directly with
+    ``gram`` of a whole style image. An empty mask gives zeros.
+    """
+    b, n, h, w = features.shape
+    weighted = _accumulation_dtype(features) * mask.to(features.device, torch.float32)
+    flat = weighted.reshape(b, n, h * w)
+    mass = mask.float().pow(2).sum().clamp_min(1e-8)
+    return torch.bmm(flat, flat.transpose(1, 2)) / mass
+
+
+def guided_style_loss(features: torch.Tensor, mask: torch.Tensor,
+                      target_gram: torch.Tensor) -> torch.Tensor:
+    """Style loss of one region: E_l on the guided Gram, times the region's share of the
+    positions (Σ m² / M), so that each pixel feels the same style pressure whatever the size
+    of its region; a mask of ones gives exactly ``style_loss``.
+    """
+    n, h, w = features.shape[1], features.shape[2], features.shape[3]
+    share = mask.float().pow(2).sum() / (h * w)
+    if float(share) <= 0:
+        return features.new_zeros((), dtype=torch.float32)
+    return share * (guided_gram(features, mask) - target_gram).pow(2).sum() / (4.0 * n * n)

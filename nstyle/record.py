@@ -47,5 +47,7 @@ def build_record(config: Config, result: Result, *, content: Any, styles: Sequen
         "iterations": result.iterations,
         "stopped_early": result.stopped_early,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        # the coarse-to-fine schedule as run: sizes, iterations, tiles, memory estimates
+        "plan": result.plan,
         "losses": result.losses,
     }

@@ -1,0 +1,204 @@
+"""Scale control and large outputs: the coarse-to-fine schedule, scale mixing, exact tiling
+and the memory estimate that refuses runs that cannot fit."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nstyle import losses, tiling
+from nstyle.cli import main
+from nstyle.config import Config
+from nstyle.engine import Stylizer, _Scale, resize_tensor
+from nstyle.errors import BadOption, TooLarge
+from nstyle.vgg import preprocess
+from conftest import to_t
+
+
+def test_automatic_pyramid_and_iterations_per_scale():
+    assert Config.from_options(size=512).scale_sizes == (512,)
+    assert Config.from_options(size=2048).scale_sizes == (512, 1024, 2048)
+    assert Config.from_options(size=700).scale_sizes == (350, 700)
+    c = Config.from_options(size=2048, iterations=400)
+    assert c.scale_iteration_counts == (400, 200, 100) and c.output_size == 2048
+    c = Config.from_options(scales="64,128,256", scale_iterations="9")
+    assert c.scale_sizes == (64, 128, 256) and c.scale_iteration_counts == (9, 9, 9) and c.output_size == 256
+    assert Config.from_options(scales="64,128", scale_iterations="5,2").scale_iteration_counts == (5, 2)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"scales": "128,64"}, "grow"),
+    ({"scales": "16,64"}, "scales must be integers in"),
+    ({"scales": "64,128", "scale_iterations": "1,2,3"}, "3 values for 2 scales"),
+    ({"size": 2048, "scale_iterations": "1,2"}, "2 values for 3 scales"),
+    ({"scale_iterations": "0"}, ">= 1"),
+    ({"fine_style": "a.png"}, "go together"),
+    ({"fine_layers": "relu9_1"}, "unknown fine layer"),
+    ({"tile_size": 100}, "multiple of 16"),
+    ({"memory_limit": -1}, "memory_limit"),
+])
+def test_scale_options_are_validated(options, match):
+    with pytest.raises(BadOption, match=match):
+        Config.from_options(**options)
+
+
+def test_coarse_to_fine_runs_each_scale_from_the_upsampled_result(content_img, style_img):
+    cfg = Config.from_options(scales="32,64", scale_iterations="3,2", init="noise")
+    stylizer = Stylizer(cfg)
+    starts, events = [], []
+    original = stylizer._optimize
+
+    def spy(x, scale, *args, **kwargs):
+        starts.append(x.detach().clone())
+        out = original(x, scale, *args, **kwargs)
+        starts.append(out[0].detach().clone())
+        return out
+
+    stylizer._optimize = spy
+    result = stylizer.run(to_t(content_img), [to_t(style_img)],
+                          callback=lambda e: events.append((e.iteration, e.iterations, e.scale, e.scales, e.size)))
+    assert events == [(1, 5, 1, 2, 32), (2, 5, 1, 2, 32), (3, 5, 1, 2, 32), (4, 5, 2, 2, 64), (5, 5, 2, 2, 64)]
+    assert max(result.image.shape[-2:]) == 64 and result.iterations == 5
+    first_end, second_start = starts[1], starts[2]
+    upsampled = F.interpolate(first_end, size=second_start.shape[-2:], mode="bicubic", align_corners=False)
+    assert torch.allclose(second_start, upsampled)
+    assert [p["size"] for p in result.plan["scales"]] == [32, 64]
+
+
+def test_stop_at_a_coarse_scale_still_returns_the_output_size(content_img, style_img):
+    cfg = Config.from_options(scales="32,64", scale_iterations="3,3")
+    result = Stylizer(cfg).run(to_t(content_img), [to_t(style_img)],
+                               callback=lambda e: e.iteration == 2 and e.stop())
+    assert result.stopped_early and result.iterations == 2 and max(result.image.shape[-2:]) == 64
+
+
+def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, style_img2):
+    """Tiles of 32 px with 16 px halos (enough up to relu3_1) over a 64 x 48 image, with a
+    regional style and a keep mask: the loss and gradient are the untiled ones."""
+    cfg = Config.from_options(size=64, content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1")
+    st = Stylizer(cfg)
+    bgr = preprocess(resize_tensor(to_t(content_img), 64))
+    h, w = bgr.shape[-2:]
+    mask = torch.zeros(1, 1, h, w)
+    mask[..., : w // 3] = 1
+    keep = torch.zeros(1, 1, h, w)
+    keep[..., :10, -12:] = 1
+    start = bgr + 30 * torch.randn(bgr.shape, generator=torch.Generator().manual_seed(0))
+    grads, values = [], []
+    for tile in (0, 32):
+        styles = [to_t(style_img), to_t(style_img2)]
+        scale = _Scale(64, 1, tile, bgr, keep, st.content_targets(bgr, tile),
+                       st.style_regions(styles, [mask, None], keep, 64, h, w, tile))
+        if tile:
+            assert tiling.halo_for(st.layers) == 16
+            scale.tiles = tiling.make_tiles(h, w, tile, 16)
+            assert len(scale.tiles) == 4
+        x = start.clone().requires_grad_(True)
+        values.append({k: float(v.detach()) for k, v in st._evaluate(x, scale, backward=True).items()})
+        grads.append(x.grad)
+    for k in values[0]:
+        assert values[1][k] == pytest.approx(values[0][k], rel=1e-4), k
+    assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-4
+
+
+def test_receptive_fields_and_halos():
+    assert tiling.receptive_radius("relu1_1") == 1
+    assert tiling.receptive_radius("relu5_1") == 85
+    assert tiling.halo_for(["relu4_2", "relu5_1"]) == 96
+    tiles = tiling.make_tiles(100, 70, 32, 16)
+    assert all(t.y0 % 16 == 0 and t.x0 % 16 == 0 for t in tiles)
+    covered = torch.zeros(100, 70)
+    for t in tiles:
+        covered[t.cy0:t.cy1, t.cx0:t.cx1] += 1
+    assert bool((covered == 1).all())  # the cores tile the image exactly once
+
+
+def test_memory_estimate_grows_with_size_and_tiling_bounds_it():
+    def peak(size, tile):
+        cfg = Config.from_options(scales=str(size), scale_iterations="1", tile_size=tile, memory_limit=1000)
+        return Stylizer(cfg).memory_plan((3 * size // 4, size), [(640, 1024)])[-1]["estimated_peak_gib"]
+
+    assert peak(1024, 0) > 2 * peak(512, 0)
+    assert peak(4096, 0) > 40  # the whole 4096 x 3072 image at once: far more than 24 GiB
+    assert peak(4096, 1024) < 12  # tiled: bounded by the tile, plus image-sized buffers
+    cfg = Config.from_options(size=4096, scale_iterations="1", memory_limit=20)
+    plans = Stylizer(cfg).memory_plan((768, 1024), [(640, 1024)])
+    assert [p["size"] for p in plans] == [512, 1024, 2048, 4096]
+    assert plans[-1]["tile"] > 0 and plans[0]["tile"] == 0  # tiles only where needed
+
+
+def test_run_that_cannot_fit_is_refused_before_it_starts(content_img, style_img):
+    cfg = Config.from_options(size=64, iterations=1, memory_limit=0.1)
+    with pytest.raises(TooLarge, match=r"needs about .* GiB .* more than the 0\.1 GiB allowed"):
+        Stylizer(cfg).run(to_t(content_img), [to_t(style_img)])
+
+
+def test_cli_refuses_a_run_too_large_with_exit_2_and_writes_nothing(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "out.png"
+    code = main([str(content_path), str(style_path), "-o", str(out), "--size", "4096",
+                 "--tile-size", "0", "--memory-limit", "16", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "GiB" in err and "--tile-size" in err
+    assert not out.exists() and not (tmp_path / "out.png.json").exists()
+
+
+def test_mix_scales_keeps_coarse_structure_and_takes_fine_texture(style_img, style_img2):
+    fine, coarse = to_t(style_img), to_t(style_img2)  # Hubble texture on the coffee cup
+    cfg = Config.from_options(size=48, mix_iterations=25)
+    st = Stylizer(cfg)
+    mixed = st.mix_scales(fine, coarse)
+    assert max(mixed.shape[-2:]) == 48
+    layers = ["relu1_1", "relu2_1", "relu4_1"]
+    from nstyle.vgg import VGG19Features
+
+    vgg = VGG19Features("relu4_1")
+    f_mixed = vgg(preprocess(mixed), layers)
+    f_fine = vgg(preprocess(resize_tensor(fine, 48)), layers)
+    f_coarse = vgg(preprocess(resize_tensor(coarse, 48)), layers)
+    # fine texture: the fine image's Grams (relu1_1's term is the smaller one, so it moves slower)
+    for layer, factor in (("relu1_1", 0.75), ("relu2_1", 0.3)):
+        g = losses.gram(f_mixed[layer])
+        before = (losses.gram(f_coarse[layer]) - losses.gram(f_fine[layer])).norm()
+        assert (g - losses.gram(f_fine[layer])).norm() < factor * before, layer
+    # coarse structure: deep features still correlate with the coarse image's, position by position
+    a, b = f_mixed["relu4_1"].flatten(), f_coarse["relu4_1"].flatten()
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.5
+
+
+def test_cli_fine_and_coarse_style_without_other_styles(tmp_path, content_path, style_path, style_img2, capsys):
+    coarse = tmp_path / "coarse.png"
+    style_img2.save(coarse)
+    out = tmp_path / "o.png"
+    code = main([str(content_path), "--fine-style", str(style_path), "--coarse-style", str(coarse),
+                 "-o", str(out), "--size", "32", "--iterations", "2", "--mix-iterations", "2", "-q"])
+    assert code == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "o.png.json").read_text())
+    assert rec["config"]["scale"]["fine_style"] == str(style_path)
+    assert rec["plan"]["mixed_styles"] is True and rec["iterations"] == 4
+    code = main([str(content_path), "-o", str(tmp_path / "x.png"), "--size", "32", "-q"])
+    assert code == 2 and "no style image" in capsys.readouterr().err
+
+
+def test_cli_scales_are_recorded(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "o.png"
+    code = main([str(content_path), str(style_path), "-o", str(out), "--scales", "32,48",
+                 "--scale-iterations", "2,1", "--preserve-colors", "luminance", "-q"])
+    assert code == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "o.png.json").read_text())
+    assert rec["config"]["scale"]["scales"] == [32, 48] and rec["config"]["color"]["preserve_colors"] == "luminance"
+    assert [p["iterations"] for p in rec["plan"]["scales"]] == [2, 1] and rec["output_size"][0] == 48
+
+
+def test_api_takes_the_new_options(content_img, style_img, tmp_path):
+    import nstyle
+    from PIL import Image
+
+    mask = tmp_path / "m.png"
+    Image.new("L", (10, 10), 255).save(mask)
+    img = nstyle.stylize(content_img, style_img, scales=[32, 40], scale_iterations=[1, 1],
+                         style_masks=[str(mask)], keep_mask=str(mask), preserve_colors="swap")
+    assert max(img.size) == 40
+    with pytest.raises(nstyle.BadOption, match="2 style masks for 1 style"):
+        nstyle.stylize(content_img, style_img, size=32, style_masks=[str(mask), str(mask)])
