@@ -24,6 +24,7 @@ OPTIMIZERS = ("lbfgs", "adam", "adagrad", "sgd")
 #: learning rate used when ``lr`` is not given; the image lives in VGG's 0..255 space
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "adagrad": 10.0, "sgd": 1.0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -156,12 +157,20 @@ class ModelOptions:
                           "choice for image synthesis: smoother gradients)", choices=("max", "avg"))
     device: str = option("auto", "where to run: auto picks cuda, then mps, then cpu",
                          choices=DEVICES)
+    precision: str = option(
+        "fp32", "arithmetic of the VGG network in the optimization loop: fp32; bf16 (bfloat16 "
+        "network, losses accumulated in float32: about 2x faster per iteration where the "
+        "hardware has bfloat16 units, but L-BFGS makes less progress per iteration); auto: "
+        "bf16 on CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32",
+        choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         if self.pooling not in ("max", "avg"):
             raise BadOption(f"pooling must be max or avg, got {self.pooling!r}")
         if self.device not in DEVICES:
             raise BadOption(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise BadOption(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

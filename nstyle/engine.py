@@ -12,10 +12,14 @@ Departures from the paper, on purpose:
   weights expect; it is clamped to the valid range only when converted back.
 - Gram matrices are divided by the number of positions M (see ``losses.gram``) so a style
   image may have a different size than the output; with equal sizes the loss is the paper's.
+- With ``precision`` bf16 the network runs in bfloat16 inside the optimization loop (the
+  targets are computed once in float32); losses and Grams accumulate in float32. See
+  docs/benchmark.md for what this buys and what it costs in loss.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -103,6 +107,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cpu_has_bf16() -> bool:
+    """True where oneDNN has native bfloat16 matrix units (AMX or AVX512-BF16) to use."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The loop's dtype for ``precision`` 'auto', 'fp32' or 'bf16' on ``device``."""
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and _cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
 def resize_tensor(image: torch.Tensor, longest: int) -> torch.Tensor:
     """Resize an RGB batch so its longest side is ``longest`` (antialiased), values kept in [0, 1]."""
     h, w = image.shape[-2:]
@@ -139,17 +166,33 @@ class Stylizer:
         needed = list(self.content_weights) + list(self.style_weights)
         self.layers = tuple(dict.fromkeys(needed))
         self.vgg: Optional[VGG19Features] = None
+        # the network the optimization loop runs: self.vgg itself, or a bfloat16 copy of it
+        # (targets are always computed by self.vgg in float32, once)
+        self.loop_vgg: Optional[VGG19Features] = None
+        self.dtype = resolve_precision(config.model.precision, self.device)
+        self.precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        # channels_last lets oneDNN skip a layout reorder around every conv on the CPU (and
+        # lets gram() use the features without a copy); measured in bench/benchmark.py
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
         if self.layers:
             self.vgg = VGG19Features(last_needed_layer(self.layers), config.model.pooling,
                                      weights=_cached_weights()).to(self.device)
+            if self.device.type == "cpu":
+                self.vgg.to(memory_format=self.memory_format)
+            self.loop_vgg = self.vgg
+            if self.dtype != torch.float32:
+                self.loop_vgg = copy.deepcopy(self.vgg).to(self.dtype)
 
     # ---- targets ---------------------------------------------------------------------
 
-    def _features(self, image_bgr: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    def _features(self, image_bgr: torch.Tensor, layers, loop: bool = False) -> dict[str, torch.Tensor]:
+        """Activations of ``layers``; ``loop``: in the loop's precision, else in float32."""
         if not layers:
             return {}
-        assert self.vgg is not None
-        return self.vgg(image_bgr, layers)
+        assert self.vgg is not None and self.loop_vgg is not None
+        vgg = self.loop_vgg if loop else self.vgg
+        return vgg(image_bgr.to(self.dtype if loop else torch.float32,
+                                memory_format=self.memory_format), layers)
 
     @torch.no_grad()
     def style_targets(self, styles: Sequence[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
@@ -247,7 +290,7 @@ class Stylizer:
     def _losses(self, x, content_t, style_t) -> dict[str, torch.Tensor]:
         """Each term's weighted contribution, plus their sum as 'total'."""
         cfg = self.config.loss
-        feats = self._features(x, self.layers)
+        feats = self._features(x, self.layers, loop=True)
         terms: dict[str, torch.Tensor] = {}
         for layer, w in self.content_weights.items():
             terms[f"content.{layer}"] = cfg.content_weight * w * losses.content_loss(feats[layer], content_t[layer])
@@ -293,7 +336,8 @@ class Stylizer:
             if cancel is not None and cancel.cancelled:
                 raise Cancelled(f"cancelled after {done} of {iterations} iterations")
             optimizer.step(closure)
-            values = {k: float(v) for k, v in last.items()}
+            # one device->host transfer for all terms, not one per term (matters on a GPU)
+            values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
             if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
                 raise RunFailed(f"the loss became {values['total']} at iteration {it}; lower the "
                                 "learning rate or the loss weights")
