@@ -158,10 +158,10 @@ class ModelOptions:
     device: str = option("auto", "where to run: auto picks cuda, then mps, then cpu",
                          choices=DEVICES)
     precision: str = option(
-        "fp32", "arithmetic of the VGG network in the optimization loop: fp32; bf16 (bfloat16 "
+        "auto", "arithmetic of the VGG network in the optimization loop: fp32; bf16 (bfloat16 "
         "network, losses accumulated in float32: about 2x faster per iteration where the "
-        "hardware has bfloat16 units, but L-BFGS makes less progress per iteration); auto: "
-        "bf16 on CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32",
+        "hardware has bfloat16 units, a little less progress per iteration); auto: bf16 on "
+        "CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32",
         choices=PRECISIONS)
 
     def __post_init__(self) -> None:

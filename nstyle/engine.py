@@ -9,7 +9,10 @@ never prints, never touches files and never exits.
 
 Departures from the paper, on purpose:
 - The image is optimized in VGG's input space (BGR, 0..255, mean-subtracted), as the Caffe
-  weights expect; it is clamped to the valid range only when converted back.
+  weights expect, and is clamped to the valid pixel range after every step (a projected
+  L-BFGS). Unconstrained, the iterate drifts outside 0..255 and the image actually written
+  (clamped) has a loss many times the optimizer's own (15x at 256 px after 80
+  iterations, bench/benchmark.py); clamped, the loss reported is the output's.
 - Gram matrices are divided by the number of positions M (see ``losses.gram``) so a style
   image may have a different size than the output; with equal sizes the loss is the paper's.
 - With ``precision`` bf16 the network runs in bfloat16 inside the optimization loop (the
@@ -89,6 +92,7 @@ class Result:
     stopped_early: bool
     device: str
     timings: dict[str, float]
+    precision: str = "fp32"  # what the loop ran in ('auto' resolved)
 
     def to_pil(self) -> "Image.Image":  # noqa: F821
         return to_pil(self.image)
@@ -332,10 +336,15 @@ class Stylizer:
 
         done = 0
         good = x.detach().clone()
+        # the valid pixel range, per channel, in VGG's input space
+        lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
+        highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         for it in range(1, iterations + 1):
             if cancel is not None and cancel.cancelled:
                 raise Cancelled(f"cancelled after {done} of {iterations} iterations")
             optimizer.step(closure)
+            with torch.no_grad():
+                x.clamp_(lowest, highest)  # projection: see the module docstring
             # one device->host transfer for all terms, not one per term (matters on a GPU)
             values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
             if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
@@ -354,7 +363,7 @@ class Stylizer:
         elapsed = time.perf_counter() - t0
         image = deprocess(x.detach()).clamp(0, 1).cpu()
         return Result(image, final, done, stop_requested or done < iterations, str(self.device),
-                      {"optimize": elapsed, "per_iteration": elapsed / max(done, 1)})
+                      {"optimize": elapsed, "per_iteration": elapsed / max(done, 1)}, self.precision)
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None
