@@ -9,7 +9,10 @@ never prints, never touches files and never exits.
 
 Departures from the paper, on purpose:
 - The image is optimized in VGG's input space (BGR, 0..255, mean-subtracted), as the Caffe
-  weights expect; it is clamped to the valid range only when converted back.
+  weights expect, and is clamped to the valid pixel range after every step (a projected
+  L-BFGS). Unconstrained, the iterate drifts outside 0..255 and the image actually written
+  (clamped) has a loss many times the optimizer's own (15x at 256 px after 80
+  iterations, bench/benchmark.py); clamped, the loss reported is the output's.
 - Gram matrices are divided by the number of positions M (see ``losses.gram``) so a style
   image may have a different size than the output; with equal sizes the loss is the paper's.
 
@@ -18,10 +21,15 @@ orchestrated here: colour (``color``: what the optimization sees, and the finish
 space (``regions``: guided Gram matrices per style region, the keep mask) and scale (the
 coarse-to-fine schedule below, scale mixing in ``mix_scales``); ``tiling`` bounds memory
 for large outputs without changing the result.
+
+With ``precision`` bf16 the network runs in bfloat16 inside the optimization loop (the
+targets are computed once in float32); losses and Grams accumulate in float32. See
+docs/benchmark.md for what this buys and what it costs in loss.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -104,6 +112,7 @@ class Result:
     timings: dict[str, float]
     #: how the run was carried out: scales, iterations and tiling per scale, memory estimate
     plan: dict = field(default_factory=dict)
+    precision: str = "fp32"  # what the loop ran in ('auto' resolved)
 
     def to_pil(self) -> "Image.Image":  # noqa: F821
         return to_pil(self.image)
@@ -120,6 +129,29 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not mps:
         raise BadOption("device mps was asked for, but it is not available here; use --device cpu")
     return torch.device(name)
+
+
+def _cpu_has_bf16() -> bool:
+    """True where oneDNN has native bfloat16 matrix units (AMX or AVX512-BF16) to use."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The loop's dtype for ``precision`` 'auto', 'fp32' or 'bf16' on ``device``."""
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and _cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 def resize_tensor(image: torch.Tensor, longest: int) -> torch.Tensor:
@@ -187,17 +219,33 @@ class Stylizer:
         needed = list(self.content_weights) + list(self.style_weights)
         self.layers = tuple(dict.fromkeys(needed))
         self.vgg: Optional[VGG19Features] = None
+        # the network the optimization loop runs: self.vgg itself, or a bfloat16 copy of it
+        # (targets are always computed by self.vgg in float32, once)
+        self.loop_vgg: Optional[VGG19Features] = None
+        self.dtype = resolve_precision(config.model.precision, self.device)
+        self.precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        # channels_last lets oneDNN skip a layout reorder around every conv on the CPU (and
+        # lets gram() use the features without a copy); measured in bench/benchmark.py
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
         if self.layers:
             self.vgg = VGG19Features(last_needed_layer(self.layers), config.model.pooling,
                                      weights=_cached_weights()).to(self.device)
+            if self.device.type == "cpu":
+                self.vgg.to(memory_format=self.memory_format)
+            self.loop_vgg = self.vgg
+            if self.dtype != torch.float32:
+                self.loop_vgg = copy.deepcopy(self.vgg).to(self.dtype)
 
     # ---- targets ---------------------------------------------------------------------
 
-    def _features(self, image_bgr: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    def _features(self, image_bgr: torch.Tensor, layers, loop: bool = False) -> dict[str, torch.Tensor]:
+        """Activations of ``layers``; ``loop``: in the loop's precision, else in float32."""
         if not layers:
             return {}
-        assert self.vgg is not None
-        return self.vgg(image_bgr, layers)
+        assert self.vgg is not None and self.loop_vgg is not None
+        vgg = self.loop_vgg if loop else self.vgg
+        return vgg(image_bgr.to(self.dtype if loop else torch.float32,
+                                memory_format=self.memory_format), layers)
 
     def _style_size(self, size: int) -> int:
         return max(16, round(self.config.image.style_scale * size))
@@ -418,7 +466,8 @@ class Stylizer:
         elapsed = time.perf_counter() - t_start
         timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
         return Result(image, result_losses, events.done, events.stopped or events.done < total,
-                      str(self.device), timings, {"scales": plans, "mixed_styles": mixing})
+                      str(self.device), timings, plan={"scales": plans, "mixed_styles": mixing},
+                      precision=self.precision)
 
     def _run_scales(self, content: torch.Tensor, styles: list[torch.Tensor],
                     masks: list[Optional[torch.Tensor]], keep_mask: Optional[torch.Tensor],
@@ -502,7 +551,7 @@ class Stylizer:
     def _losses(self, image, content_t, style_regions) -> dict[str, torch.Tensor]:
         """Each term's weighted contribution, plus their sum as 'total'."""
         cfg = self.config.loss
-        feats = self._features(image, self.layers)
+        feats = self._features(image, self.layers, loop=True)
         terms: dict[str, torch.Tensor] = {}
         for layer, w in self.content_weights.items():
             terms[f"content.{layer}"] = cfg.content_weight * w * losses.content_loss(feats[layer], content_t[layer])
@@ -524,6 +573,7 @@ class Stylizer:
                 terms["total"].backward()
             return terms
         cfg = self.config.loss
+        # tiles run the float32 network: large outputs trade speed for exactness here
         terms, grad = tiling.loss_and_grad(
             self.vgg, image, scale.tiles, content_targets=scale.content_targets,
             content_weights=self.content_weights, regions=scale.regions,
@@ -562,12 +612,18 @@ class Stylizer:
             last.update({k: v.detach() for k, v in terms.items()})
             return terms["total"].detach() * factor[0]
 
+        # the valid pixel range, per channel, in VGG's input space
+        lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
+        highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         for it in range(1, scale.iterations + 1):
             if events.cancel is not None and events.cancel.cancelled:
                 raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
             before = x.detach().clone()  # the last good image, should this step diverge
             optimizer.step(closure)
-            values = {k: float(v) for k, v in last.items()}
+            with torch.no_grad():
+                x.clamp_(lowest, highest)  # projection: see the module docstring
+            # one device->host transfer for all terms, not one per term (matters on a GPU)
+            values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
             if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
                 error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
                                   "lower the learning rate or the loss weights")

@@ -14,6 +14,25 @@ def _accumulation_dtype(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
+def _positions_by_channels(features: torch.Tensor) -> torch.Tensor:
+    """(B, N, H, W) -> a (B, M, N) view: no copy for channels_last or contiguous features."""
+    b, n, h, w = features.shape
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        return features.permute(0, 2, 3, 1).reshape(b, h * w, n)  # (B, H, W, N) in memory
+    return features.reshape(b, n, h * w).transpose(1, 2)
+
+
+def _raw_gram(flat: torch.Tensor) -> torch.Tensor:
+    """FᵀF/M as float32 from a (B, M, N) view.
+
+    bfloat16 features are multiplied as they are: the matrix units accumulate in float32
+    and only the N×N result is rounded, then upcast. Upcasting the features first instead
+    (an extra full-size copy and a float32 product) was slower and no better in loss
+    (bench/benchmark.py, docs/benchmark.md).
+    """
+    return _accumulation_dtype(torch.bmm(flat.transpose(1, 2), flat)) / flat.shape[1]
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Position-normalized Gram matrix G/M, shape (B, N, N), at least float32.
 
@@ -21,9 +40,7 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     comparable targets (``style_loss`` undoes this, so its value is the paper's E_l
     whenever style and output have the same size).
     """
-    b, n, h, w = features.shape
-    flat = _accumulation_dtype(features.reshape(b, n, h * w))
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+    return _raw_gram(_positions_by_channels(features))
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -31,13 +48,42 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * (_accumulation_dtype(features) - _accumulation_dtype(target)).pow(2).sum()
 
 
+class _StyleLoss(torch.autograd.Function):
+    """E_l with a hand-written backward: dE/dF = F (G/M − A/M) / (N² M).
+
+    Autograd's own backward of FᵀF takes two matmuls plus a sum of two full-size
+    gradients (and the elementwise chain of (G − A)²); this is one matmul, in the
+    features' dtype, with the float32 difference folded into the small N×N factor.
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+        flat = _positions_by_channels(features)
+        n = flat.shape[2]
+        diff = _raw_gram(flat) - target_gram
+        ctx.save_for_backward(features, diff)
+        return diff.pow(2).sum() / (4.0 * n * n)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        features, diff = ctx.saved_tensors
+        b, n, h, w = features.shape
+        flat = _positions_by_channels(features)
+        factor = (diff * (grad_out / (n * n * h * w))).to(flat.dtype)
+        grad_flat = torch.bmm(flat, factor)  # (B, M, N), laid out like ``flat``'s source
+        if flat.stride(2) == 1:  # channels_last source: (B, H, W, N) in memory
+            grad = grad_flat.reshape(b, h, w, n).permute(0, 3, 1, 2)
+        else:
+            grad = grad_flat.transpose(1, 2).reshape(b, n, h, w)
+        return grad, None
+
+
 def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """E_l = 1/(4 N² M²) · Σ (G − A)²  (eq. 4), with ``target_gram`` = A/M as from ``gram``.
 
     Since G/M − A/M = (G − A)/M, this equals 1/(4 N²) · Σ (G/M − A/M)².
     """
-    n = features.shape[1]
-    return (gram(features) - target_gram).pow(2).sum() / (4.0 * n * n)
+    return _StyleLoss.apply(features, target_gram)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,7 @@ def build_record(config: Config, result: Result, *, content: Any, styles: Sequen
         "config": config.to_dict(),
         "seed": config.image.seed,
         "device": result.device,
+        "precision": result.precision,
         "versions": versions(),
         "platform": {"system": platform.system(), "machine": platform.machine(),
                      "threads": torch.get_num_threads(), "argv0": sys.argv[0]},

@@ -40,6 +40,7 @@ def test_flat_options_round_trip():
     ({"style_blend_weights": "0,0"}, "all be zero"),
     ({"pooling": "median"}, "pooling"),
     ({"device": "tpu"}, "device"),
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16"),
     ({"content_weight": 0, "style_weight": 0, "tv_weight": 0}, "nothing to optimize"),
     ({"progression": "p.mp4"}, "progression"),
     ({"style_weight": "lots"}, "expected float"),

@@ -155,3 +155,48 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
         pytest.skip("this machine has a GPU")
     with pytest.raises(BadOption, match="no CUDA GPU"):
         Stylizer(Config.from_options(device="cuda"))
+
+
+def test_precision_option_sets_the_loop_dtype_and_bf16_still_optimizes(content_img, style_img, monkeypatch):
+    from nstyle import engine
+
+    fp32 = Stylizer(Config.from_options(size=48, precision="fp32"))
+    assert fp32.precision == "fp32" and fp32.loop_vgg is fp32.vgg
+    monkeypatch.setattr(engine, "_cpu_has_bf16", lambda: False)
+    assert Stylizer(Config.from_options(size=48, precision="auto")).precision == "fp32"
+    monkeypatch.setattr(engine, "_cpu_has_bf16", lambda: True)
+    assert Stylizer(Config.from_options(size=48, precision="auto")).precision == "bf16"
+
+    st = Stylizer(Config.from_options(size=48, precision="bf16", iterations=15))
+    assert st.precision == "bf16"
+    assert next(st.loop_vgg.parameters()).dtype == torch.bfloat16
+    assert next(st.vgg.parameters()).dtype == torch.float32  # targets stay float32
+    seen = []
+    result = st.run(to_t(content_img), [to_t(style_img)], callback=lambda e: seen.append(e.total))
+    assert result.image.dtype == torch.float32 and math.isfinite(result.losses["total"])
+    assert result.precision == "bf16"  # what ran goes into the run record
+    assert seen[-1] < 0.8 * seen[0]
+
+
+def test_bf16_loss_is_close_to_fp32_loss(content_img, style_img):
+    c, s = to_t(content_img), to_t(style_img)
+    values = {}
+    for precision in ("fp32", "bf16"):
+        st = Stylizer(Config.from_options(size=64, precision=precision, init="noise", iterations=1))
+        values[precision] = st.run(c, [s]).losses["total"]
+    assert values["bf16"] == pytest.approx(values["fp32"], rel=0.05)
+
+
+def test_the_image_stays_in_the_valid_pixel_range_while_optimizing(content_img, style_img):
+    """The iterate is projected onto 0..255 after every step (not only clamped at the end)."""
+    from nstyle.vgg import deprocess
+
+    worst = []
+
+    def cb(event):
+        rgb = deprocess(event._image)
+        worst.append(max(float(-rgb.min()), float(rgb.max() - 1.0)))
+
+    Stylizer(Config.from_options(size=48, iterations=10, style_weight=1e6)).run(
+        to_t(content_img), [to_t(style_img)], callback=cb)
+    assert max(worst) <= 1e-5

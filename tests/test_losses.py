@@ -70,3 +70,47 @@ def test_losses_are_differentiable():
     assert torch.autograd.gradcheck(lambda x: losses.content_loss(x, p).double(), (f,))
     assert torch.autograd.gradcheck(lambda x: losses.total_variation(x).double(), (f,))
     assert torch.autograd.gradcheck(lambda x: losses.style_loss(x, target), (f,))
+
+
+def _autograd_style_loss(f, target):
+    """The style loss written with plain autograd ops, as the reference for the custom backward."""
+    b, n, h, w = f.shape
+    flat = f.reshape(b, n, h * w)
+    g = torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+    return (g - target).pow(2).sum() / (4.0 * n * n)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_style_loss_gradient_passes_gradcheck(layout):
+    torch.manual_seed(0)
+    f = torch.randn(2, 4, 3, 5, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    target = losses.gram(torch.randn(2, 4, 6, 2, dtype=torch.float64)).detach()
+    assert torch.autograd.gradcheck(lambda x: losses.style_loss(x, target), (f,))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_style_loss_gradient_matches_autograd_in_both_layouts(layout):
+    torch.manual_seed(1)
+    base = torch.randn(1, 8, 7, 6)
+    target = losses.gram(torch.randn(1, 8, 5, 5))
+    ref = base.clone().requires_grad_()
+    (3.0 * _autograd_style_loss(ref, target)).backward()
+    f = base.contiguous(memory_format=layout).requires_grad_()
+    (3.0 * losses.style_loss(f, target)).backward()
+    assert f.grad.shape == f.shape
+    torch.testing.assert_close(f.grad, ref.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_style_loss_on_bf16_features_is_float32_with_a_bf16_gradient():
+    torch.manual_seed(2)
+    base = torch.rand(1, 16, 8, 8)
+    target = losses.gram(torch.rand(1, 16, 8, 8))
+    f = base.to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    loss = losses.style_loss(f, target)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert f.grad.dtype == torch.bfloat16
+    ref = base.to(torch.bfloat16).float().requires_grad_()
+    _autograd_style_loss(ref, target).backward()
+    # bf16 has 8 significant bits: the gradient agrees to about 1%
+    torch.testing.assert_close(f.grad.float(), ref.grad, rtol=2e-2, atol=1e-2 * float(ref.grad.abs().max()))

@@ -76,7 +76,9 @@ def test_stop_at_a_coarse_scale_still_returns_the_output_size(content_img, style
 def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, style_img2):
     """Tiles of 32 px with 16 px halos (enough up to relu3_1) over a 64 x 48 image, with a
     regional style and a keep mask: the loss and gradient are the untiled ones."""
-    cfg = Config.from_options(size=64, content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1")
+    # tiled scales run the float32 network; compare with the untiled path in float32 too
+    cfg = Config.from_options(size=64, content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1",
+                              precision="fp32")
     st = Stylizer(cfg)
     bgr = preprocess(resize_tensor(to_t(content_img), 64))
     h, w = bgr.shape[-2:]
