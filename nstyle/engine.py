@@ -251,26 +251,6 @@ class Stylizer:
         return max(16, round(self.config.image.style_scale * size))
 
     @torch.no_grad()
-    def style_targets(self, styles: Sequence[torch.Tensor], size: int) -> dict[str, torch.Tensor]:
-        """Blend-weighted Gram targets A/M per style layer, each style at ``style_scale * size``."""
-        if not self.style_weights:
-            return {}
-        blend = self.config.image.style_blend_weights
-        if blend is None:
-            blend = (1.0,) * len(styles)
-        if len(blend) != len(styles):
-            raise BadOption(f"style_blend_weights has {len(blend)} values for {len(styles)} style images")
-        total = float(sum(blend))
-        targets: dict[str, torch.Tensor] = {}
-        for style, weight in zip(styles, blend):
-            if weight == 0:
-                continue
-            for layer, g in self._style_grams(style, size).items():
-                g = g * (weight / total)
-                targets[layer] = targets[layer] + g if layer in targets else g
-        return targets
-
-    @torch.no_grad()
     def _style_grams(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
         """Gram/M per style layer of one style image at ``style_scale * size``."""
         x = preprocess(resize_tensor(style.float(), self._style_size(size)).to(self.device))
