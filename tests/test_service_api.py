@@ -80,10 +80,12 @@ def test_create_stream_result_and_record(settings, images):
 
         listing = client.get("/api/jobs").json()
         assert listing["total"] == 1 and listing["jobs"][0]["id"] == created["id"]
-        # a stream opened after the end replays the final state at once
+        # a stream opened after the end replays the final state, and image, at once
         late = events(client, created["id"])
-        assert [e for e, _ in late] == ["state", "progress", "end"]
+        assert [e for e, _ in late] == ["state", "progress", "preview", "end"]
         assert late[1][1]["iteration"] == 3 and late[1][1]["percent"] == 100.0
+        assert late[2][1]["iteration"] == 3
+        assert decode_data_url(late[2][1]["image"]).tobytes() == result.convert("RGB").tobytes()
 
 
 def test_options_are_checked_by_the_config_code(settings, images):

@@ -315,6 +315,12 @@ async def _event_stream(job_id: str, request: Request, manager: JobManager) -> A
                 if row.iterations and row.iterations != seen_iteration:
                     # the last iterations ran between two polls: report where it ended
                     out.append(_sse("progress", _final_progress(row)))
+                if row.state == SUCCEEDED and seen_preview != row.iterations:
+                    # the stream ends on the final image, even when it missed the live ones
+                    image = manager.result_data_url(job_id)
+                    if image is not None:
+                        out.append(_sse("preview", {"id": job_id, "iteration": row.iterations,
+                                                    "image": image}))
                 out.append(_sse("end", view))
             if out:
                 yield "".join(out)

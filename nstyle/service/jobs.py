@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from PIL import Image
+
 from ..api import prepare
 from ..config import Config
 from ..engine import CancelToken, Progress, Stylizer
@@ -302,13 +304,29 @@ class JobManager:
         image = event.preview()
         live.preview_image = image
         live.preview_png = _png(image)
-        small = image
-        if max(image.size) > STREAM_PREVIEW_SIZE:
-            small = image.copy()
-            small.thumbnail((STREAM_PREVIEW_SIZE, STREAM_PREVIEW_SIZE))
-        data = live.preview_png if small is image else _png(small)
-        live.preview_data_url = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        live.preview_data_url = _stream_data_url(image, live.preview_png)
         live.preview_iteration = event.iteration
+
+    def result_data_url(self, job_id: str) -> Optional[str]:
+        """A finished job's result as the event stream's preview (for streams that missed
+        the live previews: a fast job can end before its stream connects)."""
+        path = self.store.file(job_id, RESULT_FILE)
+        try:
+            with Image.open(path) as img:
+                return _stream_data_url(img.convert("RGB"))
+        except OSError:
+            return None
+
+
+def _stream_data_url(image, png: Optional[bytes] = None) -> str:
+    """``image`` as a PNG data URL at most STREAM_PREVIEW_SIZE wide (``png``: its full-size
+    encoding, reused when no shrinking is needed)."""
+    small = image
+    if max(image.size) > STREAM_PREVIEW_SIZE:
+        small = image.copy()
+        small.thumbnail((STREAM_PREVIEW_SIZE, STREAM_PREVIEW_SIZE))
+    data = png if png is not None and small is image else _png(small)
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _png(image) -> bytes:
