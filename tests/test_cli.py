@@ -213,3 +213,14 @@ def test_console_script_runs_as_a_process(tmp_path, content_path, style_path):
     proc = subprocess.run([sys.executable, "-m", "nstyle", "missing.jpg", str(style_path), "-o",
                            str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_example_runs_with_its_own_defaults_and_user_flags_win(tmp_path, capsys):
+    out = tmp_path / "ex.png"
+    code, _, err = run_cli(["example", "-o", out, "--iterations", "2", "--size", "32", "-q"], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "ex.png.json").read_text())
+    assert record["config"]["loss"]["style_weight"] == 50.0  # the example's own default
+    assert record["config"]["image"]["size"] == 32 and record["iterations"] == 2  # the user's flags
+    with Image.open(out) as img:
+        assert max(img.size) == 32
