@@ -50,6 +50,9 @@ BUILTIN_INITS = ("content", "noise", "gray")
 #: automatic tiling keeps the estimated peak under this share of the memory available, so
 #: that estimate errors and other programs leave the machine usable
 AUTO_TILE_SHARE = 0.75
+#: steps averaged when deciding that the image has stopped changing (``tolerance``):
+#: single L-BFGS steps vary too much in length to judge by one
+SETTLE_WINDOW = 5
 
 
 class CancelToken:
@@ -205,6 +208,11 @@ class _Scale:
     content_targets: dict[str, torch.Tensor]
     regions: list[Region]
     tiles: list = field(default_factory=list)
+    #: output positions / this scale's positions. The content and TV terms are sums over
+    #: positions while the style term (Grams divided by M) is not, so at a coarse scale
+    #: style would outweigh content by this factor; they are multiplied by it instead, so
+    #: every scale keeps the balance the weights set for the output size
+    positions_factor: float = 1.0
 
 
 class Stylizer:
@@ -229,7 +237,8 @@ class Stylizer:
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
         if self.layers:
             self.vgg = VGG19Features(last_needed_layer(self.layers), config.model.pooling,
-                                     weights=_cached_weights()).to(self.device)
+                                     weights=_cached_weights(),
+                                     padding=config.model.padding).to(self.device)
             if self.device.type == "cpu":
                 self.vgg.to(memory_format=self.memory_format)
             self.loop_vgg = self.vgg
@@ -445,7 +454,7 @@ class Stylizer:
                              resize_tensor(content.float(), cfg.output_size))
         elapsed = time.perf_counter() - t_start
         timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
-        return Result(image, result_losses, events.done, events.stopped or events.done < total,
+        return Result(image, result_losses, events.done, events.stopped,
                       str(self.device), timings, plan={"scales": plans, "mixed_styles": mixing},
                       precision=self.precision)
 
@@ -472,7 +481,8 @@ class Stylizer:
                     regions.resize_mask(keep_mask.float(), h, w).to(self.device)
                 scale = _Scale(p["size"], p["iterations"], p["tile"], content_bgr, keep,
                                self.content_targets(content_bgr, p["tile"]),
-                               self.style_regions(styles, masks, keep, p["size"], h, w, p["tile"]))
+                               self.style_regions(styles, masks, keep, p["size"], h, w, p["tile"]),
+                               positions_factor=plans[-1]["height"] * plans[-1]["width"] / (h * w))
                 if scale.tile:
                     scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(self.layers))
                 if x is None:
@@ -483,8 +493,8 @@ class Stylizer:
             render = None if chroma_from is None else \
                 self._renderer(resize_tensor(chroma_from, p["size"]))
             t = time.perf_counter()
-            x, final = self._optimize(start.detach().requires_grad_(True), scale, events,
-                                      index, len(plans), render)
+            x, final, p["iterations_run"] = self._optimize(start.detach().requires_grad_(True), scale,
+                                                           events, index, len(plans), render)
             timings[f"optimize_{p['size']}"] = time.perf_counter() - t
             timings["optimize"] = timings.get("optimize", 0.0) + timings[f"optimize_{p['size']}"]
         if x is None:  # stopped before any scale ran (e.g. during scale mixing)
@@ -512,7 +522,8 @@ class Stylizer:
         size = max(MIN_SIZE, min(self._style_size(cfg.output_size), max(coarse.shape[-2:])))
         sub = Config.from_options(
             cfg, content_weight=0.0, style_weight=1.0, tv_weight=0.0, style_layers=cfg.scale.fine_layers,
-            style_layer_weights=None, style_blend_weights=None, style_scale=1.0, init="content",
+            # equal weights: the few fine layers all carry the texture; every iteration runs
+            style_layer_weights=[1.0] * len(cfg.scale.fine_layers), tolerance=0.0, style_blend_weights=None, style_scale=1.0, init="content",
             size=size, scales=None, scale_iterations=None, iterations=cfg.scale.mix_iterations,
             preserve_colors="none", style_masks=None, keep_mask=None, fine_style=None, coarse_style=None)
         mixer = Stylizer(sub, self.device)
@@ -525,22 +536,24 @@ class Stylizer:
                        mixer.style_regions([fine], [None], None, size, h, w, plan["tile"]))
         if scale.tile:
             scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(mixer.layers))
-        x, _ = mixer._optimize(bgr.clone().requires_grad_(True), scale, events, 1, 1, None, phase="mix")
+        x, _, _ = mixer._optimize(bgr.clone().requires_grad_(True), scale, events, 1, 1, None, phase="mix")
         return deprocess(x.detach()).clamp(0, 1).cpu()
 
-    def _losses(self, image, content_t, style_regions) -> dict[str, torch.Tensor]:
+    def _losses(self, image, content_t, style_regions, positions_factor: float = 1.0
+                ) -> dict[str, torch.Tensor]:
         """Each term's weighted contribution, plus their sum as 'total'."""
         cfg = self.config.loss
         feats = self._features(image, self.layers, loop=True)
         terms: dict[str, torch.Tensor] = {}
+        alpha = cfg.content_weight * positions_factor
         for layer, w in self.content_weights.items():
-            terms[f"content.{layer}"] = cfg.content_weight * w * losses.content_loss(feats[layer], content_t[layer])
+            terms[f"content.{layer}"] = alpha * w * losses.content_loss(feats[layer], content_t[layer])
         for layer, w in self.style_weights.items():
             terms[f"style.{layer}"] = cfg.style_weight * w * sum(
                 (regions.style_loss(r, layer, feats[layer]) for r in style_regions),
                 feats[layer].new_zeros((), dtype=torch.float32))  # no region: all kept
         if cfg.tv_weight > 0:
-            terms["tv"] = cfg.tv_weight * losses.total_variation(image)
+            terms["tv"] = cfg.tv_weight * positions_factor * losses.total_variation(image)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
 
@@ -548,7 +561,7 @@ class Stylizer:
         """The loss terms at ``x`` (the free pixels); with ``backward``, x.grad too."""
         image = regions.compose(x, scale.content_bgr, scale.keep)
         if not scale.tile:
-            terms = self._losses(image, scale.content_targets, scale.regions)
+            terms = self._losses(image, scale.content_targets, scale.regions, scale.positions_factor)
             if backward:
                 terms["total"].backward()
             return terms
@@ -557,10 +570,10 @@ class Stylizer:
         terms, grad = tiling.loss_and_grad(
             self.vgg, image, scale.tiles, content_targets=scale.content_targets,
             content_weights=self.content_weights, regions=scale.regions,
-            style_weights=self.style_weights, alpha=cfg.content_weight, beta=cfg.style_weight,
-            need_grad=backward)
+            style_weights=self.style_weights, alpha=cfg.content_weight * scale.positions_factor,
+            beta=cfg.style_weight, need_grad=backward)
         if cfg.tv_weight > 0:
-            terms["tv"] = cfg.tv_weight * losses.total_variation(image)
+            terms["tv"] = cfg.tv_weight * scale.positions_factor * losses.total_variation(image)
         if backward:
             # the gradient of ⟨image, grad⟩ is grad: carried through compose to x
             surrogate = (image * grad).sum() + terms.get("tv", 0.0)
@@ -570,7 +583,9 @@ class Stylizer:
         return terms
 
     def _optimize(self, x: torch.Tensor, scale: _Scale, events: _Events, index: int, count: int,
-                  render, phase: str = "stylize") -> tuple[torch.Tensor, dict[str, float]]:
+                  render, phase: str = "stylize") -> tuple[torch.Tensor, dict[str, float], int]:
+        """Optimizes one scale; returns the image, its losses and the iterations run (fewer
+        than planned when stopped or settled)."""
         optimizer = self._make_optimizer(x)
         last: dict[str, torch.Tensor] = {}
 
@@ -595,6 +610,8 @@ class Stylizer:
         # the valid pixel range, per channel, in VGG's input space
         lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
+        changes: list[float] = []  # mean |pixel change| per step, in 0..255 levels
+        it = 0
         for it in range(1, scale.iterations + 1):
             if events.cancel is not None and events.cancel.cancelled:
                 raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
@@ -612,6 +629,7 @@ class Stylizer:
                 error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
                 raise error
             events.done += 1
+            changes.append(float((x.detach() - before).abs().mean()))
             if events.callback is not None:
                 # the preview reads the image lazily: valid during the callback, not after it
                 with torch.no_grad():
@@ -619,7 +637,7 @@ class Stylizer:
                 events.callback(Progress(events.done, events.total, values,
                                          time.perf_counter() - events.t0, current, events.request_stop,
                                          index, count, scale.size, phase, render))
-            if events.stopped:
+            if events.stopped or self._settled(changes):
                 break
         # the losses above are those of the iterate before the last step: report the
         # final image's own losses, except on tiled (large) scales, where that would cost
@@ -631,7 +649,15 @@ class Stylizer:
                 final = {k: float(v) for k, v in self._evaluate(x, scale, backward=False).items()}
         with torch.no_grad():
             image = regions.compose(x.detach(), scale.content_bgr, scale.keep)
-        return image, final
+        return image, final, it
+
+    def _settled(self, changes: list[float]) -> bool:
+        """True once the image has stopped changing: the mean |pixel change| of the last
+        ``SETTLE_WINDOW`` steps is under ``tolerance`` levels (0 = never stop early)."""
+        tolerance = self.config.optim.tolerance
+        if tolerance <= 0 or len(changes) < SETTLE_WINDOW:
+            return False
+        return sum(changes[-SETTLE_WINDOW:]) / SETTLE_WINDOW < tolerance
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None

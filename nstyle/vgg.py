@@ -20,11 +20,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .errors import BadOption
 
 #: conv layers per block, as in VGG19 ("E" configuration)
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+#: how a convolution may pad the border (torch's names): the original network pads with
+#: zeros, which in the mean-subtracted input is a grey frame around the image
+PADDING_MODES = ("zeros", "reflect", "replicate")
 
 #: Caffe VGG's input convention: BGR order, 0..255, this per-channel mean subtracted
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -128,6 +133,24 @@ def load_weights() -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- model
 
 
+class _Conv3x3(nn.Conv2d):
+    """A 3x3 convolution that keeps the size, padding the border by ``mode``.
+
+    Reflection needs at least two pixels per side, which the deepest layers of a small
+    image do not have: there it replicates instead (the same thing for a 1-px side).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=1 if mode == "zeros" else 0)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "zeros":
+            return super().forward(x)
+        mode = "replicate" if self.mode == "reflect" and min(x.shape[-2:]) < 2 else self.mode
+        return super().forward(F.pad(x, (1, 1, 1, 1), mode=mode))
+
+
 class VGG19Features(nn.Module):
     """VGG19's convolutional trunk, truncated after the last layer any caller needs.
 
@@ -136,11 +159,13 @@ class VGG19Features(nn.Module):
     """
 
     def __init__(self, last_layer: str = "relu5_4", pooling: str = "max",
-                 weights: dict[str, torch.Tensor] | None = None) -> None:
+                 weights: dict[str, torch.Tensor] | None = None, padding: str = "zeros") -> None:
         super().__init__()
         check_layer_names([last_layer])
         if pooling not in ("max", "avg"):
             raise BadOption(f"pooling must be 'max' or 'avg', not {pooling!r}")
+        if padding not in PADDING_MODES:
+            raise BadOption(f"padding must be one of {', '.join(PADDING_MODES)}, not {padding!r}")
         weights = load_weights() if weights is None else weights
         self.pooling = pooling
         self.layers = nn.ModuleDict()
@@ -148,7 +173,7 @@ class VGG19Features(nn.Module):
         for name in LAYER_NAMES[: _LAYER_INDEX[last_layer] + 1]:
             if name.startswith("conv"):
                 out_channels = layer_channels(name)
-                conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+                conv = _Conv3x3(in_channels, out_channels, padding)
                 conv.weight.data.copy_(weights[f"{name}.weight"])
                 conv.bias.data.copy_(weights[f"{name}.bias"])
                 self.layers[name] = conv

@@ -177,7 +177,8 @@ def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_pa
     from nstyle import losses
 
     monkeypatch.setattr(losses, "total_variation", lambda x: x.sum() * float("nan"))
-    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", *FAST], capsys)
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", *FAST,
+                            "--tv-weight", "1e-3"], capsys)
     assert code == 1 and "loss became nan" in err
     assert not (tmp_path / "out.png").exists()
 
@@ -195,7 +196,7 @@ def test_diverging_run_keeps_the_last_good_image_when_saving(tmp_path, content_p
 
     monkeypatch.setattr(losses, "total_variation", tv_that_breaks)
     code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", "--size", "32",
-                            "--iterations", "10", "--save-every", "100", "-q"], capsys)
+                            "--iterations", "10", "--save-every", "100", "--tv-weight", "1e-3", "-q"], capsys)
     assert code == 1 and "last good image" in err and len(err.strip().splitlines()) == 1
     kept = list((tmp_path / "out_iterations").iterdir())
     assert [p.name for p in kept] == ["last_good_iter_00003.png"]

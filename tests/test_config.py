@@ -6,11 +6,19 @@ from nstyle.config import Config, iter_options
 from nstyle.errors import BadOption
 
 
-def test_defaults_are_the_papers_layers():
+def test_defaults_are_the_papers_layers_weighted_by_inverse_squared_channels():
     c = Config()
     assert c.loss.content_layers == ("relu4_2",)
     assert c.loss.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-    assert c.loss.layer_weights("style") == {l: pytest.approx(0.2) for l in c.loss.style_layers}
+    weights = c.loss.layer_weights("style")
+    assert sum(weights.values()) == pytest.approx(1.0)
+    # w ~ 1/N²: 64 -> 128 -> 256 -> 512 channels divide the weight by 4 each time
+    assert weights["relu1_1"] == pytest.approx(4 * weights["relu2_1"]) == pytest.approx(16 * weights["relu3_1"])
+    assert weights["relu4_1"] == pytest.approx(weights["relu5_1"]) == pytest.approx(weights["relu3_1"] / 4)
+    # the rule follows the layers a user names; explicit weights are taken as given
+    c = Config.from_options(style_layers="relu2_1,relu4_1")
+    assert c.loss.layer_weights("style") == {"relu2_1": pytest.approx(16 / 17), "relu4_1": pytest.approx(1 / 17)}
+    assert c.loss.layer_weights("content") == {"relu4_2": 1.0}
 
 
 def test_flat_options_round_trip():

@@ -17,11 +17,12 @@ from conftest import to_t
 
 
 def test_automatic_pyramid_and_iterations_per_scale():
-    assert Config.from_options(size=512).scale_sizes == (512,)
-    assert Config.from_options(size=2048).scale_sizes == (512, 1024, 2048)
-    assert Config.from_options(size=700).scale_sizes == (350, 700)
+    assert Config.from_options(size=256).scale_sizes == (256,)
+    assert Config.from_options(size=512).scale_sizes == (256, 512)
+    assert Config.from_options(size=2048).scale_sizes == (256, 512, 1024, 2048)
+    assert Config.from_options(size=700).scale_sizes == (175, 350, 700)
     c = Config.from_options(size=2048, iterations=400)
-    assert c.scale_iteration_counts == (400, 200, 100) and c.output_size == 2048
+    assert c.scale_iteration_counts == (400, 200, 100, 50) and c.output_size == 2048
     c = Config.from_options(scales="64,128,256", scale_iterations="9")
     assert c.scale_sizes == (64, 128, 256) and c.scale_iteration_counts == (9, 9, 9) and c.output_size == 256
     assert Config.from_options(scales="64,128", scale_iterations="5,2").scale_iteration_counts == (5, 2)
@@ -31,7 +32,7 @@ def test_automatic_pyramid_and_iterations_per_scale():
     ({"scales": "128,64"}, "grow"),
     ({"scales": "16,64"}, "scales must be integers in"),
     ({"scales": "64,128", "scale_iterations": "1,2,3"}, "3 values for 2 scales"),
-    ({"size": 2048, "scale_iterations": "1,2"}, "2 values for 3 scales"),
+    ({"size": 2048, "scale_iterations": "1,2"}, "2 values for 4 scales"),
     ({"scale_iterations": "0"}, ">= 1"),
     ({"fine_style": "a.png"}, "go together"),
     ({"fine_layers": "relu9_1"}, "unknown fine layer"),
@@ -126,7 +127,7 @@ def test_memory_estimate_grows_with_size_and_tiling_bounds_it():
     assert peak(4096, 1024) < 12  # tiled: bounded by the tile, plus image-sized buffers
     cfg = Config.from_options(size=4096, scale_iterations="1", memory_limit=20)
     plans = Stylizer(cfg).memory_plan((768, 1024), [(640, 1024)])
-    assert [p["size"] for p in plans] == [512, 1024, 2048, 4096]
+    assert [p["size"] for p in plans] == [256, 512, 1024, 2048, 4096]
     assert plans[-1]["tile"] > 0 and plans[0]["tile"] == 0  # tiles only where needed
 
 
