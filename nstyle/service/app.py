@@ -158,7 +158,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             raise BadOption("send the job as multipart/form-data: a file 'content', files "
                             "'style' and options as text fields")
         uploads: list[Upload] = []
-        fields: list[tuple[str, str]] = []
+        fields: list[tuple[str, str, int]] = []
         async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
                                 max_part_size=MAX_PART_BYTES) as form:
             for position, (key, value) in enumerate(form.multi_items()):
@@ -169,7 +169,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                     uploads.append(Upload(key, value.filename or "", data,
                                           value.size or len(data), position))
                 else:
-                    fields.append((key, value))
+                    fields.append((key, value, position))
         sub = await run_in_threadpool(check_submission, uploads, fields, settings, decode_gate)
         row = await run_in_threadpool(manager.submit, sub)
         return JSONResponse(view(row), status_code=201, headers={"Location": f"/api/jobs/{row.id}"})

@@ -258,16 +258,31 @@ class JobManager:
         cannot take now (a lock held by another process, a full disk) is retried until it
         can, so the queue resumes by itself once the cause is gone."""
         while True:
+            job_id = None
             try:
                 taken = self._take()
                 if taken is None:
                     return
                 job_id, live = taken
                 self._finish(job_id, live, self._execute(job_id, live))
-            except Exception:  # a bug in the bookkeeping itself: log it and keep serving
+            except Exception as exc:  # a bug in the bookkeeping itself: log it and keep serving
                 log.exception("worker: unexpected error; going on with the next job")
+                if job_id is not None:
+                    self._abandon(job_id, exc)
                 if self._halt.wait(1.0):
                     return
+
+    def _abandon(self, job_id: str, exc: Exception) -> None:
+        """After a bug: the job is no longer running here. Marked failed if the store takes
+        it (once, no retry: the worker must go on); if not, its row still says running, and
+        cancel or the next start ends it."""
+        with self._cond:
+            self._live.pop(job_id, None)
+            self._changed(job_id, queue=True)
+        try:
+            self.store.update(job_id, finished=time.time(), **_internal(exc))
+        except Exception:
+            log.exception("job %s: could not record its failure", job_id)
 
     def _take(self) -> Optional[tuple[str, LiveState]]:
         """The next job, marked running; None when the server stops."""

@@ -294,12 +294,14 @@ def sort_uploads(uploads: list[Upload], mask_texts: list[tuple[int, str]]
     return inputs, by_place
 
 
-def check_submission(uploads: list[Upload], fields: list[tuple[str, str]],
+def check_submission(uploads: list[Upload], fields: list[tuple[str, str, int]],
                      settings: ServiceSettings, decode_gate: Optional[threading.Semaphore] = None
                      ) -> Submission:
-    """The whole request, checked: raises an ``NStyleError`` (4xx) or returns a Submission."""
+    """The whole request, checked: raises an ``NStyleError`` (4xx) or returns a Submission.
+    ``fields``: the text fields as (name, value, place in the form); the place orders the
+    'none' of a style without a mask among the mask files."""
     mask_texts, option_fields = [], []
-    for position, (name, value) in enumerate(fields):
+    for name, value, position in fields:
         if name == MASK_FIELD and value.strip().lower() == NO_MASK:
             mask_texts.append((position, None))
         elif name in IMAGE_FIELDS:
