@@ -37,7 +37,7 @@ from .errors import Conflict, NotFound, QueueFull
 from .settings import ServiceSettings
 from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
                     RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
-from .uploads import Submission
+from .uploads import Submission, release_memory
 
 log = logging.getLogger("nstyle.service")
 
@@ -264,7 +264,9 @@ class JobManager:
                 if taken is None:
                     return
                 job_id, live = taken
-                self._finish(job_id, live, self._execute(job_id, live))
+                outcome = self._execute(job_id, live)
+                release_memory()  # a job's decoded inputs and tensors: back to the OS
+                self._finish(job_id, live, outcome)
             except Exception as exc:  # a bug in the bookkeeping itself: log it and keep serving
                 log.exception("worker: unexpected error; going on with the next job")
                 if job_id is not None:
