@@ -142,7 +142,7 @@ def decode_pressure(root: Path, requests: int = 8) -> dict[str, Any]:
     buf = io.BytesIO()
     Image.new("RGB", (4900, 4900), (120, 90, 60)).save(buf, format="PNG", optimize=True)
     big = buf.getvalue()  # tiny on the wire, 72 MB once decoded
-    server = Server(root / "decode", "--max-iterations", "1000000")
+    server = Server(root / "decode", "--max-iterations", "1000000", "--max-megapixel-iterations", "100000")
     try:
         warm = server.submit({"size": "32", "iterations": "1"}, images())[1]
         server.wait(warm["id"])  # the network is loaded: its memory is not what is measured

@@ -70,7 +70,8 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
         kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
         if opt.name == "init":  # on a command line, --init PATH is still a starting image
             kwargs["metavar"] = "|".join(INITS) + "|PATH"
-            kwargs["help"] += "; or the path of a starting image (as --init-image)"
+            kwargs["help"] = help_text.replace(" (default:", "; or the path of a starting image "
+                                               "(as --init-image) (default:")
         elif opt.choices:
             kwargs["choices"] = opt.choices
         else:

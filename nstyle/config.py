@@ -109,8 +109,8 @@ class ImageOptions:
     style_blend_weights: Optional[tuple[float, ...]] = option(
         None, "weight of each style image when several are given (default: equal)")
     init: str = option(
-        "content", "starting image: content (the photo), noise (white noise) or gray (the "
-        "ImageNet mean colour); a starting image file is an input (see nstyle.inputs)",
+        "content", "where the optimization starts: content (the photo), noise (white noise) "
+        "or gray (the ImageNet mean colour), unless a starting image is given",
         choices=INITS)
     seed: int = option(0, "random seed; the same seed and options give the same output")
 

@@ -41,7 +41,7 @@ from .schemas import JobList, JobView, ServerInfo
 from .settings import ServiceSettings
 from .store import (FINISHED, PREVIEW_FILE, QUEUED, RECORD_FILE, RESULT_FILE, RUNNING, STATES,
                     SUCCEEDED, JobRow, input_entries)
-from .uploads import (CONTENT_FIELD, IMAGE_FIELDS, MASK_FIELD, SINGLE_FIELDS, STYLE_FIELDS,
+from .uploads import (CONTENT_FIELD, MASK_FIELD,
                       Upload, check_submission, client_options, fmt_bytes)
 
 log = logging.getLogger("nstyle.service")
