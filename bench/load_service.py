@@ -164,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds for the whole check (default 600)")
     p.add_argument("--json", default=None, help="where to write the report (default: "
                    "bench/results/load_service.json, or load_service_faults.json with --faults)")
-    p.add_argument("--faults", action="store_true", help="run the fault scenarios instead "
-                   "(each against a server of its own)")
+    p.add_argument("--faults", nargs="*", metavar="SCENARIO", help="run the fault scenarios "
+                   "instead, each against a server of its own: attacks, decode, sqlite_lock, "
+                   "full_disk (default: all)")
     args = p.parse_args(argv)
     results_dir = Path(__file__).parent / "results"
-    if args.faults:
+    if args.faults is not None:
         from load_service_faults import run_faults
 
-        return run_faults(args.json or str(results_dir / "load_service_faults.json"))
+        return run_faults(args.json or str(results_dir / "load_service_faults.json"), args.faults)
     args.json = args.json or str(results_dir / "load_service.json")
     t_start = time.monotonic()
     deadline = t_start + args.timeout
