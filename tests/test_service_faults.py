@@ -32,7 +32,7 @@ def upload(content_img, style_img):
 def test_worker_outlasts_a_database_lock_held_by_another_process(settings, upload, caplog):
     caplog.set_level(logging.WARNING, logger="nstyle.service")
     with client_for(settings) as client:
-        first = client.post("/api/jobs", files=upload, data={"size": "32", "iterations": "20"}).json()
+        first = client.post("/api/jobs", files=upload, data={"size": "32", "iterations": "5"}).json()
         second = client.post("/api/jobs", files=upload, data=FAST).json()
         wait_for(lambda: job(client, first["id"])["state"] == "running", what="the first job to start")
         other = sqlite3.connect(settings.data_dir / "jobs.sqlite3", isolation_level=None)

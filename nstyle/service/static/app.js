@@ -500,7 +500,9 @@ const ACTIVE = new Set(["queued", "running"]);
 async function showJob(job) {
   if (state.stream) state.stream.abort();
   state.stream = null;
-  const switched = !state.job || state.job.id !== job.id;
+  // another job, or this one run again (retry): what the stage showed is not its image
+  const restarted = state.job && ACTIVE.has(job.state) && !ACTIVE.has(state.job.state);
+  const switched = !state.job || state.job.id !== job.id || restarted;
   state.job = job;
   history.replaceState(null, "", `#job=${job.id}`);
   if (switched) {
