@@ -184,7 +184,28 @@ def test_page_shows_each_refusal_next_to_its_field(server, browser, tmp_path, co
     page.fill("#opt-scale_iterations", "5000")
     page.click("#start")
     expect(page.locator("#err-scale_iterations")).to_contain_text("over this server's limit of 2,000")
-    assert _jobs(server)["total"] == 0 and errors == []
+    assert _jobs(server)["total"] == 0
+    # a mask painted over the photo: black, white where the brush went
+    page.click("[data-testid=paint-mask-0]")
+    expect(page.locator("#painter")).to_be_visible()
+    box = page.locator("#paint-canvas").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.click("#paint-done")
+    expect(page.locator("#style-count")).to_have_text("1 image, 1 with a mask")
+    painted = page.evaluate("""async () => {
+        const img = document.querySelector('.thumb .mask-badge');
+        await img.decode();
+        const c = Object.assign(document.createElement('canvas'), {width: img.naturalWidth, height: img.naturalHeight});
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const px = (x, y) => ctx.getImageData(x, y, 1, 1).data[0];
+        return [img.naturalWidth, px(c.width * 0.25, c.height / 2), px(c.width * 0.9, c.height / 2)];
+    }""")
+    assert painted == [content_img.width, 255, 0], painted
+    assert errors == []
 
 
 def test_mask_upload_comparison_and_full_size(server, browser, tmp_path, content_img, style_img):
