@@ -1,7 +1,10 @@
-"""Load check of the HTTP service: N job submissions at the same instant, then the outcome.
+"""Load check of the HTTP service: N job submissions at the same instant, then the outcome;
+and, with --faults, what an attacker or a broken machine can do to it.
 
     python bench/load_service.py                       # starts its own server, 50 jobs
     python bench/load_service.py --url http://127.0.0.1:8000 --jobs 50
+    python bench/load_service.py --faults              # attacks, decode pressure, a locked
+                                                       # database, a full disk (needs root)
 
 Every submission must be either accepted (201) or cleanly refused (a 4xx with a message,
 e.g. 429 when the queue is full); none may be lost: every accepted job must appear in the
@@ -90,6 +93,11 @@ def start_server(port: int, data_dir: str, max_queue: int, log_path: Path) -> su
     proc = subprocess.Popen([sys.executable, "-m", "nstyle", "serve", "--port", str(port), "--data",
                              data_dir, "--max-queue", str(max_queue), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT)
+    wait_ready(proc, port, log_path)
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -97,7 +105,7 @@ def start_server(port: int, data_dir: str, max_queue: int, log_path: Path) -> su
             raise SystemExit(f"the server exited; see {log_path}")
         try:
             urllib.request.urlopen(url + "/api/info", timeout=2).read()
-            return proc
+            return
         except OSError:
             time.sleep(0.2)
     proc.kill()
@@ -154,8 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32, help="job size in px (default 32: quick)")
     p.add_argument("--iterations", type=int, default=2, help="job iterations (default 2)")
     p.add_argument("--timeout", type=float, default=600, help="seconds for the whole check (default 600)")
-    p.add_argument("--json", default=str(Path(__file__).parent / "results" / "load_service.json"))
+    p.add_argument("--json", default=None, help="where to write the report (default: "
+                   "bench/results/load_service.json, or load_service_faults.json with --faults)")
+    p.add_argument("--faults", nargs="*", metavar="SCENARIO", help="run the fault scenarios "
+                   "instead, each against a server of its own: attacks, decode, sqlite_lock, "
+                   "full_disk (default: all)")
     args = p.parse_args(argv)
+    results_dir = Path(__file__).parent / "results"
+    if args.faults is not None:
+        from load_service_faults import run_faults
+
+        return run_faults(args.json or str(results_dir / "load_service_faults.json"), args.faults)
+    args.json = args.json or str(results_dir / "load_service.json")
     t_start = time.monotonic()
     deadline = t_start + args.timeout
 

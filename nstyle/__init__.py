@@ -5,9 +5,10 @@ __version__ = "0.1.0"
 from .api import prepare, run, stylize  # noqa: E402
 from .config import Config  # noqa: E402
 from .engine import CancelToken, Progress, Result, Stylizer  # noqa: E402
+from .inputs import Inputs  # noqa: E402
 from .errors import (BadImage, BadOption, BadOutput, Cancelled, NStyleError,  # noqa: E402
                      OutOfMemory, RunFailed, TooLarge)
 
-__all__ = ["stylize", "run", "prepare", "Config", "Stylizer", "Progress", "Result", "CancelToken",
+__all__ = ["stylize", "run", "prepare", "Inputs", "Config", "Stylizer", "Progress", "Result", "CancelToken",
            "NStyleError", "BadImage", "BadOption", "BadOutput", "RunFailed", "OutOfMemory",
            "Cancelled", "TooLarge", "__version__"]

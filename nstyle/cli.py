@@ -6,8 +6,10 @@
     nstyle example [-o OUTPUT] [options]
     nstyle layers
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
+    nstyle gui [--data DIR]
 
-Every engine option is generated from ``nstyle.config``. Exit codes: 0 success, 2 bad
+Every engine option is generated from ``nstyle.config``, every input file flag from
+``nstyle.inputs``. Exit codes: 0 success, 2 bad
 input or option (one line on stderr, nothing written at OUTPUT), 1 a failed run,
 130 interrupted.
 """
@@ -20,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import NO_MASK, Config, iter_options
+from .config import INITS, Config, iter_options
 from .errors import BadOption, BadOutput, NStyleError, RunFailed
+from .inputs import INPUT_FIELDS, NO_MASK, Inputs
 
 PROG = "nstyle"
 SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
@@ -65,13 +68,52 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
         if not (default is None and not opt.default_text and "default" in help_text):
             help_text += f" (default: {shown})"  # else the help says it already
         kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
-        if opt.choices:
+        if opt.name == "init":  # on a command line, --init PATH is still a starting image
+            kwargs["metavar"] = "|".join(INITS) + "|PATH"
+            kwargs["help"] = help_text.replace(" (default:", "; or the path of a starting image "
+                                               "(as --init-image) (default:")
+        elif opt.choices:
             kwargs["choices"] = opt.choices
         else:
             kwargs["metavar"] = metavar
         if opt.is_list:
             kwargs["action"] = _JoinLists
         group.add_argument("--" + opt.name.replace("_", "-"), *opt.aliases, **kwargs)
+
+
+#: the command-line spellings of the input files (``nstyle.inputs``)
+INPUT_FLAGS = {"style_masks": ("--mask", "--style-masks"), "keep_mask": ("--keep-mask",),
+               "init_image": ("--init-image",), "fine_style": ("--fine-style",),
+               "coarse_style": ("--coarse-style",)}
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per input file of ``nstyle.inputs`` (paths, opened by this process only)."""
+    group = parser.add_argument_group("input images (paths; any size)")
+    for f in INPUT_FIELDS:
+        if f.per_style:
+            group.add_argument(*INPUT_FLAGS[f.name], dest=f.name, action=_JoinLists, default=None,
+                               metavar="MASK,...", help=f"{f.help}; '{NO_MASK}' for a style "
+                               "without one; STYLE:MASK on the style argument is a shorter way")
+        else:
+            group.add_argument(*INPUT_FLAGS[f.name], dest=f.name, default=None, metavar="PATH",
+                               help=f.help)
+
+
+def inputs_from_args(args: argparse.Namespace, content: Any, styles: list[Any]) -> Inputs:
+    """The run's input images from the positional arguments and the input flags; an
+    --init that is not a built-in start is a starting image."""
+    files = {f.name: getattr(args, f.name, None) for f in INPUT_FIELDS}
+    if files["style_masks"] is not None:
+        files["style_masks"] = [m.strip() for m in files["style_masks"].split(",") if m.strip()]
+        if not files["style_masks"]:
+            raise BadOption(f"--mask is empty; give one mask (or '{NO_MASK}') per style image")
+    init = getattr(args, "init", None)
+    if init is not None and init not in INITS:
+        if files["init_image"] is not None:
+            raise BadOption("--init is a path and --init-image is given too; give one of them")
+        files["init_image"], args.init = init, None
+    return Inputs(content, styles, **files)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -93,11 +135,10 @@ def config_from_args(args: argparse.Namespace, overrides: Optional[dict[str, Any
 # --------------------------------------------------------------------------- the run
 
 
-def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: str, quiet: bool,
+def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                   argv: Sequence[str]) -> None:
-    from . import api
     from .images import check_output_path, save_image, save_json, save_progression, to_pil
-    from .record import build_record
+    from .record import LossHistory, build_record
 
     out = check_output_path(output)
     save_dir = None
@@ -105,27 +146,29 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
         save_dir = Path(config.output.save_dir or out.with_name(out.stem + "_iterations"))
     if config.output.progression:
         check_output_path(config.output.progression, formats=(".png", ".gif"))
-    inputs = api.prepare(content, styles, config)
+    loaded = inputs.load(config)
     from .engine import Stylizer
 
     stylizer = Stylizer(config)
     # refuses (TooLarge, exit 2) before any work when the run cannot fit in memory
-    plans = stylizer.memory_plan(tuple(inputs.content.shape[-2:]),
-                                 [tuple(s.shape[-2:]) for s in inputs.styles]
-                                 + ([tuple(inputs.coarse_style.shape[-2:])] if inputs.coarse_style is not None else []))
+    plans = stylizer.memory_plan(tuple(loaded.content.shape[-2:]), loaded.style_shapes())
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BadOutput(f"cannot create the --save-dir folder {str(save_dir)!r}: {exc.strerror}") from None
 
-    iterations = sum(p["iterations"] for p in plans) + (
-        config.scale.mix_iterations if inputs.fine_style is not None else 0)
-    frame_every = config.output.save_every or max(1, iterations // 10)
-    frames = []
-    bar = _progress_bar(iterations, quiet)
+    frames: list = []
+    history = LossHistory()
+    bar = _progress_bar(quiet)
+    frame_every = config.output.save_every or 1
 
     def on_progress(event) -> None:
+        nonlocal frame_every
+        history(event)
+        if event.iteration == 1:  # the engine's own total: the sum of its plan
+            bar.reset(total=event.iterations)
+            frame_every = config.output.save_every or max(1, event.iterations // 10)
         bar.update(1)
         if event.scales > 1 or event.phase != "stylize":
             bar.set_description(f"{event.phase} {event.size}px" if event.phase != "stylize"
@@ -137,7 +180,7 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
             frames.append(event.preview())
 
     try:
-        result = stylizer.run(inputs.content, inputs.styles, **inputs.run_arguments(),
+        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
                               callback=on_progress)
     except RunFailed as exc:
         # the user asked for intermediate saves: keep the last good image with them
@@ -154,8 +197,8 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
         if result.iterations % frame_every:  # the run ended between two frames
             frames.append(image)
         save_progression(frames, config.output.progression)
-    record = build_record(config, result, content=content, styles=styles, output=str(out),
-                          command=[PROG, *argv])
+    record = build_record(config, result, inputs=inputs.describe(), output=str(out),
+                          command=[PROG, *argv], history=history)
     save_json(record, str(out) + ".json")
     if not quiet:
         peak = max(p["estimated_peak_gib"] for p in plans)
@@ -164,10 +207,10 @@ def _run_and_save(config: Config, content: Any, styles: Sequence[Any], output: s
               f"estimated peak {peak:.1f} GiB) and {out}.json", file=sys.stderr)
 
 
-def _progress_bar(total: int, quiet: bool):
+def _progress_bar(quiet: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
+    return tqdm(total=None, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
                 disable=quiet or not sys.stderr.isatty(), desc="stylizing")
 
 
@@ -187,13 +230,14 @@ def _loss_summary(losses: dict[str, float]) -> str:
 def _stylize_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
-                "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve' (each has --help).",
+                "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("content", help="the photo to repaint")
     p.add_argument("styles", nargs="*", metavar="style", help="one or more style images; "
                    "STYLE:MASK confines a style to the white part of a mask image (none are "
                    "needed with --fine-style and --coarse-style)")
     _common(p)
+    add_input_options(p)
     add_config_options(p)
     return p
 
@@ -222,8 +266,9 @@ def cmd_stylize(argv: Sequence[str]) -> None:
         if args.style_masks is not None:
             raise BadOption("give masks either as STYLE:MASK or with --mask/--style-masks, not both")
         args.style_masks = ",".join(masks)
+    inputs = inputs_from_args(args, args.content, styles)
     config = config_from_args(args)
-    _run_and_save(config, args.content, styles, args.output, args.quiet, argv)
+    _run_and_save(config, inputs, args.output, args.quiet, argv)
 
 
 def cmd_example(argv: Sequence[str]) -> None:
@@ -237,7 +282,8 @@ def cmd_example(argv: Sequence[str]) -> None:
     args = p.parse_args(argv)
     config = config_from_args(args, EXAMPLE_DEFAULTS)
     content, style = example_images()
-    _run_and_save(config, content, [style], args.output, args.quiet, ["example", *argv])
+    inputs = inputs_from_args(args, content, [style])
+    _run_and_save(config, inputs, args.output, args.quiet, ["example", *argv])
 
 
 RECONSTRUCT_DEFAULTS = {
@@ -269,8 +315,11 @@ def cmd_reconstruct(argv: Sequence[str]) -> None:
     else:
         overrides["style_layers"] = args.layers
         styles = [args.image]
+    inputs = inputs_from_args(args, args.image, styles)
+    if inputs.init_image is not None:  # a starting image replaces the mode's noise
+        overrides["init"] = "content"
     config = config_from_args(args, overrides)
-    _run_and_save(config, args.image, styles, args.output, args.quiet, ["reconstruct", *argv])
+    _run_and_save(config, inputs, args.output, args.quiet, ["reconstruct", *argv])
 
 
 def cmd_layers(argv: Sequence[str]) -> None:
@@ -289,11 +338,17 @@ def cmd_serve(argv: Sequence[str]) -> None:
     serve(argv, parser_class=_Parser)
 
 
+def cmd_gui(argv: Sequence[str]) -> None:
+    from .service.server import gui
+
+    gui(argv, parser_class=_Parser)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
-                "serve": cmd_serve}
+                "serve": cmd_serve, "gui": cmd_gui}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

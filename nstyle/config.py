@@ -31,6 +31,10 @@ SINGLE_SCALE_MAX = 256
 #: tile cores are multiples of this (VGG19 pools four times, see ``nstyle.tiling``)
 TILE_ALIGN = 16
 PRECISIONS = ("auto", "fp32", "bf16")
+#: the built-in starting images (a starting image file is an input: ``nstyle.inputs``)
+INITS = ("content", "noise", "gray")
+#: options of records written before input files left the config (``nstyle.inputs``)
+MOVED_TO_INPUTS = ("style_masks", "keep_mask", "fine_style", "coarse_style")
 
 
 def option(default: Any, help: str, **meta: Any) -> Any:
@@ -122,8 +126,9 @@ class ImageOptions:
     style_blend_weights: Optional[tuple[float, ...]] = option(
         None, "weight of each style image when several are given (default: equal)")
     init: str = option(
-        "content", "starting image: content, noise (white noise), gray (the ImageNet mean "
-        "colour) or the path of an image", metavar="content|noise|gray|PATH")
+        "content", "where the optimization starts: content (the photo), noise (white noise) "
+        "or gray (the ImageNet mean colour), unless a starting image is given",
+        choices=INITS)
     seed: int = option(0, "random seed; the same seed and options give the same output")
 
     def __post_init__(self) -> None:
@@ -137,8 +142,9 @@ class ImageOptions:
                 _check_weight("style_blend_weights", v)
             if sum(self.style_blend_weights) <= 0:
                 raise BadOption("style_blend_weights must not all be zero")
-        if not isinstance(self.init, str) or not self.init:
-            raise BadOption("init must be content, noise, gray or the path of an image")
+        if self.init not in INITS:
+            raise BadOption(f"init must be one of {', '.join(INITS)}, got {self.init!r} (a "
+                            "starting image is an input: init_image)")
 
 
 @dataclass(frozen=True)
@@ -247,35 +253,6 @@ class ColorOptions:
             raise BadOption(f"color_match must be one of {', '.join(COLOR_MATCH)}, got {self.color_match!r}")
 
 
-#: the word that stands for "this style has no mask" in a list of masks
-NO_MASK = "none"
-
-
-@dataclass(frozen=True)
-class RegionOptions:
-    style_masks: Optional[tuple[str, ...]] = option(
-        None, "one mask image per style image, in order: grayscale, any size, white where that "
-        f"style goes ('{NO_MASK}': no mask, the style covers what no mask claims); on the "
-        "command line also STYLE:MASK, and --mask is a synonym", metavar="MASK,...",
-        default_text="no masks", aliases=("--mask",))
-    keep_mask: Optional[str] = option(
-        None, "mask image of content regions to leave unstylized (white = keep the photo "
-        "there; any size)", metavar="PATH", default_text="none")
-
-    def __post_init__(self) -> None:
-        if self.style_masks is not None and not self.style_masks:
-            raise BadOption("style_masks is empty; give one mask (or 'none') per style image")
-        for name in (self.style_masks or ()) + ((self.keep_mask,) if self.keep_mask is not None else ()):
-            if not isinstance(name, str) or not name.strip():
-                raise BadOption(f"mask paths must be non-empty strings, got {name!r}")
-
-    def mask_paths(self) -> Optional[list[Optional[str]]]:
-        """style_masks with 'none' as None, or None when no style has a mask."""
-        if self.style_masks is None:
-            return None
-        return [None if m.strip().lower() == NO_MASK else m for m in self.style_masks]
-
-
 @dataclass(frozen=True)
 class ScaleOptions:
     scales: Optional[tuple[int, ...]] = option(
@@ -286,16 +263,9 @@ class ScaleOptions:
     scale_iterations: Optional[tuple[int, ...]] = option(
         None, "iterations at each scale, one value for all or one per scale",
         metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at each next one")
-    fine_style: Optional[str] = option(
-        None, "with --coarse-style: build the style image from this one's fine texture and "
-        "the coarse one's large structures (the paper's scale mixing), then use it as a style",
-        metavar="PATH", default_text="none")
-    coarse_style: Optional[str] = option(
-        None, "with --fine-style: the image whose coarse structure the mixed style keeps",
-        metavar="PATH", default_text="none")
     fine_layers: tuple[str, ...] = option(
-        ("relu1_1", "relu2_1"), "layers whose Gram matrices carry --fine-style's texture into "
-        "the mixed style image (starting from --coarse-style)")
+        ("relu1_1", "relu2_1"), "layers whose Gram matrices carry the fine style's texture "
+        "into the mixed style image (starting from the coarse style)")
     mix_iterations: int = option(100, "iterations that synthesize the mixed style image")
 
     def __post_init__(self) -> None:
@@ -312,8 +282,6 @@ class ScaleOptions:
                 raise BadOption(f"scale_iterations must be integers >= 1, got {n!r}")
         if self.scale_iterations is not None and not self.scale_iterations:
             raise BadOption("scale_iterations is empty")
-        if (self.fine_style is None) != (self.coarse_style is None):
-            raise BadOption("fine_style and coarse_style go together: give both or neither")
         check_layer_names(self.fine_layers, "fine layer")
         if not self.fine_layers:
             raise BadOption("fine_layers is empty")
@@ -350,7 +318,6 @@ class Config:
     model: ModelOptions = field(default_factory=ModelOptions)
     output: OutputOptions = field(default_factory=OutputOptions)
     color: ColorOptions = field(default_factory=ColorOptions)
-    regions: RegionOptions = field(default_factory=RegionOptions)
     scale: ScaleOptions = field(default_factory=ScaleOptions)
     memory: MemoryOptions = field(default_factory=MemoryOptions)
 
@@ -372,11 +339,6 @@ class Config:
         while sizes[0] > SINGLE_SCALE_MAX:
             sizes.insert(0, max(MIN_SIZE, round(sizes[0] / 2)))
         return tuple(sizes)
-
-    @property
-    def style_weight_needs_styles(self) -> bool:
-        """True when the run needs style images from the user (none mixed from two others)."""
-        return self.loss.style_weight > 0 and self.scale.fine_style is None
 
     @property
     def output_size(self) -> int:
@@ -426,7 +388,10 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, dict[str, Any]]) -> "Config":
         """Inverse of ``to_dict`` (e.g. to repeat a run from its record)."""
-        flat = {k: v for section in data.values() for k, v in section.items()}
+        flat = {k: v for section in data.values() for k, v in section.items()
+                if k not in MOVED_TO_INPUTS}
+        if flat.get("init") not in (None, *INITS):  # an init path, from before inputs.py
+            flat.pop("init")
         return cls.from_options(**flat)
 
 

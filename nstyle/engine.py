@@ -525,7 +525,7 @@ class Stylizer:
             # equal weights: the few fine layers all carry the texture; every iteration runs
             style_layer_weights=[1.0] * len(cfg.scale.fine_layers), tolerance=0.0, style_blend_weights=None, style_scale=1.0, init="content",
             size=size, scales=None, scale_iterations=None, iterations=cfg.scale.mix_iterations,
-            preserve_colors="none", style_masks=None, keep_mask=None, fine_style=None, coarse_style=None)
+            preserve_colors="none")
         mixer = Stylizer(sub, self.device)
         events = events or _Events(None, None, cfg.scale.mix_iterations, time.perf_counter())
         coarse_rgb = resize_tensor(coarse, size)

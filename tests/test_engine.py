@@ -139,10 +139,11 @@ def test_init_modes(content_img, style_img):
     assert torch.equal(Stylizer(Config.from_options(size=32)).initial_image(bgr, None), bgr)
     noise = Stylizer(Config.from_options(size=32, init="noise")).initial_image(bgr, None)
     assert noise.shape == bgr.shape and float(noise.std()) > 50  # white noise over 0..255
-    given = Stylizer(Config.from_options(size=32, init="x.png")).initial_image(bgr, to_t(style_img))
-    assert given.shape == bgr.shape
-    with pytest.raises(BadOption, match="path"):
-        Stylizer(Config.from_options(size=32, init="x.png")).initial_image(bgr, None)
+    # a starting image is an input (nstyle.inputs), not an option: given, it wins
+    given = Stylizer(Config.from_options(size=32)).initial_image(bgr, to_t(style_img))
+    assert given.shape == bgr.shape and not torch.equal(given, bgr)
+    with pytest.raises(BadOption, match="init must be one of"):
+        Config.from_options(init="x.png")
 
 
 def test_only_needed_layers_are_built():

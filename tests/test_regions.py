@@ -161,13 +161,14 @@ def test_cli_regional_styles_both_syntaxes_and_keep_mask(tmp_path, content_path,
     assert main([str(content_path), f"{style_path}:{left}", f"{s2}:{right}", "-o", str(out),
                  "--keep-mask", str(corner), *fast]) == 0, capsys.readouterr().err
     rec = json.loads((tmp_path / "a.png.json").read_text())
-    assert rec["config"]["regions"] == {"style_masks": [str(left), str(right)], "keep_mask": str(corner)}
+    assert rec["inputs"]["style_masks"] == [str(left), str(right)]
+    assert rec["inputs"]["keep_mask"] == str(corner) and "regions" not in rec["config"]
     assert rec["inputs"]["styles"] == [str(style_path), str(s2)]
     out2 = tmp_path / "b.png"
     assert main([str(content_path), str(style_path), str(s2), "--mask", str(left), "--mask", "none",
                  "-o", str(out2), *fast]) == 0
     rec = json.loads((tmp_path / "b.png.json").read_text())
-    assert rec["config"]["regions"]["style_masks"] == [str(left), "none"]
+    assert rec["inputs"]["style_masks"] == [str(left), None]
 
 
 @pytest.mark.parametrize("case", ["count", "both", "missing", "black"])

@@ -34,7 +34,7 @@ def test_automatic_pyramid_and_iterations_per_scale():
     ({"scales": "64,128", "scale_iterations": "1,2,3"}, "3 values for 2 scales"),
     ({"size": 2048, "scale_iterations": "1,2"}, "2 values for 4 scales"),
     ({"scale_iterations": "0"}, ">= 1"),
-    ({"fine_style": "a.png"}, "go together"),
+    ({"fine_style": "a.png"}, "unknown option 'fine_style'"),
     ({"fine_layers": "relu9_1"}, "unknown fine layer"),
     ({"tile_size": 100}, "multiple of 16"),
     ({"memory_limit": -1}, "memory_limit"),
@@ -178,7 +178,7 @@ def test_cli_fine_and_coarse_style_without_other_styles(tmp_path, content_path, 
                  "-o", str(out), "--size", "32", "--iterations", "2", "--mix-iterations", "2", "-q"])
     assert code == 0, capsys.readouterr().err
     rec = json.loads((tmp_path / "o.png.json").read_text())
-    assert rec["config"]["scale"]["fine_style"] == str(style_path)
+    assert rec["inputs"]["fine_style"] == str(style_path) and "fine_style" not in rec["config"]["scale"]
     assert rec["plan"]["mixed_styles"] is True and rec["iterations"] == 4
     code = main([str(content_path), "-o", str(tmp_path / "x.png"), "--size", "32", "-q"])
     assert code == 2 and "no style image" in capsys.readouterr().err

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi", reason="the service extra is not installed")
 from nstyle.config import Config, iter_options  # noqa: E402
 from nstyle.errors import BadOption  # noqa: E402
 from nstyle.service.settings import ServiceSettings  # noqa: E402
-from service_helpers import (FAST, LONG, client_for, decode_data_url, encode, events, files,  # noqa: E402
+from service_helpers import (ALLOW_LONG, FAST, LONG, client_for, decode_data_url, encode, events, files,  # noqa: E402
                              job, wait_finished, wait_running)
 
 
@@ -25,7 +25,7 @@ def images(content_img, style_img, style_img2):
 
 @pytest.fixture
 def settings(tmp_path):
-    return ServiceSettings(data_dir=tmp_path / "data", preview_seconds=0.0)
+    return ServiceSettings(data_dir=tmp_path / "data", preview_seconds=0.0, **ALLOW_LONG)
 
 
 def stored(settings) -> list[str]:
@@ -97,7 +97,7 @@ def test_options_are_checked_by_the_config_code(settings, images):
         "style_weight": ("-1", "style_weight must be a finite number >= 0"),
         "optimizer": ("newton", "optimizer must be one of"),
         "style_layers": ("relu9_9", "relu9_9"),
-        "init": ("/etc/passwd", "init must be one of content, noise, gray here"),
+        "init": ("/etc/passwd", "init must be one of content, noise, gray, got '/etc/passwd'"),
         "save_dir": ("/tmp", "names a file on the server"),
         "style_blend_weights": ("1,2,3", "3 values for 1 style images"),
     }
@@ -106,8 +106,9 @@ def test_options_are_checked_by_the_config_code(settings, images):
             r = client.post("/api/jobs", files=files(content, style), data={**FAST, name: value})
             assert r.status_code == 400, (name, r.text)
             assert message in r.json()["detail"], (name, r.json())
+            assert r.json()["field"] == name, r.json()  # the page shows it next to the field
         big = client.post("/api/jobs", files=files(content, style), data={"size": "4096"})
-        assert big.status_code == 400 and "limit of 2048" in big.json()["detail"]
+        assert big.status_code == 400 and "limit of 2048 px" in big.json()["detail"]
         assert client.get("/api/jobs").json()["total"] == 0
     assert stored(settings) == []
 
@@ -131,11 +132,12 @@ def test_bad_images_and_missing_fields(settings, images, tmp_path):
         r = post([("style", ("s.png", style, "image/png"))])
         assert r.status_code == 400 and "field 'content'" in r.json()["detail"]
         r = post([("content", ("c.png", content, "image/png"))])
-        assert r.status_code == 400 and "one or more style images" in r.json()["detail"]
+        assert r.status_code == 400 and "no style image was given" in r.json()["detail"]
+        assert r.json()["field"] == "style"
         r = post(files(content, style), data={**FAST, "content": "a path"})
         assert r.status_code == 400 and "must be a file upload" in r.json()["detail"]
-        r = post(files(content, style) + [("init_image", ("i.png", content, "image/png"))])
-        assert r.status_code == 400 and "unexpected file field 'init_image'" in r.json()["detail"]
+        r = post(files(content, style) + [("mask", ("i.png", content, "image/png"))])
+        assert r.status_code == 400 and "unexpected file field 'mask'" in r.json()["detail"]
         r = client.post("/api/jobs", json={"size": 32})
         assert r.status_code == 400 and "multipart/form-data" in r.json()["detail"]
         assert client.get("/api/jobs").json()["total"] == 0
@@ -183,7 +185,8 @@ def test_limits_give_clear_4xx_and_store_nothing(tmp_path, content_img, style_im
 
 def test_queue_limit_cancel_and_retry(tmp_path, images):
     content, style, _ = images
-    settings = ServiceSettings(data_dir=tmp_path / "data", max_queue=1, preview_seconds=0.0)
+    settings = ServiceSettings(data_dir=tmp_path / "data", max_queue=1, preview_seconds=0.0,
+                               **ALLOW_LONG)
     with client_for(settings) as client:
         running = client.post("/api/jobs", files=files(content, style), data=LONG).json()
         wait_running(client, running["id"], min_iteration=2)
@@ -240,7 +243,7 @@ def test_delete_job_and_files(settings, images):
 
 def test_restart_keeps_finished_requeues_queued_and_flags_crashed(tmp_path, images):
     content, style, _ = images
-    settings = ServiceSettings(data_dir=tmp_path / "data", preview_seconds=0.0)
+    settings = ServiceSettings(data_dir=tmp_path / "data", preview_seconds=0.0, **ALLOW_LONG)
     with client_for(settings) as client:
         finished = client.post("/api/jobs", files=files(content, style), data=FAST).json()
         wait_finished(client, finished["id"])
@@ -299,11 +302,15 @@ def test_token_guards_every_api_call(tmp_path, images):
 
 
 def test_openapi_and_info_document_every_option(settings):
-    client_opts = [o.name for o in iter_options() if o.section != "output"]
+    client_opts = [o.name for o in iter_options() if o.section not in ("output", "memory")]
+    uploads = {"content", "style", "style_mask", "keep_mask", "init_image", "fine_style", "coarse_style"}
     with client_for(settings) as client:
         schema = client.get("/api/openapi.json").json()
         form = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-        assert set(form["properties"]) == {"content", "style", *client_opts}
+        assert set(form["properties"]) == {*uploads, *client_opts}
+        for name in uploads - {"style", "style_mask"}:  # every input file is an upload
+            assert form["properties"][name]["format"] == "binary", name
+        assert form["properties"]["style_mask"]["items"]["format"] == "binary"
         assert form["properties"]["optimizer"]["enum"] == ["lbfgs", "adam", "adagrad", "sgd"]
         assert form["properties"]["style_weight"]["type"] == "number"
         for path in ("/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/result",
@@ -312,6 +319,13 @@ def test_openapi_and_info_document_every_option(settings):
         assert "JobView" in schema["components"]["schemas"]
         info = client.get("/api/info").json()
         assert [o["name"] for o in info["options"]] == client_opts
+        labels = {o["name"]: o for o in info["options"]}
+        assert labels["tv_weight"]["label"] == "Smoothness weight"
+        # help for people on the page: labels, not command-line flags
+        assert all("--" not in o["help"] + (o["default_text"] or "") for o in info["options"])
+        assert "“Output size”" in labels["scales"]["help"]
+        assert {i["name"] for i in info["inputs"]} == uploads - {"content", "style"}
+        assert info["limits"]["max_iterations"] == settings.max_iterations
         assert info["limits"]["max_styles"] == 5
         page = client.get("/")
         assert page.status_code == 200 and "<title>nstyle" in page.text

@@ -9,6 +9,7 @@ Skipped only when no chromium can be here: scripts/setup.sh installs Debian's pa
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -119,3 +120,152 @@ def test_page_stylizes_end_to_end(server, tmp_path, content_img, style_img):
             assert errors == []
         finally:
             browser.close()
+
+
+@pytest.fixture
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _in_view(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+
+
+def _pictures(tmp_path, content_img, style_img):
+    content, style, notes = tmp_path / "cat.jpg", tmp_path / "hubble.png", tmp_path / "notes.txt"
+    content_img.save(content, quality=95)
+    style_img.save(style)
+    notes.write_text("not a picture")
+    mask = Image.new("L", content_img.size, 0)
+    mask.paste(255, (0, 0, content_img.width // 2, content_img.height))
+    mask.save(tmp_path / "left.png")
+    return content, style, notes, tmp_path / "left.png"
+
+
+def _jobs(server) -> dict:
+    return json.load(urllib.request.urlopen(server + "/api/jobs", timeout=10))
+
+
+def test_page_shows_each_refusal_next_to_its_field(server, browser, tmp_path, content_img, style_img):
+    content, style, notes, _ = _pictures(tmp_path, content_img, style_img)
+    expect = playwright_api.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    expect(page.locator("#server-status")).to_contain_text("0 running")
+    # a file that is not a picture: said at the photo's field, not silently ignored
+    page.set_input_files("#content-input", str(notes))
+    expect(page.locator("#err-content")).to_be_visible()
+    expect(page.locator("#err-content")).to_contain_text("notes.txt is not an image")
+    page.set_input_files("#content-input", str(content))
+    expect(page.locator("#err-content")).to_be_hidden()
+    page.set_input_files("#style-input", str(style))
+    # the server's refusal of an advanced value: shown at that field, and stays shown
+    page.click("#advanced summary")
+    page.fill("#opt-style_layers", "relu9_9")
+    assert _in_view(page, "#start")  # the action stays on screen with the long form open
+    page.click("#start")
+    expect(page.locator("#err-style_layers")).to_be_visible()
+    expect(page.locator("#err-style_layers")).to_contain_text("unknown style layer 'relu9_9'")
+    expect(page.locator("#form-error")).to_contain_text("Not started")
+    page.wait_for_timeout(500)  # nothing hides it a moment later
+    expect(page.locator("#err-style_layers")).to_be_visible()
+    assert _in_view(page, "#err-style_layers")
+    # a work limit of the server, named
+    page.fill("#opt-style_layers", "")
+    page.fill("#opt-scale_iterations", "5000")
+    page.click("#start")
+    expect(page.locator("#err-scale_iterations")).to_contain_text("over this server's limit of 2,000")
+    assert _jobs(server)["total"] == 0
+    # a mask painted over the photo: black, white where the brush went
+    page.click("[data-testid=paint-mask-0]")
+    expect(page.locator("#painter")).to_be_visible()
+    box = page.locator("#paint-canvas").bounding_box()
+    page.mouse.move(box["x"] + 5, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.click("#paint-done")
+    expect(page.locator("#style-count")).to_have_text("1 image, 1 with a mask")
+    painted = page.evaluate("""async () => {
+        const img = document.querySelector('.thumb .mask-badge');
+        await img.decode();
+        const c = Object.assign(document.createElement('canvas'), {width: img.naturalWidth, height: img.naturalHeight});
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const px = (x, y) => ctx.getImageData(x, y, 1, 1).data[0];
+        return [img.naturalWidth, px(c.width * 0.25, c.height / 2), px(c.width * 0.9, c.height / 2)];
+    }""")
+    assert painted == [content_img.width, 255, 0], painted
+    assert errors == []
+
+
+def test_mask_upload_comparison_and_full_size(server, browser, tmp_path, content_img, style_img):
+    content, style, _, mask = _pictures(tmp_path, content_img, style_img)
+    expect = playwright_api.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.set_input_files("#content-input", str(content))
+    page.set_input_files("#style-input", str(style))
+    with page.expect_file_chooser() as chooser:
+        page.click("[data-testid=upload-mask-0]")
+    chooser.value.set_files(str(mask))
+    expect(page.locator("#style-count")).to_have_text("1 image, 1 with a mask")
+    expect(page.locator(".thumb .mask-badge")).to_have_count(1)
+    page.fill("#opt-size", "64")
+    page.fill("#opt-iterations", "10")
+    page.click("#start")
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=180_000)
+    job = _jobs(server)["jobs"][0]
+    assert job["inputs"]["style_masks"][0]["name"] == "left.png"
+    # before/after: the photo under the result, the slider uncovers it
+    expect(page.locator("#compare")).to_be_visible()
+    expect(page.locator("#before-image")).to_have_attribute("src", job["inputs"]["content"]["original"])
+    page.locator("#compare-range").fill("30")
+    assert page.eval_on_selector("#live-image", "e => e.style.clipPath") == "inset(0px 0px 0px 70%)"
+    expect(page.locator("#divider")).to_be_visible()
+    # the loss plot from the record's history, and the bundle
+    expect(page.locator("#plot svg polyline")).to_have_count(4)
+    expect(page.locator("#bundle")).to_have_attribute("href", job["links"]["bundle"])
+    page.click("#frame")  # click: full size
+    expect(page.locator("#viewer")).to_be_visible()
+    assert page.eval_on_selector("#viewer-image", "e => e.naturalWidth") == 64
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).to_be_hidden()
+    assert errors == []
+
+
+def test_phone_width_run_keeps_the_job_in_view(server, browser, tmp_path, content_img, style_img):
+    content, style, _, _ = _pictures(tmp_path, content_img, style_img)
+    expect = playwright_api.expect
+    page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.set_input_files("#content-input", str(content))
+    page.set_input_files("#style-input", str(style))
+    page.fill("#opt-size", "64")
+    page.fill("#opt-iterations", "10")
+    assert _in_view(page, "#start")
+    page.click("#start")
+    # the page follows the job: its title and state are on screen after pressing
+    expect(page.locator("#job-state")).to_be_visible()
+    page.wait_for_timeout(1000)  # the smooth scroll
+    assert _in_view(page, "#stage-title")
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=180_000)
+    assert _in_view(page, "#stage-title")
+    frame = page.locator("#frame").bounding_box()
+    assert frame["width"] <= 390 and frame["x"] >= 0  # the result fits the phone
+    expect(page.locator("#jobs .job .del")).to_have_css("opacity", "1")  # no hover on touch
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    assert errors == []

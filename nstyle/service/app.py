@@ -1,17 +1,24 @@
 """The routes: the JSON API under /api, the event stream, and the page at /.
 
 Every ``NStyleError`` becomes its ``http_status`` with the error's own message as
-``{"detail": ...}``, the text the CLI prints for the same mistake. The page and its static
-files need no token (they hold no data); every /api call does when a token is set.
+``{"detail": ...}`` (plus ``"field"`` when it concerns one form field), the text the CLI
+prints for the same mistake. Every other failure is JSON too: a full disk is 507, a store
+locked by another process 503, anything else 500. The page and its static files need no
+token (they hold no data); every /api call does when a token is set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import io
 import json
+import logging
 import secrets
+import sqlite3
+import threading
 import time
+import zipfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
@@ -26,14 +33,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import BadOption, NStyleError
+from ..inputs import INPUT_FIELDS
 from .errors import Conflict, NotFound, TooLarge, Unauthorized
-from .jobs import JobManager
+from .jobs import JobManager, is_disk_full
+from .labels import SECTIONS, label, readable
 from .schemas import JobList, JobView, ServerInfo
 from .settings import ServiceSettings
 from .store import (FINISHED, PREVIEW_FILE, QUEUED, RECORD_FILE, RESULT_FILE, RUNNING, STATES,
-                    SUCCEEDED, JobRow)
-from .uploads import CONTENT_FIELD, STYLE_FIELDS, Upload, check_submission, client_options, fmt_bytes
+                    SUCCEEDED, JobRow, input_entries)
+from .uploads import (CONTENT_FIELD, MASK_FIELD,
+                      Upload, check_submission, client_options, fmt_bytes)
 
+log = logging.getLogger("nstyle.service")
+
+#: most text fields one request may carry (there are about 30 options)
+MAX_FIELDS = 100
+#: a text part longer than this is refused by the form parser itself; shorter ones over
+#: the server's --max-field-chars get a message that names the field
+MAX_PART_BYTES = 64 * 1024
 STATIC_DIR = Path(__file__).with_name("static")
 
 #: how often an event stream looks for news, and how long it may stay silent
@@ -66,8 +83,12 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                   description="Neural style transfer (Gatys, Ecker & Bethge) as a job queue. "
                               "See docs/service.md.")
     app.state.settings, app.state.manager = settings, manager
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    decode_gate = threading.BoundedSemaphore(settings.decode_slots)
+    app.add_middleware(RequestGuard, limit=settings.max_request_bytes)
     app.add_exception_handler(NStyleError, _nstyle_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OSError, _system_error)  # type: ignore[arg-type]
+    app.add_exception_handler(sqlite3.Error, _system_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _system_error)  # type: ignore[arg-type]
 
     bearer = HTTPBearer(auto_error=False, description="needed only when the server was "
                         "started with --token")
@@ -98,13 +119,24 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
             "version": __version__, "workers": settings.workers,
             "token_required": settings.token is not None,
             "limits": {"max_upload_bytes": settings.max_upload_bytes,
-                       "max_pixels": settings.max_pixels, "max_styles": settings.max_styles,
+                       "max_pixels": settings.max_pixels,
+                       "max_request_pixels": settings.max_request_pixels,
+                       "max_styles": settings.max_styles,
                        "max_queue": settings.max_queue, "max_size": settings.max_size,
+                       "max_iterations": settings.max_iterations,
+                       "max_megapixel_iterations": settings.max_megapixel_iterations,
+                       "max_field_chars": settings.max_field_chars,
                        "formats": [f.lower() for f in settings.formats]},
-            "options": [{"name": o.name, "section": o.section, "type": o.base_type.__name__,
-                         "is_list": o.is_list, "default": _json_default(o.default), "help": o.help,
+            "options": [{"name": o.name, "label": label(o.name), "section": o.section,
+                         "section_label": SECTIONS.get(o.section, o.section.capitalize()),
+                         "type": o.base_type.__name__, "is_list": o.is_list,
+                         "default": _json_default(o.default),
+                         "default_text": readable(o.default_text), "help": readable(o.help),
                          "choices": list(o.choices) if o.choices else None}
                         for o in client_options()],
+            "inputs": [{"name": MASK_FIELD if f.per_style else f.name, "label": label(f.name),
+                        "help": readable(f.help), "mask": f.mask, "per_style": f.per_style}
+                       for f in INPUT_FIELDS],
         }
 
     # ---- jobs ------------------------------------------------------------------------
@@ -114,28 +146,31 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
               responses={400: {"description": "a bad image or option (the message says which)"},
                          413: {"description": "an upload or image over a limit"},
                          415: {"description": "an image format this server does not take"},
-                         429: {"description": "the queue is full"}})
+                         429: {"description": "the queue is full"},
+                         507: {"description": "the server's disk is full"}})
     async def create_job(request: Request) -> JSONResponse:
-        """Multipart form: the file `content`, one or more files `style`, and any engine
-        option as a text field (see GET /api/info; lists are comma-separated). The job is
-        checked completely before anything is stored: a refused job leaves nothing behind."""
+        """Multipart form: the file `content`, one or more files `style`, optional files
+        `style_mask` (one per style, in order; the text `none` for a style without one),
+        `keep_mask`, `init_image`, `fine_style` and `coarse_style`, and any engine option as a
+        text field (see GET /api/info; lists are comma-separated). The job is checked
+        completely before anything is stored: a refused job leaves nothing behind."""
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadOption("send the job as multipart/form-data: a file 'content', files "
                             "'style' and options as text fields")
         uploads: list[Upload] = []
-        fields: list[tuple[str, str]] = []
-        async with request.form(max_files=settings.max_styles + 16, max_fields=1000) as form:
-            for key, value in form.multi_items():
+        fields: list[tuple[str, str, int]] = []
+        async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
+                                max_part_size=MAX_PART_BYTES) as form:
+            for position, (key, value) in enumerate(form.multi_items()):
                 if isinstance(value, UploadFile):
                     if not value.filename and not value.size:
                         continue  # an <input type=file> left empty
                     data = await value.read(settings.max_upload_bytes + 1)
-                    uploads.append(Upload(key, value.filename or "", data, value.size or len(data)))
-                elif key in (CONTENT_FIELD, *STYLE_FIELDS):
-                    raise BadOption(f"field {key!r} must be a file upload, not text")
+                    uploads.append(Upload(key, value.filename or "", data,
+                                          value.size or len(data), position))
                 else:
-                    fields.append((key, value))
-        sub = await run_in_threadpool(check_submission, uploads, fields, settings)
+                    fields.append((key, value, position))
+        sub = await run_in_threadpool(check_submission, uploads, fields, settings, decode_gate)
         row = await run_in_threadpool(manager.submit, sub)
         return JSONResponse(view(row), status_code=201, headers={"Location": f"/api/jobs/{row.id}"})
 
@@ -188,6 +223,13 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
         return FileResponse(manager.store.file(job_id, RECORD_FILE), media_type="application/json",
                             filename=f"nstyle-{job_id}.json")
 
+    @api.get("/jobs/{job_id}/bundle", summary="A zip of the result, its record and the inputs",
+             response_class=Response, responses={409: {"description": "no result (yet)"}})
+    def get_bundle(job_id: str) -> Response:
+        row = _finished(manager.get(job_id))
+        return Response(_bundle(row, manager), media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="nstyle-{job_id}.zip"'})
+
     @api.get("/jobs/{job_id}/preview", summary="The latest preview image of a job (PNG)",
              response_class=Response)
     def get_preview(job_id: str) -> Response:
@@ -201,7 +243,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
              response_class=FileResponse)
     def get_input(job_id: str, key: str, thumbnail: bool = False) -> FileResponse:
         row = manager.get(job_id)
-        entry = next((e for e in [row.inputs["content"], *row.inputs["styles"]] if e["key"] == key), None)
+        entry = next((e for e in input_entries(row.inputs) if e["key"] == key), None)
         if entry is None:
             raise NotFound(f"job {job_id} has no input {key!r} (content, style-1, ...)")
         if thumbnail:
@@ -252,7 +294,7 @@ def job_view(row: JobRow, manager: JobManager) -> dict[str, Any]:
                              "retry": base + "/retry"}
     live = manager.live(row.id) if row.state == RUNNING else None
     if row.state == SUCCEEDED:
-        links.update(result=base + "/result", record=base + "/record")
+        links.update(result=base + "/result", record=base + "/record", bundle=base + "/bundle")
     elif (live is not None and live.preview_png is not None) or (
             row.state in FINISHED and manager.store.file(row.id, PREVIEW_FILE).exists()):
         links["preview"] = base + "/preview"
@@ -262,9 +304,11 @@ def job_view(row: JobRow, manager: JobManager) -> dict[str, Any]:
         "queue_position": manager.queue_position(row.id) if row.state == QUEUED else None,
         "progress": live.progress() if live is not None else None,
         "options": row.options, "config": row.config,
-        "inputs": {"content": input_info(row.inputs["content"]),
-                   "styles": [input_info(e) for e in row.inputs["styles"]]},
-        "iterations": row.iterations, "losses": row.losses, "output_size": row.output_size,
+        "inputs": {name: [None if e is None else input_info(e) for e in value]
+                   if isinstance(value, list) else input_info(value)
+                   for name, value in row.inputs.items()},
+        "iterations": row.iterations, "iterations_total": row.iterations_total,
+        "losses": row.losses, "output_size": row.output_size,
         "error": row.error, "links": links,
     }
 
@@ -336,7 +380,7 @@ async def _event_stream(job_id: str, request: Request, manager: JobManager) -> A
 
 
 def _final_progress(row: JobRow) -> dict[str, Any]:
-    total = row.config["optim"]["iterations"]
+    total = row.iterations_total or row.iterations or 1  # the plan's, as the run reported it
     elapsed = (row.finished or 0.0) - (row.started or row.finished or 0.0)
     return {"id": row.id, "iteration": row.iterations, "iterations": total,
             "percent": round(100.0 * (row.iterations or 0) / total, 1), "elapsed": round(elapsed, 3),
@@ -355,6 +399,13 @@ def _multipart_schema(settings: ServiceSettings) -> dict[str, Any]:
                   "maxItems": settings.max_styles, "description": "one or more style images"},
     }
     types = {int: "integer", float: "number", str: "string"}
+    for f in INPUT_FIELDS:
+        binary = {"type": "string", "format": "binary"}
+        if f.per_style:
+            props[MASK_FIELD] = {"type": "array", "items": binary, "maxItems": settings.max_styles,
+                                 "description": f.help + "; the text 'none' for a style without one"}
+        else:
+            props[f.name] = {**binary, "description": f.help}
     for o in client_options():
         prop: dict[str, Any] = {"description": o.help}
         if o.is_list:
@@ -371,18 +422,51 @@ def _multipart_schema(settings: ServiceSettings) -> dict[str, Any]:
         "schema": {"type": "object", "required": [CONTENT_FIELD, "style"], "properties": props}}}}
 
 
+def _bundle(row: JobRow, manager: JobManager) -> bytes:
+    """result.png, record.json and inputs/<key>-<name> in one zip (images are stored, not
+    deflated: they are compressed already)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.write(manager.store.file(row.id, RESULT_FILE), "result.png")
+        z.write(manager.store.file(row.id, RECORD_FILE), "record.json", zipfile.ZIP_DEFLATED)
+        for e in input_entries(row.inputs):
+            name = e["name"].replace("/", "_")
+            z.write(manager.store.file(row.id, e["file"]), f"inputs/{e['key']}-{name}")
+    return buf.getvalue()
+
+
 async def _nstyle_error(request: Request, exc: NStyleError) -> JSONResponse:
     headers = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     if exc.http_status == 429:
         headers["Retry-After"] = "10"
-    return JSONResponse({"detail": str(exc)}, status_code=exc.http_status, headers=headers)
+    body: dict[str, Any] = {"detail": str(exc)}
+    if getattr(exc, "field", None):
+        body["field"] = exc.field  # type: ignore[attr-defined]
+        if getattr(exc, "index", None) is not None:
+            body["index"] = exc.index  # type: ignore[attr-defined]
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
-class BodyLimit:
+async def _system_error(request: Request, exc: Exception) -> JSONResponse:
+    """What is not the client's doing, still as JSON: a full disk 507, a store locked by
+    another process 503 (try again), anything else 500 (and a traceback in the log)."""
+    if is_disk_full(exc):
+        return JSONResponse({"detail": "the server's disk is full; nothing was stored. Try "
+                             "again once space is free"}, status_code=507)
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower():
+        return JSONResponse({"detail": "the job records are busy (locked by another process); "
+                             "try again in a moment"}, status_code=503, headers={"Retry-After": "5"})
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+
+class RequestGuard:
     """Refuses a request body over ``limit`` bytes before it is read (413), whether the
-    client announced its length or streams it in chunks; the form parser never sees it."""
+    client announced its length or streams it in chunks; and a multipart body that ends
+    without its closing boundary (400): the form parser would take it and silently drop
+    the field that was cut short."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -391,22 +475,45 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         message = (f"the request is over this server's limit of {fmt_bytes(self.limit)} "
                    "(see GET /api/info for the per-image limit)")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await JSONResponse({"detail": message}, status_code=413,
                                headers={"Connection": "close"})(scope, receive, send)
             return
-        received = 0
+        closing = _closing_delimiter(headers.get(b"content-type", b""))
+        received, tail, closed = 0, b"", False
 
-        async def counting_receive() -> Message:
-            nonlocal received
+        async def guarded_receive() -> Message:
+            nonlocal received, tail, closed
             msg = await receive()
-            if msg["type"] == "http.request":
-                received += len(msg.get("body", b""))
-                if received > self.limit:
-                    raise TooLarge(message)  # mapped to 413 by the NStyleError handler
+            if msg["type"] != "http.request":
+                return msg
+            body = msg.get("body", b"")
+            received += len(body)
+            if received > self.limit:
+                raise TooLarge(message)  # mapped to 413 by the NStyleError handler
+            if closing is not None and not closed:
+                window = tail + body  # the delimiter may straddle two chunks
+                closed = closing in window
+                tail = window[-len(closing):]
+                if not msg.get("more_body", False) and not closed:
+                    raise BadOption("the multipart body ends without its closing boundary: the "
+                                    "upload was cut short; send it again")
             return msg
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
+
+
+def _closing_delimiter(content_type: bytes) -> Optional[bytes]:
+    """b'--BOUNDARY--' of a multipart/form-data request, else None."""
+    kind, _, params = content_type.decode("latin-1").partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for param in params.split(";"):
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "boundary" and value.strip().strip('"'):
+            return b"--" + value.strip().strip('"').encode("latin-1") + b"--"
+    return None

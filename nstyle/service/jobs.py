@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import collections
+import errno
 import io
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,22 +27,37 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from ..api import prepare
 from ..config import Config
 from ..engine import CancelToken, Progress, Stylizer
 from ..errors import Cancelled, NStyleError
 from ..images import decode_image, save_image, save_json
-from ..record import build_record
+from ..inputs import Inputs
+from ..record import LossHistory, build_record, planned_iterations
 from .errors import Conflict, NotFound, QueueFull
 from .settings import ServiceSettings
 from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
-                    RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore)
-from .uploads import Submission
+                    RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
+from .uploads import Submission, release_memory
 
 log = logging.getLogger("nstyle.service")
 
 #: previews sent in the event stream are at most this big (the full-size one is an URL)
 STREAM_PREVIEW_SIZE = 512
+#: pauses between two tries to record a job's state while the store refuses (a lock held
+#: by another process, a full disk): short at first, then at most this
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.1, 5.0
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk (or quota), as the OS or SQLite reports it."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and "full" in str(exc).lower()
+
+
+def _internal(exc: BaseException) -> dict[str, Any]:
+    return {"state": FAILED, "error": f"internal error: {type(exc).__name__}: {exc}",
+            "error_status": 500}
 
 
 @dataclass
@@ -49,7 +66,10 @@ class LiveState:
 
     cancel: CancelToken = field(default_factory=CancelToken)
     iteration: int = 0
-    iterations: int = 0
+    iterations: int = 0  # the run's planned total, from its first progress event
+    scale: int = 1
+    scales: int = 1
+    phase: str = "stylize"
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
     eta: Optional[float] = None
@@ -66,7 +86,8 @@ class LiveState:
                 "percent": round(100.0 * self.iteration / self.iterations, 1) if self.iterations else 0.0,
                 "elapsed": round(self.elapsed, 3),
                 "eta": round(self.eta, 1) if self.eta is not None else None,
-                "losses": dict(self.losses), "preview_iteration": self.preview_iteration}
+                "losses": dict(self.losses), "preview_iteration": self.preview_iteration,
+                "scale": self.scale, "scales": self.scales, "phase": self.phase}
 
 
 class JobManager:
@@ -82,6 +103,7 @@ class JobManager:
         self._queue_version = 0
         self._workers: list[threading.Thread] = []
         self._stopping = False
+        self._halt = threading.Event()  # set on stop: cuts a worker's retry pause short
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -97,6 +119,7 @@ class JobManager:
                                     "retry it to run it again")
         with self._cond:
             self._stopping = False
+            self._halt.clear()
             self._queue.extend(r.id for r in self.store.list(limit=-1, states=(QUEUED,),
                                                               oldest_first=True))
             if self._queue:
@@ -110,6 +133,7 @@ class JobManager:
         """Stop the workers; running jobs are cancelled and go back to the queue."""
         with self._cond:
             self._stopping = True
+            self._halt.set()
             for live in self._live.values():
                 live.requeue = True
                 live.cancel.cancel()
@@ -146,13 +170,16 @@ class JobManager:
     def cancel(self, job_id: str) -> JobRow:
         with self._cond:
             row = self.get(job_id)
-            if row.state == QUEUED:
-                self._queue.remove(job_id)
+            live = self._live.get(job_id)
+            if live is not None:  # running: the worker ends it within one iteration
+                live.cancel.cancel()
+            elif row.state in (QUEUED, RUNNING):
+                # the record first: if it cannot be written, nothing has changed
                 self.store.update(job_id, state=CANCELLED, finished=time.time(),
                                   error="cancelled before it started", error_status=Cancelled.http_status)
+                if job_id in self._queue:
+                    self._queue.remove(job_id)
                 self._changed(job_id, queue=True)
-            elif row.state == RUNNING:
-                self._live[job_id].cancel.cancel()  # the worker ends it within one iteration
             else:
                 raise Conflict(f"job {job_id} has already {_verb(row.state)}; nothing to cancel")
         return self.get(job_id)
@@ -167,10 +194,11 @@ class JobManager:
             if self._stopping or len(self._queue) >= self.settings.max_queue:
                 raise QueueFull(f"the queue is full ({self.settings.max_queue} jobs waiting); "
                                 "try again when some have finished")
+            self.store.update(job_id, state=QUEUED, started=None, finished=None, error=None,
+                              error_status=None, iterations=None, iterations_total=None,
+                              losses=None, output_size=None)
             for name in (RESULT_FILE, RECORD_FILE, PREVIEW_FILE):
                 self.store.file(job_id, name).unlink(missing_ok=True)
-            self.store.update(job_id, state=QUEUED, started=None, finished=None, error=None,
-                              error_status=None, iterations=None, losses=None, output_size=None)
             self._queue.append(job_id)
             self._changed(job_id, queue=True)
             self._cond.notify()
@@ -179,14 +207,14 @@ class JobManager:
     def delete(self, job_id: str) -> None:
         """Forget a job and its files; a running one is cancelled first."""
         with self._cond:
-            row = self.get(job_id)
-            if row.state == QUEUED:
+            self.get(job_id)
+            self.store.delete(job_id)  # first: if the record cannot go, nothing else does
+            if job_id in self._queue:
                 self._queue.remove(job_id)
             live = self._live.get(job_id)
             if live is not None:
                 live.deleted = True
                 live.cancel.cancel()
-            self.store.delete(job_id)
             self._versions.pop(job_id, None)
             self._queue_version += 1
 
@@ -225,61 +253,156 @@ class JobManager:
             self._queue_version += 1
 
     def _work(self) -> None:
+        """One worker: takes the next job, runs it, records the outcome. It survives every
+        exception: a job that cannot run fails with a message, and bookkeeping the store
+        cannot take now (a lock held by another process, a full disk) is retried until it
+        can, so the queue resumes by itself once the cause is gone."""
         while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                job_id = self._queue.popleft()
-                live = self._live[job_id] = LiveState()
-                self.store.update(job_id, state=RUNNING, started=time.time())
-                self._changed(job_id, queue=True)
+            job_id = None
             try:
-                outcome = self._run(job_id, live)
-            except Cancelled as exc:
-                outcome = {"state": QUEUED, "started": None} if live.requeue else {
-                    "state": CANCELLED, "error": str(exc), "error_status": exc.http_status}
-            except NStyleError as exc:
-                outcome = {"state": FAILED, "error": str(exc), "error_status": exc.http_status}
-            except Exception as exc:  # a bug or an unexpected system error: keep serving
-                if not live.deleted:
-                    log.exception("job %s failed", job_id)
-                outcome = {"state": FAILED, "error": f"internal error: {type(exc).__name__}: {exc}",
-                           "error_status": 500}
-            if outcome["state"] in (FAILED, CANCELLED) and live.preview_image is not None \
-                    and not live.deleted:
-                try:  # so a cancelled or failed job still shows how far it got
-                    save_image(live.preview_image, self.store.file(job_id, PREVIEW_FILE))
-                except (OSError, NStyleError):
-                    pass
+                taken = self._take()
+                if taken is None:
+                    return
+                job_id, live = taken
+                outcome = self._execute(job_id, live)
+                release_memory()  # a job's decoded inputs and tensors: back to the OS
+                self._finish(job_id, live, outcome)
+            except Exception as exc:  # a bug in the bookkeeping itself: log it and keep serving
+                log.exception("worker: unexpected error; going on with the next job")
+                if job_id is not None:
+                    self._abandon(job_id, exc)
+                if self._halt.wait(1.0):
+                    return
+
+    def _abandon(self, job_id: str, exc: Exception) -> None:
+        """After a bug: the job is no longer running here. Marked failed if the store takes
+        it (once, no retry: the worker must go on); if not, its row still says running, and
+        cancel or the next start ends it."""
+        with self._cond:
+            self._live.pop(job_id, None)
+            self._changed(job_id, queue=True)
+        try:
+            self.store.update(job_id, finished=time.time(), **_internal(exc))
+        except Exception:
+            log.exception("job %s: could not record its failure", job_id)
+
+    def _take(self) -> Optional[tuple[str, LiveState]]:
+        """The next job, marked running; None when the server stops."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            job_id = self._queue.popleft()
+            live = self._live[job_id] = LiveState()
+            self._changed(job_id, queue=True)
+        try:
+            self._persist(job_id, state=RUNNING, started=time.time())
+        except Exception:  # stopping while the store refused: leave it queued
+            with self._cond:
+                self._live.pop(job_id, None)
+            return None
+        with self._cond:
+            self._changed(job_id)
+        return job_id, live
+
+    def _persist(self, job_id: str, **values: Any) -> None:
+        """``store.update``, retried with a growing pause while the store refuses it (a
+        lock, a full disk); gives up only when the server stops."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                self.store.update(job_id, **values)
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if self._stopping:
+                    raise
+                log.warning("job %s: cannot record %s yet (%s); retrying in %.1f s", job_id,
+                            ", ".join(values), exc, delay)
+                self._halt.wait(delay)
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
+
+    def _execute(self, job_id: str, live: LiveState) -> dict[str, Any]:
+        """Runs the job; every exception becomes the job's outcome."""
+        try:
+            return self._run(job_id, live)
+        except Cancelled as exc:
+            if live.requeue:
+                return {"state": QUEUED, "started": None}
+            return {"state": CANCELLED, "error": str(exc), "error_status": exc.http_status}
+        except NStyleError as exc:
+            return {"state": FAILED, "error": str(exc), "error_status": exc.http_status}
+        except OSError as exc:
+            if is_disk_full(exc):
+                return {"state": FAILED, "error_status": 507, "error": "the server's disk is "
+                        "full: the result could not be written; retry the job when space is free"}
+            if not live.deleted:
+                log.exception("job %s failed", job_id)
+            return _internal(exc)
+        except Exception as exc:  # a bug or an unexpected system error: keep serving
+            if not live.deleted:
+                log.exception("job %s failed", job_id)
+            return _internal(exc)
+
+    def _finish(self, job_id: str, live: LiveState, outcome: dict[str, Any]) -> None:
+        if outcome["state"] in (FAILED, CANCELLED) and live.preview_image is not None \
+                and not live.deleted:
+            try:  # so a cancelled or failed job still shows how far it got
+                save_image(live.preview_image, self.store.file(job_id, PREVIEW_FILE))
+            except Exception:  # a full disk: the outcome matters, the preview does not
+                pass
+        try:
+            if not live.deleted:
+                if outcome["state"] != QUEUED:
+                    outcome["finished"] = time.time()
+                    outcome.setdefault("iterations", live.iteration)
+                    outcome.setdefault("iterations_total", live.iterations or None)
+                self._persist(job_id, **outcome)
+        finally:  # even when stopping gave up: the next start marks the job interrupted
             with self._cond:
                 self._live.pop(job_id, None)
                 if live.deleted:
                     self._queue_version += 1
                 else:
-                    if outcome["state"] != QUEUED:
-                        outcome["finished"] = time.time()
-                        outcome.setdefault("iterations", live.iteration)
-                    self.store.update(job_id, **outcome)
                     self._changed(job_id, queue=True)
-            if live.deleted:  # it may have written files after delete() removed the folder
-                shutil.rmtree(self.store.job_dir(job_id), ignore_errors=True)
+        if live.deleted:  # it may have written files after delete() removed the folder
+            shutil.rmtree(self.store.job_dir(job_id), ignore_errors=True)
+
+    def _inputs(self, job_id: str, row: JobRow) -> tuple[Inputs, dict[str, Any]]:
+        """The job's images, decoded from the files this server stored at submission (never
+        from a path a client gave), and their upload names for the run record."""
+        def image(entry: Optional[dict[str, Any]]) -> Any:
+            if entry is None:
+                return None
+            data = self.store.file(job_id, entry["file"]).read_bytes()
+            return decode_image(data, f"{entry['key']} of job {job_id}")
+
+        def name(entry: Optional[dict[str, Any]]) -> Optional[str]:
+            return None if entry is None else entry["name"]
+
+        files, names = {}, {}
+        for field_name, value in row.inputs.items():
+            if isinstance(value, list):
+                files[field_name] = [image(e) for e in value]
+                names[field_name] = [name(e) for e in value]
+            else:
+                files[field_name], names[field_name] = image(value), name(value)
+        return Inputs(**files), names
 
     def _run(self, job_id: str, live: LiveState) -> dict[str, Any]:
         row = self.get(job_id)
         config = Config.from_dict(row.config)
-        live.iterations = config.optim.iterations
-        entries = [row.inputs["content"], *row.inputs["styles"]]
-        paths = [self.store.file(job_id, e["file"]) for e in entries]
-        images = [decode_image(p.read_bytes(), f"{e['key']} of job {job_id}")
-                  for p, e in zip(paths, entries, strict=True)]
-        inputs = prepare(images[0], images[1:], config)
+        inputs, names = self._inputs(job_id, row)
+        loaded = inputs.load(config, allow_paths=False)
         stylizer = Stylizer(config)
+        history = LossHistory()
 
         def on_progress(event: Progress) -> None:
-            live.iteration, live.losses = event.iteration, event.losses
-            live.elapsed, live.eta = event.elapsed, event.eta
+            history(event)
+            # the engine's total is its plan's: every scale, and the scale mixing
+            live.iteration, live.iterations = event.iteration, event.iterations
+            live.losses, live.elapsed, live.eta = event.losses, event.elapsed, event.eta
+            live.scale, live.scales, live.phase = event.scale, event.scales, event.phase
             now = time.monotonic()
             if (event.iteration == 1 or event.iteration == event.iterations
                     or now - live.preview_time >= self.settings.preview_seconds):
@@ -287,17 +410,16 @@ class JobManager:
                 live.preview_time = now
             self._changed(job_id)
 
-        result = stylizer.run(inputs.content, inputs.styles, init_image=inputs.init_image,
+        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
                               callback=on_progress, cancel=live.cancel)
         image = result.to_pil()
-        result_path = self.store.file(job_id, RESULT_FILE)
-        save_image(image, result_path)
-        record = build_record(config, result, content=str(paths[0]), styles=[str(p) for p in paths[1:]],
-                              output=str(result_path), command=None)
+        save_image(image, self.store.file(job_id, RESULT_FILE))
+        record = build_record(config, result, inputs=names, history=history)
         record["job"] = {"id": job_id, "options": row.options,
-                         "uploads": [e["name"] for e in entries]}
+                         "uploads": [e["name"] for e in input_entries(row.inputs)]}
         save_json(record, self.store.file(job_id, RECORD_FILE))
-        return {"state": SUCCEEDED, "iterations": result.iterations, "losses": result.losses,
+        return {"state": SUCCEEDED, "iterations": result.iterations,
+                "iterations_total": planned_iterations(result, config), "losses": result.losses,
                 "output_size": [image.width, image.height]}
 
     def _set_preview(self, live: LiveState, event: Progress) -> None:

@@ -1,4 +1,5 @@
-"""``nstyle serve``: parses the server's flags and runs the app under uvicorn."""
+"""``nstyle serve`` (the server's flags, then the app under uvicorn) and ``nstyle gui`` (the
+same on a free loopback port, with the page opened in the default browser)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import argparse
 import ipaddress
 import logging
 import os
+import socket
 import sys
+import threading
+import time
+import webbrowser
+from pathlib import Path
 from typing import Sequence
 
 from ..errors import BadOption
@@ -37,8 +43,24 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     p.add_argument("--max-queue", type=int, default=DEFAULTS.max_queue,
                    help=f"most jobs waiting; more are refused with 429 (default: {DEFAULTS.max_queue})")
     p.add_argument("--max-size", type=int, default=DEFAULTS.max_size,
-                   help="largest output size (longest side) a job may ask for "
-                   f"(default: {DEFAULTS.max_size})")
+                   help="largest output size (longest side, also of every scale and of the style "
+                   f"images) a job may ask for (default: {DEFAULTS.max_size})")
+    p.add_argument("--max-iterations", type=int, default=DEFAULTS.max_iterations,
+                   help="most iterations of one job, over all its scales and the scale mixing "
+                   f"(default: {DEFAULTS.max_iterations})")
+    p.add_argument("--max-megapixel-iterations", type=float,
+                   default=DEFAULTS.max_megapixel_iterations,
+                   help="most work of one job: output megapixels x iterations, summed over its "
+                   f"scales (default: {DEFAULTS.max_megapixel_iterations:g}; a 2048 px run "
+                   "with the default iterations is about 290)")
+    p.add_argument("--max-request-pixels", type=int, default=DEFAULTS.max_request_pixels,
+                   help="most pixels of all the images of one request together, read from "
+                   f"their headers before decoding (default: {DEFAULTS.max_request_pixels:,})")
+    p.add_argument("--max-field-chars", type=int, default=DEFAULTS.max_field_chars,
+                   help=f"longest option value (default: {DEFAULTS.max_field_chars} characters)")
+    p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
+                   help="GiB one job may use; a job estimated to need more fails with a message "
+                   "(default: the memory available when it starts). Clients cannot set it")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -49,7 +71,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
             data_dir=args.data, token=args.token or os.environ.get("NSTYLE_TOKEN") or None,
             workers=args.workers, max_upload_bytes=int(args.max_upload_mb * MB),
             max_pixels=args.max_pixels, max_styles=args.max_styles, max_queue=args.max_queue,
-            max_size=args.max_size)
+            max_size=args.max_size, max_iterations=args.max_iterations,
+            max_megapixel_iterations=args.max_megapixel_iterations,
+            max_request_pixels=args.max_request_pixels, max_field_chars=args.max_field_chars,
+            memory_limit_gib=args.memory_limit)
     except ValueError as exc:
         raise BadOption(str(exc)) from None
 
@@ -89,3 +114,57 @@ def serve(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = arg
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
+
+
+def default_gui_data() -> Path:
+    """Where ``nstyle gui`` keeps its jobs: the user's data folder, not the current one
+    (someone who starts it from a menu has no meaningful current folder)."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("nstyle")) / "jobs"
+
+
+def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
+    p = parser_class(prog="nstyle gui", description="Start nstyle's web page on this machine "
+                     "only (127.0.0.1, a free port) and open it in the default browser. "
+                     "Ctrl+C (or closing this window) stops it; jobs are kept.")
+    p.add_argument("--data", default=None, help="folder for the jobs (default: "
+                   f"{default_gui_data()})")
+    p.add_argument("--no-browser", action="store_true", help="only print the address")
+    args = p.parse_args(argv)
+    try:
+        import uvicorn
+
+        from .app import create_app
+        from .store import FolderInUse
+    except ImportError as exc:
+        raise BadOption(f"'nstyle gui' needs the service extra ({exc.name} is missing): "
+                        "pip install 'nstyle[service]'") from None
+    settings = ServiceSettings(data_dir=args.data or default_gui_data())
+    try:
+        app = create_app(settings)  # the data folder is created and locked when it starts
+    except OSError as exc:
+        raise BadOption(f"cannot use the data folder {str(settings.data_dir)!r}: {exc}") from None
+    # bound here and handed to uvicorn: the port is free because we hold it (no race)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    threading.Thread(target=_announce, args=(server, url, not args.no_browser), daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    except FolderInUse as exc:
+        raise BadOption(str(exc)) from None
+    if not server.started:  # the app did not start (its data folder is in use, ...)
+        raise BadOption(f"nstyle gui could not start; is another one using {str(settings.data_dir)!r}?")
+
+
+def _announce(server, url: str, open_browser: bool) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if not server.started:
+        return
+    opened = open_browser and webbrowser.open(url)
+    print(f"nstyle gui: {url} {'(opened in your browser)' if opened else '(open it in a browser)'}"
+          "; Ctrl+C stops it", file=sys.stderr, flush=True)

@@ -29,6 +29,23 @@ class ServiceSettings:
     #: largest output size (longest side) a job may ask for; a service limit on top of
     #: the engine's own range, because one huge job would hold the device for hours
     max_size: int = 2048
+    #: most optimizer iterations one job may ask for, over all its scales and the scale
+    #: mixing (the engine has no upper bound of its own)
+    max_iterations: int = 2000
+    #: most work one job may ask for: the sum over its scales of output pixels x iterations,
+    #: in millions (a default 2048 px run is about 290)
+    max_megapixel_iterations: float = 400.0
+    #: most pixels in all the images of one request together (read from their headers,
+    #: before anything is decoded); bounds the memory one request can make the server use
+    max_request_pixels: int = 50_000_000
+    #: longest text field (an option's value) a request may carry, in characters
+    max_field_chars: int = 256
+    #: submissions whose images are decoded at the same time; more wait their turn, so N
+    #: concurrent requests cannot hold N requests' worth of decoded pixels at once
+    decode_slots: int = 1
+    #: GiB a job may use (None: the memory available when it starts); clients cannot set
+    #: the memory options, the server does
+    memory_limit_gib: Optional[float] = None
     #: seconds between two preview images of a running job
     preview_seconds: float = 1.0
     #: image formats accepted as uploads (Pillow format names)
@@ -38,13 +55,23 @@ class ServiceSettings:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size"):
+        for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size", "max_iterations",
+                     "max_megapixel_iterations", "max_request_pixels", "max_field_chars",
+                     "decode_slots"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        if self.memory_limit_gib is not None and not self.memory_limit_gib > 0:
+            raise ValueError("memory_limit_gib must be > 0")
+
+    @property
+    def max_files(self) -> int:
+        """Image files one request may carry: content, styles, their masks, and the
+        keep mask, starting image and scale-mixing pair."""
+        return 1 + 2 * self.max_styles + 4
 
     @property
     def max_request_bytes(self) -> int:
         """Whole request body: every image at its limit, plus room for the option fields."""
-        return self.max_upload_bytes * (1 + self.max_styles) + MB
+        return self.max_upload_bytes * self.max_files + MB

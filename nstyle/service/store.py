@@ -31,7 +31,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order = queue order
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     config       TEXT NOT NULL,   -- JSON: the full validated config (Config.to_dict)
     inputs       TEXT NOT NULL,   -- JSON: stored file names, user file names, sizes
     iterations   INTEGER,         -- iterations run, once finished
+    iterations_total INTEGER,     -- iterations planned (the run's plan: every scale), once known
     losses       TEXT,            -- JSON: final loss terms of a succeeded job
     output_size  TEXT,            -- JSON: [width, height] of the result
     error        TEXT,            -- message of a failed/cancelled/interrupted job
@@ -53,6 +54,8 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 
 RESULT_FILE, RECORD_FILE, PREVIEW_FILE = "result.png", "result.json", "preview.png"
+#: seconds a statement waits for another connection's lock before it fails
+BUSY_TIMEOUT = 2.0
 _JSON_COLUMNS = ("options", "config", "inputs", "losses", "output_size")
 
 
@@ -68,6 +71,7 @@ class JobRow:
     config: dict[str, dict[str, Any]]
     inputs: dict[str, Any]
     iterations: Optional[int]
+    iterations_total: Optional[int]
     losses: Optional[dict[str, float]]
     output_size: Optional[list[int]]
     error: Optional[str]
@@ -86,8 +90,10 @@ class JobStore:
         self._lock = threading.RLock()
         # one connection shared by the server's threads, serialized by the lock; WAL keeps
         # a reader (another process inspecting the file) from blocking the server
+        # a short busy timeout: a lock held by another process makes a request answer 503
+        # soon and the worker retry (jobs.py), rather than freeze every thread on the lock
         self._db = sqlite3.connect(self.root / "jobs.sqlite3", check_same_thread=False,
-                                   isolation_level=None)
+                                   isolation_level=None, timeout=BUSY_TIMEOUT)
         self._db.row_factory = sqlite3.Row
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -96,6 +102,9 @@ class JobStore:
             found = self._db.execute("PRAGMA user_version").fetchone()[0]
             if found > SCHEMA_VERSION:
                 raise RuntimeError(f"{self.root}: job records of a newer nstyle (schema {found})")
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "iterations_total" not in columns:  # records of schema 1
+                self._db.execute("ALTER TABLE jobs ADD COLUMN iterations_total INTEGER")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -125,18 +134,7 @@ class JobStore:
         job_id = uuid.uuid4().hex[:16]
         staging = Path(tempfile.mkdtemp(prefix=f"{job_id}.", dir=self.tmp_dir))
         try:
-            inputs: dict[str, Any] = {"content": None, "styles": []}
-            for key, image in [("content", sub.content)] + [
-                    (f"style-{i + 1}", s) for i, s in enumerate(sub.styles)]:
-                stored = key + image.ext
-                (staging / stored).write_bytes(image.data)
-                (staging / f"{key}.thumb.png").write_bytes(image.thumbnail)
-                entry = {"key": key, "file": stored, "name": image.name,
-                         "width": image.width, "height": image.height}
-                if key == "content":
-                    inputs["content"] = entry
-                else:
-                    inputs["styles"].append(entry)
+            inputs = _write_inputs(sub, staging)
             os.replace(staging, self.job_dir(job_id))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -202,6 +200,37 @@ class JobStore:
         with self._lock:
             known = {r[0] for r in self._db.execute("SELECT id FROM jobs")}
         return [p for p in self.jobs_dir.iterdir() if p.name not in known]
+
+
+def _write_inputs(sub: Submission, folder: Path) -> dict[str, Any]:
+    """Each upload, byte for byte, and its thumbnail; returns the inputs' JSON: per field
+    of ``nstyle.inputs``, an entry (key, stored file, user's name, size), a list of them
+    for styles and style masks (None for a style without a mask)."""
+    n_styles = sum(1 for f in sub.files if f.field == "styles")
+    inputs: dict[str, Any] = {"content": None, "styles": []}
+    for f in sub.files:
+        stored = f.key + f.image.ext
+        (folder / stored).write_bytes(f.image.data)
+        (folder / f"{f.key}.thumb.png").write_bytes(f.image.thumbnail)
+        entry = {"key": f.key, "file": stored, "name": f.image.name,
+                 "width": f.image.width, "height": f.image.height}
+        if f.field == "style_masks":
+            inputs.setdefault("style_masks", [None] * n_styles)[f.index] = entry
+        elif f.index is not None:
+            inputs[f.field].append(entry)
+        else:
+            inputs[f.field] = entry
+    return inputs
+
+
+def input_entries(inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stored input's entry, content first."""
+    out = []
+    for value in inputs.values():
+        for entry in value if isinstance(value, list) else [value]:
+            if entry is not None:
+                out.append(entry)
+    return out
 
 
 def _lock_folder(root: Path):

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
   const node = Object.assign(document.createElement(tag), props);
-  for (const c of children) node.append(c);
+  for (const c of children) if (c != null) node.append(c);
   return node;
 };
 
@@ -14,18 +14,24 @@ const state = {
   token: sessionStorage.getItem("nstyle-token"),
   info: null,
   content: null,        // File
-  styles: [],           // File[]
+  contentSize: null,    // [width, height] of the picked photo (for the mask painter)
+  styles: [],           // [{file: File, mask: File|null}]
+  extras: new Map(),    // input field (keep_mask, init_image, ...) -> File
   controls: new Map(),  // option name -> () => value string ("" = default)
   setters: new Map(),   // option name -> (value string) => void
   job: null,            // the job shown on the stage
   stream: null,         // AbortController of its event stream
+  points: [],           // the shown job's loss history: {iteration, scale, losses}
   objectUrls: [],
 };
 
 // ---------------------------------------------------------------- API
 
 class ApiError extends Error {
-  constructor(status, detail) { super(detail); this.status = status; }
+  constructor(status, detail, field, index) {
+    super(detail);
+    Object.assign(this, { status, field, index });
+  }
 }
 
 async function api(path, options = {}) {
@@ -37,13 +43,15 @@ async function api(path, options = {}) {
     return api(path, options);
   }
   if (!response.ok) {
-    let detail = `${response.status} ${response.statusText}`;
+    let detail = `${response.status} ${response.statusText}`, field = null, index = null;
     try {
       const body = await response.json();
       if (typeof body.detail === "string") detail = body.detail;
       else if (Array.isArray(body.detail)) detail = body.detail.map((d) => d.msg).join("; ");
+      field = body.field ?? null;
+      index = body.index ?? null;
     } catch (_) { /* not JSON */ }
-    throw new ApiError(response.status, detail);
+    throw new ApiError(response.status, detail, field, index);
   }
   return response;
 }
@@ -96,17 +104,60 @@ const fmtAgo = (iso) => {
 };
 const fmtBytes = (n) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MB` : `${Math.ceil(n / 1024)} kB`);
 
+// ---------------------------------------------------------------- refusals, next to their field
+
+// where a refusal about a form field is shown (the server names the field)
+function errorBox(field) {
+  if (!field) return null;
+  if (field === "content") return $("err-content");
+  if (["style", "styles", "style_mask", "style_masks", "style_blend_weights"].includes(field)) return $("err-style");
+  const box = $(`err-${field}`);
+  if (box && box.closest("details")) box.closest("details").open = true;
+  return box;
+}
+
+function showRefusal(message, field, index) {
+  const box = errorBox(field);
+  if (box) {
+    const which = field && field.startsWith("style") && index != null && state.styles.length > 1
+      ? ` (style ${index + 1})` : "";
+    box.textContent = message + which;
+    box.hidden = false;
+    // centred: at the bottom of the screen it would hide behind the sticky Stylize bar
+    (box.closest(".control, .step") || box).scrollIntoView({ block: "center", behavior: "smooth" });
+  }
+  showFormError(box ? `Not started — ${message}` : message);
+}
+
+function clearError(field) {
+  const box = errorBox(field);
+  if (box) box.hidden = true;
+  $("form-error").hidden = true;
+}
+
+function clearAllErrors() {
+  for (const box of document.querySelectorAll(".field-error")) box.hidden = true;
+  $("form-error").hidden = true;
+}
+
+function showFormError(message) {
+  const box = $("form-error");
+  box.textContent = message;
+  box.hidden = false;
+}
+
 // ---------------------------------------------------------------- options
 
 // The few options that get a slider; the rest are generated from GET /api/info, so a new
 // engine option shows up here without touching the page.
 const MAIN_OPTIONS = [
-  { name: "style_weight", label: "Style weight", kind: "log", min: 1, max: 8, step: 0.1,
+  { name: "style_weight", kind: "log", min: 1, max: 8, step: 0.1,
     help: "how strongly the painting's texture wins over the photo's content" },
-  { name: "size", label: "Output size", kind: "range", min: 64, step: 32, unit: "px" },
-  { name: "iterations", label: "Iterations", kind: "range", min: 10, max: 1000, step: 10 },
+  { name: "size", kind: "range", min: 64, step: 32, unit: "px" },
+  { name: "iterations", kind: "range", min: 10, max: 1000, step: 10,
+    help: "more iterations refine the image further; the time grows with them" },
 ];
-const COLOUR_OPTION = /colou?r/i;
+const MAIN_SELECTS = ["preserve_colors"];
 
 function buildControls(info) {
   const options = new Map(info.options.map((o) => [o.name, o]));
@@ -118,15 +169,23 @@ function buildControls(info) {
     used.add(spec.name);
     main.append(sliderControl(spec, opt, info));
   }
-  for (const opt of info.options) {  // colour preservation, when the engine has it
-    if (used.has(opt.name) || !COLOUR_OPTION.test(opt.name)) continue;
-    used.add(opt.name);
-    main.append(genericControl(opt, true));
+  for (const name of MAIN_SELECTS) {
+    if (!options.has(name)) continue;
+    used.add(name);
+    main.append(genericControl(options.get(name)));
   }
   const advanced = $("advanced-controls");
+  const groups = new Map();
   for (const opt of info.options) {
-    if (!used.has(opt.name)) advanced.append(genericControl(opt, false));
+    if (used.has(opt.name)) continue;
+    if (!groups.has(opt.section_label)) {
+      const grid = el("div", { className: "grid-options" });
+      groups.set(opt.section_label, grid);
+      advanced.append(el("h4", { textContent: opt.section_label }), grid);
+    }
+    groups.get(opt.section_label).append(genericControl(opt));
   }
+  buildExtraImages(info);
 }
 
 function sliderControl(spec, opt, info) {
@@ -139,6 +198,7 @@ function sliderControl(spec, opt, info) {
     max = info.limits.max_size;
     help = `longest side of the output (this server allows up to ${max} px); larger is slower`;
   }
+  if (spec.name === "iterations") max = Math.min(max, info.limits.max_iterations);
   input.min = spec.min;
   input.max = max;
   const toValue = () => (spec.kind === "log" ? Number((10 ** Number(input.value)).toPrecision(2)) : Number(input.value));
@@ -152,98 +212,164 @@ function sliderControl(spec, opt, info) {
     show();
   };
   set(opt.default);
-  input.addEventListener("input", show);
+  input.addEventListener("input", () => { show(); clearError(spec.name); });
   state.controls.set(spec.name, () => String(toValue()));
   state.setters.set(spec.name, set);
   return el("div", { className: "control" },
-    el("label", { htmlFor: id }, el("span", { textContent: spec.label }), out),
+    el("label", { htmlFor: id }, el("span", { textContent: opt.label }), out),
     input,
-    el("div", { className: "help", textContent: help }));
+    el("div", { className: "help", textContent: help }),
+    el("p", { className: "field-error", id: `err-${spec.name}`, role: "alert", hidden: true }));
 }
 
-function genericControl(opt, prominent) {
+function genericControl(opt) {
   const id = `opt-${opt.name}`;
-  const label = prominent ? opt.name.replace(/_/g, " ").replace(/^\w/, (c) => c.toUpperCase()) : opt.name;
-  const wrap = el("div", { className: "control", title: opt.help });
-  let get, set;
-  if (opt.type === "bool") {
-    const box = el("input", { type: "checkbox", id, checked: Boolean(opt.default) });
-    wrap.classList.add("check");
-    wrap.append(el("label", { htmlFor: id }, box, el("span", { textContent: label })));
-    get = () => String(box.checked);
-    set = (v) => { box.checked = v === true || v === "true" || v === "1"; };
-  } else if (opt.choices) {
-    const select = el("select", { id });
+  const wrap = el("div", { className: "control" });
+  let get, set, input;
+  if (opt.choices) {
+    input = el("select", { id });
     for (const c of opt.choices) {
-      select.append(el("option", { value: c, textContent: c === opt.default ? `${c} (default)` : c }));
+      input.append(el("option", { value: c, textContent: c === opt.default ? `${c} (default)` : c }));
     }
-    select.value = opt.default ?? "";
-    wrap.append(el("label", { htmlFor: id, textContent: label }), select);
-    get = () => (select.value === String(opt.default) ? "" : select.value);
-    set = (v) => { select.value = v; };
+    input.value = opt.default ?? "";
+    get = () => (input.value === String(opt.default) ? "" : input.value);
+    set = (v) => { input.value = v; };
   } else {
     const shown = Array.isArray(opt.default) ? opt.default.join(",") : opt.default;
-    const input = el("input", { type: "text", id, placeholder: shown == null ? "auto" : String(shown), spellcheck: false });
-    wrap.append(el("label", { htmlFor: id, textContent: label }), input);
+    input = el("input", { type: "text", id, spellcheck: false,
+      placeholder: shown == null ? "automatic" : String(shown) });
     get = () => input.value.trim();
     set = (v) => { input.value = v; };
   }
-  if (prominent) wrap.append(el("div", { className: "help", textContent: opt.help }));
+  input.addEventListener("input", () => clearError(opt.name));
+  const help = opt.default_text && opt.default == null ? `${opt.help}. Empty: ${opt.default_text}` : opt.help;
+  wrap.append(el("label", { htmlFor: id, textContent: opt.label }), input,
+    el("div", { className: "help", textContent: help }),
+    el("p", { className: "field-error", id: `err-${opt.name}`, role: "alert", hidden: true }));
   state.controls.set(opt.name, get);
   state.setters.set(opt.name, set);
   return wrap;
 }
 
-// ---------------------------------------------------------------- picking images
-
-function isImage(file) {
-  return file && (file.type.startsWith("image/") || /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i.test(file.name));
+// the keep mask, starting image and scale-mixing pair: one upload each
+function buildExtraImages(info) {
+  const box = $("extra-images");
+  const grid = el("div", { className: "grid-options" });
+  box.append(el("h4", { textContent: "More images" }), grid);
+  for (const field of info.inputs.filter((f) => !f.per_style)) {
+    const input = el("input", { type: "file", accept: "image/*", id: `file-${field.name}`, hidden: true });
+    const name = el("span", { className: "file-name", textContent: "none" });
+    const remove = el("button", { type: "button", className: "ghost btn-small", textContent: "Remove", hidden: true });
+    const pick = el("label", { className: "button ghost btn-small", htmlFor: input.id, textContent: "Choose…" });
+    const render = () => {
+      const file = state.extras.get(field.name);
+      name.textContent = file ? file.name : "none";
+      remove.hidden = !file;
+      updateStart();
+    };
+    input.onchange = () => {
+      const file = input.files[0];
+      input.value = "";
+      clearError(field.name);
+      if (!file || !acceptFile(file, field.name)) return;
+      state.extras.set(field.name, file);
+      render();
+    };
+    remove.onclick = () => { state.extras.delete(field.name); render(); };
+    state.setters.set(`file:${field.name}`, (file) => { if (file) state.extras.set(field.name, file); else state.extras.delete(field.name); render(); });
+    grid.append(el("div", { className: "control" },
+      el("label", { htmlFor: input.id, textContent: field.label }),
+      el("div", { className: "file-row" }, input, pick, name, remove),
+      el("div", { className: "help", textContent: field.help }),
+      el("p", { className: "field-error", id: `err-${field.name}`, role: "alert", hidden: true })));
+  }
 }
 
-function checkFile(file) {
+// ---------------------------------------------------------------- picking images
+
+const IMAGE_NAME = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
+const isImage = (file) => file && (file.type.startsWith("image/") || IMAGE_NAME.test(file.name));
+
+// a file the server would refuse is refused here too, next to its field
+function acceptFile(file, field, index) {
+  if (!isImage(file)) {
+    const formats = state.info ? state.info.limits.formats.join(", ") : "png, jpeg, webp";
+    showRefusal(`${file.name} is not an image (this server takes ${formats})`, field, index);
+    return false;
+  }
   const limit = state.info?.limits.max_upload_bytes;
   if (limit && file.size > limit) {
-    showFormError(`${file.name} is ${fmtBytes(file.size)}, over this server's limit of ${fmtBytes(limit)}`);
+    showRefusal(`${file.name} is ${fmtBytes(file.size)}, over this server's limit of ${fmtBytes(limit)}`, field, index);
     return false;
   }
   return true;
 }
 
 function setContent(file) {
-  if (!isImage(file) || !checkFile(file)) return;
+  if (!file) return;
+  clearError("content");
+  if (!acceptFile(file, "content")) return;
   state.content = file;
   const img = $("content-preview");
+  img.onload = () => { state.contentSize = [img.naturalWidth, img.naturalHeight]; };
   img.src = URL.createObjectURL(file);
   img.hidden = false;
   $("content-prompt").hidden = true;
-  updateStart();
+  renderStyles();
 }
 
 function addStyles(files) {
+  clearError("style");
   const max = state.info?.limits.max_styles ?? 5;
   for (const file of files) {
-    if (!isImage(file) || !checkFile(file)) continue;
+    if (!acceptFile(file, "style")) continue;
     if (state.styles.length >= max) {
-      showFormError(`at most ${max} style images per job`);
+      showRefusal(`at most ${max} style images per job on this server`, "style");
       break;
     }
-    state.styles.push(file);
+    state.styles.push({ file, mask: null });
   }
   renderStyles();
 }
 
 function renderStyles() {
   const box = $("style-thumbs");
-  box.replaceChildren(...state.styles.map((file, i) => {
-    const remove = el("button", { type: "button", textContent: "×", title: `remove ${file.name}` });
-    remove.setAttribute("aria-label", `remove ${file.name}`);
-    remove.onclick = () => { state.styles.splice(i, 1); renderStyles(); };
-    return el("div", { className: "thumb", title: file.name },
-      el("img", { src: URL.createObjectURL(file), alt: file.name }), remove);
+  box.replaceChildren(...state.styles.map((style, i) => {
+    const remove = el("button", { type: "button", className: "x", textContent: "×", title: `remove ${style.file.name}` });
+    remove.setAttribute("aria-label", `remove ${style.file.name}`);
+    remove.onclick = () => { state.styles.splice(i, 1); clearError("style"); renderStyles(); };
+    const paint = el("button", { type: "button", className: "chip", textContent: style.mask ? "Mask ✓" : "Paint mask",
+      title: "paint where this style goes", disabled: !state.content });
+    paint.dataset.testid = `paint-mask-${i}`;
+    paint.onclick = () => openPainter(i);
+    const upload = el("button", { type: "button", className: "chip", textContent: "⤒", title: "upload a mask image for this style" });
+    upload.setAttribute("aria-label", `upload a mask for style ${i + 1}`);
+    upload.dataset.testid = `upload-mask-${i}`;
+    upload.onclick = () => { state.maskTarget = i; $("mask-input").click(); };
+    const chips = el("div", { className: "chips" }, paint, upload);
+    if (style.mask) {
+      const drop = el("button", { type: "button", className: "chip", textContent: "×", title: "remove the mask" });
+      drop.setAttribute("aria-label", `remove the mask of style ${i + 1}`);
+      drop.onclick = () => { style.mask = null; renderStyles(); };
+      chips.append(drop);
+    }
+    const thumb = el("div", { className: "thumb", title: style.file.name },
+      el("img", { src: URL.createObjectURL(style.file), alt: style.file.name }), remove);
+    if (style.mask) thumb.append(el("img", { className: "mask-badge", src: URL.createObjectURL(style.mask), alt: `mask of style ${i + 1}` }));
+    return el("div", { className: "style-item" }, thumb, chips);
   }));
   const n = state.styles.length;
-  $("style-count").textContent = n ? `${n} image${n > 1 ? "s" : ""}${n > 1 ? ", blended equally" : ""}` : "";
+  const masked = state.styles.filter((s) => s.mask).length;
+  $("style-count").textContent = n ? `${n} image${n > 1 ? "s" : ""}${masked ? `, ${masked} with a mask` : n > 1 ? ", blended equally" : ""}` : "";
+  $("mask-hint").hidden = !n;
   updateStart();
+}
+
+function setMask(index, file) {
+  clearError("style_mask");
+  if (!file || !state.styles[index] || !acceptFile(file, "style_mask", index)) return;
+  state.styles[index].mask = file;
+  renderStyles();
 }
 
 function wireDrop(zone, onFiles) {
@@ -257,38 +383,113 @@ function wireDrop(zone, onFiles) {
 }
 
 function updateStart() {
-  $("start").disabled = !(state.info && state.content && state.styles.length);
-  $("form-error").hidden = true;
+  const mixing = state.extras.has("fine_style") && state.extras.has("coarse_style");
+  $("start").disabled = !(state.info && state.content && (state.styles.length || mixing));
 }
 
-function showFormError(message) {
-  const box = $("form-error");
-  box.textContent = message;
-  box.hidden = false;
+// ---------------------------------------------------------------- painting a mask
+
+const painter = { index: 0, mask: null, ctx: null, drawing: false, last: null };
+
+function openPainter(index) {
+  if (!state.content || !state.contentSize) return;
+  painter.index = index;
+  const [w, h] = state.contentSize;
+  const scale = Math.min(1, 768 / Math.max(w, h));
+  const canvas = $("paint-canvas");
+  canvas.width = Math.round(w * scale);
+  canvas.height = Math.round(h * scale);
+  canvas.style.backgroundImage = `url(${$("content-preview").src})`;
+  painter.ctx = canvas.getContext("2d");
+  painter.ctx.clearRect(0, 0, canvas.width, canvas.height);
+  // the mask itself: black, white where painted (what the server reads)
+  painter.mask = el("canvas", { width: canvas.width, height: canvas.height });
+  const m = painter.mask.getContext("2d");
+  m.fillStyle = "black";
+  m.fillRect(0, 0, canvas.width, canvas.height);
+  $("painter-title").textContent = `Paint where style ${index + 1} goes`;
+  $("painter").showModal();
+}
+
+function paintAt(event) {
+  const canvas = $("paint-canvas");
+  const r = canvas.getBoundingClientRect();
+  const x = (event.clientX - r.left) * canvas.width / r.width;
+  const y = (event.clientY - r.top) * canvas.height / r.height;
+  const size = Number($("brush-size").value) * canvas.width / r.width;
+  const erase = $("brush-erase").checked;
+  const from = painter.last || { x, y };
+  for (const [ctx, colour] of [[painter.ctx, "rgba(232, 97, 140, .55)"], [painter.mask.getContext("2d"), erase ? "black" : "white"]]) {
+    ctx.globalCompositeOperation = erase && ctx === painter.ctx ? "destination-out" : "source-over";
+    ctx.strokeStyle = erase && ctx === painter.ctx ? "black" : colour;
+    ctx.lineWidth = size;
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(from.x, from.y);
+    ctx.lineTo(x, y);
+    ctx.stroke();
+  }
+  painter.last = { x, y };
+}
+
+function wirePainter() {
+  const canvas = $("paint-canvas");
+  canvas.addEventListener("pointerdown", (e) => { painter.drawing = true; painter.last = null; canvas.setPointerCapture(e.pointerId); paintAt(e); });
+  canvas.addEventListener("pointermove", (e) => { if (painter.drawing) paintAt(e); });
+  for (const end of ["pointerup", "pointercancel"]) canvas.addEventListener(end, () => { painter.drawing = false; painter.last = null; });
+  $("paint-clear").onclick = () => openPainter(painter.index);
+  $("paint-cancel").onclick = () => $("painter").close();
+  $("paint-done").onclick = () => {
+    painter.mask.toBlob((blob) => {
+      setMask(painter.index, new File([blob], `painted-mask-${painter.index + 1}.png`, { type: "image/png" }));
+      $("painter").close();
+    }, "image/png");
+  };
 }
 
 // ---------------------------------------------------------------- submitting
+
+function buildForm() {
+  const form = new FormData();
+  form.append("content", state.content, state.content.name);
+  for (const s of state.styles) form.append("style", s.file, s.file.name);
+  if (state.styles.some((s) => s.mask)) {  // one per style, in order; 'none' for the others
+    for (const s of state.styles) {
+      if (s.mask) form.append("style_mask", s.mask, s.mask.name);
+      else form.append("style_mask", "none");
+    }
+  }
+  for (const [name, file] of state.extras) form.append(name, file, file.name);
+  for (const [name, get] of state.controls) {
+    const value = get();
+    if (value !== "") form.append(name, value);
+  }
+  return form;
+}
 
 async function start() {
   const button = $("start");
   button.disabled = true;
   button.textContent = "Uploading…";
+  clearAllErrors();
   try {
-    const form = new FormData();
-    form.append("content", state.content, state.content.name);
-    for (const s of state.styles) form.append("style", s, s.name);
-    for (const [name, get] of state.controls) {
-      const value = get();
-      if (value !== "") form.append(name, value);
-    }
-    const job = await apiJson("/api/jobs", { method: "POST", body: form });
-    showJob(job);
+    const job = await apiJson("/api/jobs", { method: "POST", body: buildForm() });
+    await showJob(job);
+    followInView();
     refreshJobs();
   } catch (err) {
-    showFormError(err.message);
+    showRefusal(err.message, err.field, err.index);
   } finally {
     button.textContent = "Stylize";
     updateStart();
+  }
+}
+
+// on one column (a phone), the job is below the form: bring it into view
+function followInView() {
+  const stage = $("stage");
+  if (stage.getBoundingClientRect().top > innerHeight * 0.5 || stage.getBoundingClientRect().bottom < 0) {
+    stage.scrollIntoView({ behavior: "smooth", block: "start" });
   }
 }
 
@@ -299,12 +500,17 @@ const ACTIVE = new Set(["queued", "running"]);
 async function showJob(job) {
   if (state.stream) state.stream.abort();
   state.stream = null;
-  const switched = !state.job || state.job.id !== job.id;
+  // another job, or this one run again (retry): what the stage showed is not its image
+  const restarted = state.job && ACTIVE.has(job.state) && !ACTIVE.has(state.job.state);
+  const switched = !state.job || state.job.id !== job.id || restarted;
   state.job = job;
   history.replaceState(null, "", `#job=${job.id}`);
   if (switched) {
+    state.points = [];
+    drawPlot();
+    setCompare(false);
     $("live-image").hidden = true;
-    $("placeholder").hidden = false;
+    $("live-image").removeAttribute("src");
   }
   await renderJob(job);
   if (ACTIVE.has(job.state)) followJob(job.id);
@@ -319,13 +525,14 @@ async function renderJob(job) {
   badge.className = `badge ${job.state}`;
   badge.textContent = job.state;
   $("stage-title").textContent = jobTitle(job);
+  setFrameShape(job.output_size || [job.inputs.content.width, job.inputs.content.height]);
 
   const progress = $("progress");
   progress.hidden = false;
   progress.classList.toggle("queued", job.state === "queued");
   if (job.state === "queued") {
     setProgress(0, job.queue_position ? `Waiting in the queue — position ${job.queue_position}` : "Waiting in the queue", "", "");
-  } else if (job.state === "running" && job.progress) {
+  } else if (job.state === "running" && job.progress && job.progress.iteration) {
     updateProgress(job.progress);
   } else if (job.state === "running") {
     setProgress(0, "Starting — loading the network…", "", "");
@@ -344,71 +551,219 @@ async function renderJob(job) {
   $("cancel").hidden = !ACTIVE.has(job.state);
   $("retry").hidden = !["failed", "cancelled", "interrupted"].includes(job.state);
   $("reuse").hidden = false;
-  const download = $("download"), record = $("record");
-  download.hidden = record.hidden = job.state !== "succeeded";
+  for (const id of ["download", "record", "bundle"]) $(id).hidden = job.state !== "succeeded";
   if (job.state === "succeeded") {
-    const [resultUrl, recordUrl] = await Promise.all([imageUrl(job.links.result), imageUrl(job.links.record)]);
-    download.href = resultUrl;
-    download.download = `nstyle-${job.id}.png`;
-    record.href = recordUrl;
-    record.download = `nstyle-${job.id}.json`;
-    setImage(resultUrl);
-  } else if (!ACTIVE.has(job.state) && job.links.preview) {
-    setImage(await imageUrl(job.links.preview));
-  } else if (!ACTIVE.has(job.state) || $("live-image").hidden) {
-    // nothing painted yet (or ever): show the photo it starts from
-    setImage(await imageUrl(job.inputs.content.thumbnail));
+    const [resultUrl, recordUrl, bundleUrl, beforeUrl] = await Promise.all([
+      imageUrl(job.links.result), imageUrl(job.links.record), imageUrl(job.links.bundle),
+      imageUrl(job.inputs.content.original)]);
+    Object.assign($("download"), { href: resultUrl, download: `nstyle-${job.id}.png` });
+    Object.assign($("record"), { href: recordUrl, download: `nstyle-${job.id}.json` });
+    Object.assign($("bundle"), { href: bundleUrl, download: `nstyle-${job.id}.zip` });
+    setImage(resultUrl, null);
+    $("before-image").src = beforeUrl;
+    setCompare(true);
+    loadHistory(job);
+  } else if (ACTIVE.has(job.state)) {
+    if ($("live-image").hidden) await showPlaceholder(job, job.state === "queued"
+      ? "Waiting for its turn. The image appears here as soon as it starts."
+      : "Starting: the first image appears after one iteration.");
+  } else if (job.links.preview) {
+    // how far it got: marked as such, never mistaken for a result
+    setImage(await imageUrl(job.links.preview), `${job.state} at iteration ${job.iterations ?? 0} — not a finished result`);
+  } else {
+    await showPlaceholder(job, `No image: the job ${job.state} before its first iteration.`);
   }
 }
 
 function jobTitle(job) {
   const c = job.inputs.content.name, s = job.inputs.styles.map((x) => x.name).join(" + ");
-  return `${c} in the style of ${s}`;
+  return s ? `${c} in the style of ${s}` : `${c}, mixed styles`;
 }
 
-function setImage(src) {
+// The frame takes the output's shape before any image arrives, so nothing jumps.
+function setFrameShape([w, h]) {
+  const frame = $("frame");
+  frame.dataset.w = w;
+  frame.dataset.h = h;
+  fitFrame();
+}
+
+function fitFrame() {
+  const frame = $("frame");
+  const w = Number(frame.dataset.w), h = Number(frame.dataset.h);
+  const canvas = $("canvas");
+  const pad = parseFloat(getComputedStyle(canvas).paddingLeft) * 2;
+  const box = canvas.clientWidth - pad;
+  if (!w || !h || box <= 0) return;
+  const maxH = Math.min(innerHeight * 0.5, 600);
+  const width = Math.min(box, maxH * w / h);
+  frame.style.width = `${Math.round(width)}px`;
+  frame.style.height = `${Math.round(width * h / w)}px`;
+  // small results (a quick 128 px run) are scaled up: keep their pixels sharp
+  $("live-image").classList.toggle("small", width / w >= 3);
+}
+window.addEventListener("resize", fitFrame);
+
+function setImage(src, tag) {
   const img = $("live-image");
-  img.onload = () => fitImage(img);
   img.src = src;
   img.hidden = false;
+  $("frame").hidden = false;
   $("placeholder").hidden = true;
+  $("image-tag").hidden = !tag;
+  $("image-tag").textContent = tag || "";
+  fitFrame();
 }
 
-// Small results (a quick 256 px run) are scaled up to use the stage; pixels stay sharp
-// when the scale is large, since a blurred preview hides what the optimizer is doing.
-function fitImage(img) {
-  const box = $("canvas").getBoundingClientRect();
-  const w = img.naturalWidth, h = img.naturalHeight;
-  if (!w || !h || !box.width) return;
-  const scale = Math.min((box.width - 40) / w, (Math.min(innerHeight * 0.64, 720) - 20) / h, 4);
-  img.style.width = scale > 1 ? `${Math.round(w * scale)}px` : "";
-  img.classList.toggle("small", scale >= 3);
+async function showPlaceholder(job, text) {
+  $("frame").hidden = true;
+  $("placeholder").hidden = false;
+  $("placeholder-text").textContent = text;
+  $("swatches").hidden = true;
+  const strip = $("inputs-strip");
+  const thumbs = [job.inputs.content, ...job.inputs.styles];
+  strip.replaceChildren(...await Promise.all(thumbs.map(async (info) =>
+    el("img", { src: await imageUrl(info.thumbnail), alt: info.name, title: info.name }))));
+  strip.hidden = false;
 }
-window.addEventListener("resize", () => fitImage($("live-image")));
+
+function setCompare(on) {
+  $("compare").hidden = !on;
+  $("before-image").hidden = !on;
+  $("divider").hidden = !on;
+  $("compare-range").value = 100;
+  applyCompare();
+}
+
+// the slider's value is where "after" starts: 100 = all result, 0 = all photo
+function applyCompare() {
+  const v = Number($("compare-range").value);
+  const on = !$("compare").hidden;
+  $("live-image").style.clipPath = on ? `inset(0 0 0 ${100 - v}%)` : "";
+  $("divider").style.left = `${100 - v}%`;
+  $("divider").hidden = !on || v === 100 || v === 0;
+}
+
+function openViewer() {
+  const img = $("live-image");
+  if (img.hidden || !img.src) return;
+  const view = $("viewer-image");
+  view.src = img.src;
+  // full size; a small result is blown up to the screen (sharp pixels) so it can be seen
+  const w = img.naturalWidth, h = img.naturalHeight;
+  const scale = Math.max(1, Math.min(innerWidth * 0.94 / w, innerHeight * 0.9 / h));
+  view.style.width = `${Math.round(w * scale)}px`;
+  view.classList.toggle("pixels", scale >= 2);
+  $("viewer").showModal();
+}
 
 function setProgress(percent, text, eta, losses) {
-  $("bar-fill").style.width = `${percent}%`;
-  $("bar").setAttribute("aria-valuenow", String(Math.round(percent)));
+  $("bar-fill").style.width = `${Math.min(100, percent)}%`;
+  $("bar").setAttribute("aria-valuenow", String(Math.round(Math.min(100, percent))));
   $("progress-text").textContent = text;
   $("eta-text").textContent = eta;
   $("loss-text").textContent = losses;
 }
 
-function lossSummary(losses) {
+function sumTerms(losses) {
   let content = 0, style = 0;
   for (const [k, v] of Object.entries(losses)) {
+    if (v == null) continue;
     if (k.startsWith("content.")) content += v;
     else if (k.startsWith("style.")) style += v;
   }
+  return { content, style };
+}
+
+function lossSummary(losses) {
+  const { content, style } = sumTerms(losses);
   const parts = [`loss ${fmtSci(losses.total)}`, `content ${fmtSci(content)}`, `style ${fmtSci(style)}`];
-  if ("tv" in losses) parts.push(`tv ${fmtSci(losses.tv)}`);
+  if ("tv" in losses) parts.push(`smoothness ${fmtSci(losses.tv)}`);
   return parts.join(" · ");
 }
 
+// totals are the run's plan (every size of a coarse-to-fine run), as the server reports it
 function updateProgress(p) {
   const eta = p.eta != null ? `about ${fmtTime(p.eta)} left` : "";
-  setProgress(p.percent, `Iteration ${p.iteration} / ${p.iterations}`, eta, p.losses.total != null ? lossSummary(p.losses) : "");
+  let text = `Iteration ${p.iteration} / ${p.iterations}`;
+  if (p.phase === "mix") text += " · mixing the styles";
+  else if (p.scales > 1) text += ` · size ${p.scale} of ${p.scales}`;
+  setProgress(p.percent, text, eta, p.losses.total != null ? lossSummary(p.losses) : "");
+  if (p.losses.total != null && (!state.points.length || state.points.at(-1).iteration < p.iteration)) {
+    state.points.push({ iteration: p.iteration, scale: p.scale || 1, losses: p.losses });
+    drawPlot();
+  }
 }
+
+// ---------------------------------------------------------------- the loss plot
+
+async function loadHistory(job) {
+  try {
+    const record = await apiJson(job.links.record);
+    const h = record.history;
+    if (!h || !state.job || state.job.id !== job.id) return;
+    const terms = Object.keys(h).filter((k) => !["iteration", "scale", "phase", "elapsed"].includes(k));
+    state.points = h.iteration.map((it, i) => ({
+      iteration: it, scale: h.scale[i], phase: h.phase[i],
+      losses: Object.fromEntries(terms.map((t) => [t, h[t][i]])),
+    })).filter((p) => p.phase !== "mix");
+    drawPlot();
+  } catch (_) { /* an old record without history: no plot */ }
+}
+
+const SERIES = [
+  { name: "total", colour: "#24212b", value: (l) => l.total },
+  { name: "content", colour: "#1f9d6b", value: (l) => sumTerms(l).content },
+  { name: "style", colour: "#e8618c", value: (l) => sumTerms(l).style },
+  { name: "smoothness", colour: "#c98a12", value: (l) => l.tv },
+];
+
+function drawPlot() {
+  const box = $("plot-box");
+  const points = state.points;
+  box.hidden = points.length < 2;
+  if (box.hidden) return;
+  const W = Math.max(300, Math.round($("plot").clientWidth || 600)), H = 150, L = 42, R = 8, T = 8, B = 22;
+  const xs = points.map((p) => p.iteration);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs);
+  const values = [];
+  for (const s of SERIES) for (const p of points) { const v = s.value(p.losses); if (v > 0) values.push(Math.log10(v)); }
+  const y0 = Math.floor(Math.min(...values)), y1 = Math.ceil(Math.max(...values)) || y0 + 1;
+  const X = (x) => L + (W - L - R) * (x - x0) / Math.max(1, x1 - x0);
+  const Y = (v) => T + (H - T - B) * (1 - (Math.log10(v) - y0) / Math.max(1, y1 - y0));
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "loss terms over iterations, logarithmic scale");
+  const add = (tag, attrs, text) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text != null) node.textContent = text;
+    svg.append(node);
+  };
+  const step = Math.max(1, Math.ceil((y1 - y0) / 4));
+  for (let e = y0; e <= y1; e += step) {
+    add("line", { x1: L, x2: W - R, y1: Y(10 ** e), y2: Y(10 ** e), class: "grid" });
+    add("text", { x: L - 6, y: Y(10 ** e) + 4, class: "axis", "text-anchor": "end" }, `1e${e}`);
+  }
+  for (let i = 1; i < points.length; i++) {  // a new size of a coarse-to-fine run starts here
+    if (points[i].scale !== points[i - 1].scale) add("line", { x1: X(xs[i]), x2: X(xs[i]), y1: T, y2: H - B, class: "scale" });
+  }
+  add("text", { x: L, y: H - 6, class: "axis" }, `iteration ${x0}`);
+  add("text", { x: W - R, y: H - 6, class: "axis", "text-anchor": "end" }, String(x1));
+  const legend = el("div", { className: "legend" });
+  for (const s of SERIES) {
+    const pts = points.map((p) => [p.iteration, s.value(p.losses)]).filter(([, v]) => v > 0);
+    if (pts.length < 2) continue;
+    add("polyline", { points: pts.map(([x, v]) => `${X(x).toFixed(1)},${Y(v).toFixed(1)}`).join(" "),
+      fill: "none", stroke: s.colour, "stroke-width": s.name === "total" ? 2 : 1.5 });
+    legend.append(el("span", {}, el("i", { style: `background:${s.colour}` }), s.name));
+  }
+  $("plot").replaceChildren(svg, legend);
+}
+
+// ---------------------------------------------------------------- following a job
 
 // Reads the server-sent events of one job with fetch (so the token header can be sent),
 // and reconnects if the connection drops before the job ends.
@@ -428,8 +783,7 @@ async function followJob(jobId) {
         while ((cut = buffer.indexOf("\n\n")) >= 0) {
           const chunk = buffer.slice(0, cut);
           buffer = buffer.slice(cut + 2);
-          const finished = handleEvent(jobId, chunk);
-          if (finished) return;
+          if (handleEvent(jobId, chunk)) return;
         }
       }
     } catch (err) {
@@ -448,9 +802,9 @@ function handleEvent(jobId, chunk) {
   }
   if (!data || !state.job || state.job.id !== jobId) return false;
   const payload = JSON.parse(data);
-  if (event === "state") renderJob(payload);
+  if (event === "state") { renderJob(payload); refreshJobs(); }
   else if (event === "progress") updateProgress(payload);
-  else if (event === "preview") setImage(payload.image);
+  else if (event === "preview" && ACTIVE.has(state.job.state)) setImage(payload.image, null);
   else if (event === "end") { renderJob(payload); refreshJobs(); return true; }
   else if (event === "deleted") { clearStage(); refreshJobs(); return true; }
   return false;
@@ -459,33 +813,46 @@ function handleEvent(jobId, chunk) {
 function clearStage() {
   if (state.stream) state.stream.abort();
   state.job = null;
+  state.points = [];
+  drawPlot();
   history.replaceState(null, "", location.pathname);
   $("job-state").hidden = true;
   $("stage-title").textContent = "Result";
   $("live-image").hidden = true;
+  $("frame").hidden = true;
+  setCompare(false);
   $("placeholder").hidden = false;
+  $("swatches").hidden = false;
+  $("inputs-strip").hidden = true;
+  $("placeholder-text").textContent = "Your image appears here and evolves live while it is painted.";
   $("progress").hidden = true;
   $("job-error").hidden = true;
-  for (const id of ["cancel", "retry", "reuse", "download", "record"]) $(id).hidden = true;
+  for (const id of ["cancel", "retry", "reuse", "download", "record", "bundle"]) $(id).hidden = true;
 }
 
 async function reuseJob(job) {
   // the job's own uploads and options back in the form, to tweak and run again
   const fetchFile = async (info) => {
+    if (!info) return null;
     const blob = await (await api(info.original)).blob();
     return new File([blob], info.name, { type: blob.type });
   };
+  clearAllErrors();
   setContent(await fetchFile(job.inputs.content));
-  state.styles = [];
-  addStyles(await Promise.all(job.inputs.styles.map(fetchFile)));
-  for (const [name, set] of state.setters) {
-    const given = job.options[name];
+  const styles = await Promise.all(job.inputs.styles.map(fetchFile));
+  const masks = await Promise.all((job.inputs.style_masks || []).map(fetchFile));
+  state.styles = styles.map((file, i) => ({ file, mask: masks[i] || null }));
+  renderStyles();
+  for (const field of state.info.inputs.filter((f) => !f.per_style)) {
+    state.setters.get(`file:${field.name}`)(await fetchFile(job.inputs[field.name]));
+  }
+  for (const opt of state.info.options) {
+    const set = state.setters.get(opt.name);
+    if (!set) continue;
+    const given = job.options[opt.name];
     if (given !== undefined) set(given);
-    else {
-      const opt = state.info.options.find((o) => o.name === name);
-      if (MAIN_OPTIONS.some((m) => m.name === name)) set(opt.default);
-      else set(opt.choices ? opt.default : "");
-    }
+    else if (MAIN_OPTIONS.some((m) => m.name === opt.name) || opt.choices) set(opt.default);
+    else set("");
   }
   window.scrollTo({ top: 0, behavior: "smooth" });
 }
@@ -515,8 +882,8 @@ async function refreshJobs() {
 }
 
 async function jobCard(job) {
-  const picture = job.state === "succeeded" ? job.links.result
-    : job.links.preview || job.inputs.content.thumbnail;
+  const result = job.state === "succeeded";
+  const picture = result ? job.links.result : job.links.preview || job.inputs.content.thumbnail;
   const strip = el("div", { className: "styles-strip" });
   for (const s of job.inputs.styles.slice(0, 4)) {
     strip.append(el("img", { src: await imageUrl(s.thumbnail), alt: "", title: s.name }));
@@ -531,18 +898,19 @@ async function jobCard(job) {
     refreshJobs();
   };
   const size = job.output_size ? `${job.output_size[0]}×${job.output_size[1]}`
-    : `${job.config.image.size} px`;
-  const card = el("div", { className: "job", tabIndex: 0, role: "button" },
+    : `${(job.config.scale.scales || [job.config.image.size]).at(-1)} px`;
+  const iterations = job.iterations_total ?? job.config.optim.iterations;
+  const card = el("div", { className: `job${result ? "" : " not-result"}`, tabIndex: 0, role: "button" },
     el("div", { className: "pic" }, el("img", { src: await imageUrl(picture), alt: "", loading: "lazy" }), strip),
     el("div", { className: "info" },
       el("div", { className: "row" },
         el("span", { className: `badge ${job.state}`, textContent: job.state }),
         el("span", { className: "when", textContent: fmtAgo(job.created) })),
-      el("div", { className: "when", textContent: `${size} · ${job.config.optim.iterations} it · ${job.inputs.content.name}` })),
+      el("div", { className: "when", textContent: `${size} · ${iterations} it · ${job.inputs.content.name}` })),
     del);
   card.dataset.id = job.id;
   card.setAttribute("aria-label", `${job.state} job ${jobTitle(job)}`);
-  const open = () => showJob(job);
+  const open = () => { showJob(job); followInView(); };
   card.onclick = open;
   card.onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); } };
   return card;
@@ -562,6 +930,16 @@ function setServer(ok, text) {
 
 // ---------------------------------------------------------------- start-up
 
+async function act(action) {
+  try {
+    await action();
+  } catch (err) {
+    $("job-error").textContent = err.message;
+    $("job-error").hidden = false;
+  }
+  refreshJobs();
+}
+
 async function main() {
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.get("token")) {  // #token=... : a link that logs in; the fragment never reaches the server
@@ -569,14 +947,19 @@ async function main() {
     sessionStorage.setItem("nstyle-token", state.token);
     history.replaceState(null, "", location.pathname);
   }
-  $("content-input").addEventListener("change", (e) => setContent(e.target.files[0]));
+  $("content-input").addEventListener("change", (e) => { setContent(e.target.files[0]); e.target.value = ""; });
   $("style-input").addEventListener("change", (e) => { addStyles([...e.target.files]); e.target.value = ""; });
-  wireDrop($("content-drop"), (files) => setContent(files.find(isImage)));
+  $("mask-input").addEventListener("change", (e) => { setMask(state.maskTarget, e.target.files[0]); e.target.value = ""; });
+  wireDrop($("content-drop"), (files) => setContent(files[0]));
   wireDrop($("style-drop"), addStyles);
+  wirePainter();
   $("start").onclick = start;
-  $("cancel").onclick = async () => renderJob(await apiJson(state.job.links.cancel, { method: "POST" }));
-  $("retry").onclick = async () => showJob(await apiJson(state.job.links.retry, { method: "POST" }));
+  $("cancel").onclick = () => act(async () => renderJob(await apiJson(state.job.links.cancel, { method: "POST" })));
+  $("retry").onclick = () => act(async () => showJob(await apiJson(state.job.links.retry, { method: "POST" })));
   $("reuse").onclick = () => reuseJob(state.job);
+  $("compare-range").addEventListener("input", applyCompare);
+  $("frame").addEventListener("click", openViewer);
+  $("frame").title = "click to see it at full size";
 
   try {
     state.info = await apiJson("/api/info");
@@ -588,10 +971,11 @@ async function main() {
   const formats = state.info.limits.formats.join(", ");
   $("content-drop").title = `${formats}; up to ${fmtBytes(state.info.limits.max_upload_bytes)}`;
   updateStart();
+  clearStage();
   await refreshJobs();
   const wanted = hash.get("job");
   if (wanted) {
-    try { showJob(await apiJson(`/api/jobs/${wanted}`)); } catch (_) { clearStage(); }
+    try { await showJob(await apiJson(`/api/jobs/${wanted}`)); } catch (_) { clearStage(); }
   }
 }
 
