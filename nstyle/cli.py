@@ -274,8 +274,9 @@ def cmd_stylize(argv: Sequence[str]) -> None:
 def cmd_example(argv: Sequence[str]) -> None:
     from .example import EXAMPLE_DEFAULTS, example_images
 
-    p = _Parser(prog=f"{PROG} example", description="Stylize the built-in example (a photo and "
-                "a picture bundled with scikit-image), so a new install can be tried at once.")
+    p = _Parser(prog=f"{PROG} example", description="Stylize the built-in example (scikit-image's "
+                "cat photo as Van Gogh's The Starry Night, both installed with nstyle), so a new "
+                "install can be tried at once.")
     p.add_argument("-o", "--output", default="example.png", help="output image (default: example.png)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_options(p, EXAMPLE_DEFAULTS)

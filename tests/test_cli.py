@@ -218,10 +218,23 @@ def test_console_script_runs_as_a_process(tmp_path, content_path, style_path):
 
 def test_example_runs_with_its_own_defaults_and_user_flags_win(tmp_path, capsys):
     out = tmp_path / "ex.png"
-    code, _, err = run_cli(["example", "-o", out, "--iterations", "2", "--size", "32", "-q"], capsys)
+    code, _, err = run_cli(["example", "-o", out, "--iterations", "2", "-q"], capsys)
     assert code == 0, err
     record = json.loads((tmp_path / "ex.png.json").read_text())
-    assert record["config"]["loss"]["style_weight"] == 50.0  # the example's own default
-    assert record["config"]["image"]["size"] == 32 and record["iterations"] == 2  # the user's flags
+    assert record["config"]["image"]["size"] == 256  # the example's own default
+    assert record["iterations"] == 2  # the user's flag
     with Image.open(out) as img:
-        assert max(img.size) == 32
+        assert max(img.size) == 256
+    code, _, err = run_cli(["example", "-o", out, "--iterations", "1", "--size", "32", "-q"], capsys)
+    assert code == 0, err
+    with Image.open(out) as img:
+        assert max(img.size) == 32  # the user's flag wins over the example's size
+
+
+def test_example_paints_with_the_shipped_painting():
+    from nstyle.example import example_images
+
+    content, style = example_images()
+    assert style.size == (640, 400) and style.mode == "RGB"  # nstyle/data/starry_night.jpg
+    r, g, b = (sum(c) / len(c) for c in zip(*style.getdata()))
+    assert b > r  # the night sky's blue, not a placeholder
