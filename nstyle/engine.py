@@ -523,9 +523,9 @@ class Stylizer:
         sub = Config.from_options(
             cfg, content_weight=0.0, style_weight=1.0, tv_weight=0.0, style_layers=cfg.scale.fine_layers,
             # equal weights: the few fine layers all carry the texture; every iteration runs
-            style_layer_weights=[1.0] * len(cfg.scale.fine_layers), tolerance=0.0, style_blend_weights=None, style_scale=1.0, init="content",
-            size=size, scales=None, scale_iterations=None, iterations=cfg.scale.mix_iterations,
-            preserve_colors="none")
+            style_layer_weights=[1.0] * len(cfg.scale.fine_layers), tolerance=0.0,
+            style_blend_weights=None, style_scale=1.0, init="content", size=size, scales=None,
+            scale_iterations=None, iterations=cfg.scale.mix_iterations, preserve_colors="none")
         mixer = Stylizer(sub, self.device)
         events = events or _Events(None, None, cfg.scale.mix_iterations, time.perf_counter())
         coarse_rgb = resize_tensor(coarse, size)
