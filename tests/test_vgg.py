@@ -105,3 +105,21 @@ def test_weights_need_no_gradient_and_pooling_is_selectable():
     assert isinstance(vgg.VGG19Features("pool1").layers["pool1"], torch.nn.MaxPool2d)
     with pytest.raises(BadOption):
         vgg.VGG19Features("pool1", pooling="median")
+
+
+def test_padding_modes_change_only_the_border():
+    weights = vgg.load_weights()
+    x = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(0)) * 50
+    zeros = vgg.VGG19Features("relu1_2", weights=weights)(x, ["relu1_2"])["relu1_2"]
+    plain = torch.nn.functional.conv2d(x, weights["conv1_1.weight"], weights["conv1_1.bias"], padding=1)
+    assert torch.equal(vgg.VGG19Features("conv1_1", weights=weights)(x, ["conv1_1"])["conv1_1"], plain)
+    for mode in ("reflect", "replicate"):
+        out = vgg.VGG19Features("relu1_2", weights=weights, padding=mode)(x, ["relu1_2"])["relu1_2"]
+        # two 3x3 convs: only the outer 2 px see the border
+        assert torch.allclose(out[..., 2:-2, 2:-2], zeros[..., 2:-2, 2:-2], atol=1e-3)
+        assert not torch.allclose(out[..., 0, :], zeros[..., 0, :], atol=1e-3)
+    # sides of 1 px deep in a small image: reflection falls back to replication, no error
+    deep = vgg.VGG19Features("relu5_1", weights=weights, padding="reflect")(x[..., :16, :16], ["relu5_1"])
+    assert deep["relu5_1"].shape[-2:] == (1, 1)
+    with pytest.raises(BadOption, match="padding must be one of"):
+        vgg.VGG19Features("relu1_1", weights=weights, padding="circular")
