@@ -205,3 +205,34 @@ def test_api_takes_the_new_options(content_img, style_img, tmp_path):
     assert max(img.size) == 40
     with pytest.raises(nstyle.BadOption, match="2 style masks for 1 style"):
         nstyle.stylize(content_img, style_img, size=32, style_masks=[str(mask), str(mask)])
+
+
+def test_a_scale_ends_once_the_image_settles_and_the_plan_says_so(content_img, style_img):
+    from nstyle.engine import SETTLE_WINDOW
+
+    def run(tolerance):
+        cfg = Config.from_options(scales="32,48", scale_iterations="12", tolerance=tolerance)
+        return Stylizer(cfg).run(to_t(content_img), [to_t(style_img)])
+
+    settled = run(1e6)  # every change is "small": each scale stops after the window
+    assert [p["iterations_run"] for p in settled.plan["scales"]] == [SETTLE_WINDOW, SETTLE_WINDOW]
+    assert settled.iterations == 2 * SETTLE_WINDOW and not settled.stopped_early
+    full = run(0)  # 0: every planned iteration runs
+    assert [p["iterations_run"] for p in full.plan["scales"]] == [12, 12] and full.iterations == 24
+
+
+def test_coarse_scales_keep_the_output_sizes_content_balance(content_img):
+    """Content is a sum over positions and style (Grams / M) is not: a coarse scale's content
+    term is multiplied by output positions / its positions, so the balance is the output's."""
+    seen = {}
+
+    def cb(event):
+        seen.setdefault(event.scale, event.losses["content.relu4_2"])
+
+    cfg = Config.from_options(scales="32,64", scale_iterations="1", style_weight=0, init="gray")
+    result = Stylizer(cfg).run(to_t(content_img), callback=cb)
+    (h1, w1), (h2, w2) = [(p["height"], p["width"]) for p in result.plan["scales"]]
+    plain = Stylizer(Config.from_options(size=32, iterations=1, style_weight=0, init="gray")).run(
+        to_t(content_img), callback=lambda e: seen.setdefault("plain", e.losses["content.relu4_2"]))
+    assert plain.iterations == 1
+    assert seen[1] == pytest.approx(seen["plain"] * (h2 * w2) / (h1 * w1), rel=1e-4)
