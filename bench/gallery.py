@@ -9,18 +9,15 @@ import sys
 
 from PIL import Image, ImageDraw
 
+from quality import fit_height  # bench/ is the script's own folder, so on sys.path
+
 HEIGHT = 300
-
-
-def _fit(path: str, h: int) -> Image.Image:
-    im = Image.open(path).convert("RGB")
-    return im.resize((max(1, round(im.width * h / im.height)), h), Image.Resampling.LANCZOS)
 
 
 def grid(content: str, style: str, results: list[tuple[str, str]]) -> Image.Image:
     """Top row: content and style at half height; below, each result with its label."""
-    top = [_fit(content, HEIGHT // 2), _fit(style, HEIGHT // 2)]
-    below = [(_fit(path, HEIGHT), label) for path, label in results]
+    top = [fit_height(Image.open(content), HEIGHT // 2), fit_height(Image.open(style), HEIGHT // 2)]
+    below = [(fit_height(Image.open(path), HEIGHT), label) for path, label in results]
     width = max(sum(i.width for i in top) + 10, sum(i.width for i, _ in below) + 10 * (len(below) - 1))
     out = Image.new("RGB", (width, HEIGHT // 2 + HEIGHT + 30), "white")
     draw = ImageDraw.Draw(out)

@@ -165,15 +165,16 @@ def proxies(image: Path, content: Path, style: Path, paper: PaperLoss) -> dict:
 # --------------------------------------------------------------------------- sheets
 
 
-def _fit(im: Image.Image, h: int) -> Image.Image:
+def fit_height(im: Image.Image, h: int) -> Image.Image:
+    """``im`` as RGB, resized to height ``h`` with its aspect ratio."""
     im = im.convert("RGB")
     return im.resize((max(1, round(im.width * h / im.height)), h), Image.Resampling.LANCZOS)
 
 
 def sheet(content: Path, style: Path, x: Path, y: Path, h: int = 384) -> Image.Image:
     """Content and style on top, X and Y below at the same height, labelled only X and Y."""
-    top = [_fit(Image.open(p), h // 2) for p in (content, style)]
-    bottom = [_fit(Image.open(p), h) for p in (x, y)]
+    top = [fit_height(Image.open(p), h // 2) for p in (content, style)]
+    bottom = [fit_height(Image.open(p), h) for p in (x, y)]
     w = max(sum(i.width for i in top), sum(i.width for i in bottom)) + 10
     out = Image.new("RGB", (w, h // 2 + h + 40), "white")
     draw = ImageDraw.Draw(out)

@@ -77,10 +77,7 @@ def test_page_stylizes_end_to_end(server, tmp_path, content_img, style_img):
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server + "/")
+            page, errors = _open_page(browser, server)
             expect = playwright_api.expect
             expect(page.locator("#server-status")).to_contain_text("0 running")
             expect(page.locator("#start")).to_be_disabled()
@@ -149,6 +146,16 @@ def _pictures(tmp_path, content_img, style_img):
     return content, style, notes, tmp_path / "left.png"
 
 
+def _open_page(browser, server: str, **page_options):
+    """A page on the server's front page (1280x900 unless told), and the list its script
+    errors go to."""
+    page = browser.new_page(**({"viewport": {"width": 1280, "height": 900}} | page_options))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    return page, errors
+
+
 def _jobs(server) -> dict:
     return json.load(urllib.request.urlopen(server + "/api/jobs", timeout=10))
 
@@ -156,10 +163,7 @@ def _jobs(server) -> dict:
 def test_page_shows_each_refusal_next_to_its_field(server, browser, tmp_path, content_img, style_img):
     content, style, notes, _ = _pictures(tmp_path, content_img, style_img)
     expect = playwright_api.expect
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server + "/")
+    page, errors = _open_page(browser, server)
     expect(page.locator("#server-status")).to_contain_text("0 running")
     # a file that is not a picture: said at the photo's field, not silently ignored
     page.set_input_files("#content-input", str(notes))
@@ -211,10 +215,7 @@ def test_page_shows_each_refusal_next_to_its_field(server, browser, tmp_path, co
 def test_mask_upload_comparison_and_full_size(server, browser, tmp_path, content_img, style_img):
     content, style, _, mask = _pictures(tmp_path, content_img, style_img)
     expect = playwright_api.expect
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server + "/")
+    page, errors = _open_page(browser, server)
     page.set_input_files("#content-input", str(content))
     page.set_input_files("#style-input", str(style))
     with page.expect_file_chooser() as chooser:
@@ -249,10 +250,8 @@ def test_mask_upload_comparison_and_full_size(server, browser, tmp_path, content
 def test_phone_width_run_keeps_the_job_in_view(server, browser, tmp_path, content_img, style_img):
     content, style, _, _ = _pictures(tmp_path, content_img, style_img)
     expect = playwright_api.expect
-    page = browser.new_page(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(server + "/")
+    page, errors = _open_page(browser, server, viewport={"width": 390, "height": 844},
+                              has_touch=True, is_mobile=True)
     page.set_input_files("#content-input", str(content))
     page.set_input_files("#style-input", str(style))
     page.fill("#opt-size", "64")
