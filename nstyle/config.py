@@ -86,7 +86,9 @@ class LossOptions:
         "to 1, so early layers count as much as deep ones)")
     content_weight: float = option(1.0, "alpha: weight of the content loss")
     style_weight: float = option(1e5, "beta: weight of the style loss")
-    tv_weight: float = option(0.0, "weight of the total-variation (smoothness) loss")
+    tv_weight: float = option(
+        5.0, "weight of the total-variation (smoothness) loss; the default removes the finest "
+        "colour speckle without blurring strokes (a few thousandths of the total loss)")
 
     def __post_init__(self) -> None:
         check_layer_names(self.content_layers, "content layer")
@@ -189,8 +191,9 @@ class OptimOptions:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    pooling: str = option("max", "VGG pooling: max (the original) or avg (the paper's "
-                          "choice for image synthesis: smoother gradients)", choices=("max", "avg"))
+    pooling: str = option("avg", "VGG pooling: avg (the paper's choice for image synthesis: "
+                          "smoother gradients, the painting's palette and large shapes carry "
+                          "over) or max (the network as trained)", choices=("max", "avg"))
     padding: str = option(
         "reflect", "how every VGG convolution pads the border: zeros (the original network), "
         "reflect or replicate (no dark/pale frame for the style loss to fight, so no bands "
