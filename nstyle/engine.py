@@ -33,7 +33,9 @@ docs/benchmark.md for what this buys and what it costs in loss.
 
 from __future__ import annotations
 
+import collections
 import copy
+import hashlib
 import math
 import threading
 import time
@@ -55,6 +57,8 @@ from .vgg import (LAYER_NAMES, VGG19Features, deprocess, halo_for, last_needed_l
                   preprocess)
 
 BUILTIN_INITS = ("content", "noise", "gray")
+#: style targets a Stylizer keeps for later runs (``Stylizer.style_targets``)
+STYLE_CACHE_ENTRIES = 8
 #: steps averaged when deciding that the image has stopped changing (``tolerance``):
 #: single L-BFGS steps vary too much in length to judge by one
 SETTLE_WINDOW = 5
@@ -240,6 +244,7 @@ class Stylizer:
         # channels_last lets oneDNN skip a layout reorder around every conv on the CPU (and
         # lets gram() use the features without a copy); measured in bench/benchmark.py
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
+        self._style_cache: collections.OrderedDict[tuple, dict[str, torch.Tensor]] = collections.OrderedDict()
         self.vgg: Optional[VGG19Features] = None
         # the network the optimization loop runs: self.vgg itself, or a bfloat16 copy of it
         # (targets are always computed by self.vgg in float32, once)
@@ -285,9 +290,20 @@ class Stylizer:
     @torch.no_grad()
     def style_targets(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
         """Gram/M per style layer of one style image (RGB (1, 3, h, w) in [0, 1]), resized
-        to ``style_scale`` times ``size``: the targets of a scale of that size."""
+        to ``style_scale`` times ``size``: the targets of a scale of that size.
+
+        The last ``STYLE_CACHE_ENTRIES`` results are kept, keyed by the image's pixels, so
+        runs of one Stylizer that share a style (a batch of contents) compute its targets
+        once. The tensors returned are shared: do not change them in place."""
+        key = (_digest(style), size, tile)
+        if key in self._style_cache:
+            self._style_cache.move_to_end(key)
+            return self._style_cache[key]
         x = preprocess(resize_tensor(style.float(), style_size(self.config, size)).to(self.device))
-        return self._grams(x, self.style_weights, tile)
+        grams = self._style_cache[key] = self._grams(x, self.style_weights, tile)
+        while len(self._style_cache) > STYLE_CACHE_ENTRIES:
+            self._style_cache.popitem(last=False)
+        return grams
 
     @torch.no_grad()
     def style_regions(self, styles: Sequence[torch.Tensor], masks: Sequence[Optional[torch.Tensor]],
@@ -689,6 +705,12 @@ class Stylizer:
         if tolerance <= 0 or len(changes) < SETTLE_WINDOW:
             return False
         return sum(changes[-SETTLE_WINDOW:]) / SETTLE_WINDOW < tolerance
+
+
+def _digest(image: torch.Tensor) -> tuple:
+    """A key for an image's exact pixels (and shape, dtype)."""
+    data = image.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return tuple(image.shape), str(image.dtype), hashlib.sha256(data.numpy().tobytes()).hexdigest()
 
 
 def _hw(image: torch.Tensor) -> tuple[int, int]:

@@ -207,3 +207,12 @@ def test_the_image_stays_in_the_valid_pixel_range_while_optimizing(content_img, 
     Stylizer(Config.from_options(size=48, iterations=10, style_weight=1e6)).run(
         to_t(content_img), [to_t(style_img)], callback=cb)
     assert max(worst) <= 1e-5
+
+
+def test_style_targets_are_computed_once_per_style_and_size(style_img, style_img2):
+    st = Stylizer(Config.from_options(size=32))
+    first = st.style_targets(to_t(style_img), 32)
+    assert st.style_targets(to_t(style_img), 32) is first  # the same pixels, a new tensor
+    assert st.style_targets(to_t(style_img), 48) is not first
+    other = st.style_targets(to_t(style_img2), 32)
+    assert not torch.allclose(other["relu1_1"], first["relu1_1"])
