@@ -224,8 +224,6 @@ def work_quality(job: dict) -> dict:
     if job["tool"] == "nstyle":
         from nstyle.engine import Stylizer
 
-        from nstyle.vgg import deprocess
-
         content, style = load_rgb(job["content"]), load_rgb(job["style"])
         evaluator = Evaluator(content, style)
         stop_at = job.get("stop_loss")
@@ -256,7 +254,7 @@ def work_quality(job: dict) -> dict:
                 event.stop()
             if snapshot_due(event.iteration) or event.iteration == iterations:
                 # the float image, clamped (as for pastiche); preview() would round to 8 bits
-                image = deprocess(event._image.detach().float()).clamp(0, 1)
+                image = event.image.float().clamp(0, 1)
                 loss = evaluator(image)
                 points.append((event.iteration, t - start[0] - overhead, loss))
                 if stop_at is not None and loss <= stop_at:

@@ -151,7 +151,8 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
 
     stylizer = Stylizer(config)
     # refuses (TooLarge, exit 2) before any work when the run cannot fit in memory
-    plans = stylizer.memory_plan(tuple(loaded.content.shape[-2:]), loaded.style_shapes())
+    plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
+                         coarse_style=loaded.coarse_style)
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -160,15 +161,11 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
 
     frames: list = []
     history = LossHistory()
-    bar = _progress_bar(quiet)
-    frame_every = config.output.save_every or 1
+    bar = _progress_bar(quiet, plan.total_iterations)
+    frame_every = config.output.save_every or max(1, plan.total_iterations // 10)
 
     def on_progress(event) -> None:
-        nonlocal frame_every
         history(event)
-        if event.iteration == 1:  # the engine's own total: the sum of its plan
-            bar.reset(total=event.iterations)
-            frame_every = config.output.save_every or max(1, event.iterations // 10)
         bar.update(1)
         if event.scales > 1 or event.phase != "stylize":
             bar.set_description(f"{event.phase} {event.size}px" if event.phase != "stylize"
@@ -181,7 +178,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
 
     try:
         result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                              callback=on_progress)
+                              callback=on_progress, plan=plan)
     except RunFailed as exc:
         # the user asked for intermediate saves: keep the last good image with them
         if save_dir is not None and exc.last_good is not None and exc.last_good[0] > 0:
@@ -201,16 +198,16 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                           command=[PROG, *argv], history=history)
     save_json(record, str(out) + ".json")
     if not quiet:
-        peak = max(p["estimated_peak_gib"] for p in plans)
+        scales = len(plan.scales)
         print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations over "
-              f"{len(plans)} scale{'s' if len(plans) > 1 else ''}, {result.timings['total']:.1f} s, "
-              f"estimated peak {peak:.1f} GiB) and {out}.json", file=sys.stderr)
+              f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s, "
+              f"estimated peak {plan.estimated_peak_gib:.1f} GiB) and {out}.json", file=sys.stderr)
 
 
-def _progress_bar(quiet: bool):
+def _progress_bar(quiet: bool, total: int):
     from tqdm import tqdm
 
-    return tqdm(total=None, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
+    return tqdm(total=total, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
                 disable=quiet or not sys.stderr.isatty(), desc="stylizing")
 
 

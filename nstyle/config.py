@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 from .color import COLOR_MATCH, PRESERVE_COLORS
 from .errors import BadOption
-from .vgg import PADDING_MODES, check_layer_names, layer_channels
+from .vgg import ALIGN, PADDING_MODES, check_layer_names, layer_channels
 
 #: documented range of ``size`` (longest side of the output, in pixels)
 MIN_SIZE, MAX_SIZE = 32, 8192
@@ -28,8 +28,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: outputs larger than this are made coarse-to-fine by default (see ``Config.scale_sizes``):
 #: the coarse pass lays out the painting's large shapes cheaply, the finer ones add texture
 SINGLE_SCALE_MAX = 256
-#: tile cores are multiples of this (VGG19 pools four times, see ``nstyle.tiling``)
-TILE_ALIGN = 16
+#: tile cores are multiples of this (the network's geometry: ``nstyle.vgg.ALIGN``)
+TILE_ALIGN = ALIGN
 PRECISIONS = ("auto", "fp32", "bf16")
 #: the built-in starting images (a starting image file is an input: ``nstyle.inputs``)
 INITS = ("content", "noise", "gray")
@@ -364,10 +364,6 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Nested plain dict (JSON-ready: tuples become lists)."""
         return json_ready(dataclasses.asdict(self))
-
-    def flat(self) -> dict[str, Any]:
-        """{option name: value} over every section."""
-        return {opt.name: getattr(getattr(self, opt.section), opt.name) for opt in iter_options()}
 
     @classmethod
     def from_options(cls, base: Optional["Config"] = None, **options: Any) -> "Config":

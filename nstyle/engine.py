@@ -1,11 +1,15 @@
 """The optimization loop: the image is the only variable.
 
 ``Stylizer(config).run(content, styles)`` takes RGB tensors in [0, 1] (any size; they are
-resized here, so every front end gets the same sizing) and returns a ``Result``. Progress
-is reported through a callback that receives a ``Progress`` event after every iteration;
-the callback can end the run early with ``event.stop()`` (the current image is returned),
-and a ``CancelToken`` aborts it from another thread (``Cancelled`` is raised). The engine
-never prints, never touches files and never exits.
+resized here, so every front end gets the same sizing) and returns a ``Result``. It follows
+a ``Plan`` (``nstyle.plan``: scales, iterations, tiles, memory), which ``Stylizer.plan``
+computes before any work, for a front end to read and pass back to ``run``. Each step of
+the plan minimizes an ``Objective`` (``nstyle.objective``: the named loss terms), on the
+whole image or tile by tile (``nstyle.tiling``). Progress is reported through a callback
+that receives a ``Progress`` event after every iteration; the callback can end the run
+early with ``event.stop()`` (the current image is returned), and a ``CancelToken`` aborts
+it from another thread (``Cancelled`` is raised). The engine never prints, never touches
+files and never exits.
 
 Departures from the paper, on purpose:
 - The image is optimized in VGG's input space (BGR, 0..255, mean-subtracted), as the Caffe
@@ -19,8 +23,8 @@ Departures from the paper, on purpose:
 The perceptual controls of Gatys et al. (CVPR 2017) live in their own modules and are only
 orchestrated here: colour (``color``: what the optimization sees, and the finishing step),
 space (``regions``: guided Gram matrices per style region, the keep mask) and scale (the
-coarse-to-fine schedule below, scale mixing in ``mix_scales``); ``tiling`` bounds memory
-for large outputs without changing the result.
+coarse-to-fine schedule of the plan, scale mixing in ``mix_scales``); ``tiling`` bounds
+memory for large outputs without changing the result.
 
 With ``precision`` bf16 the network runs in bfloat16 inside the optimization loop (the
 targets are computed once in float32); losses and Grams accumulate in float32. See
@@ -29,7 +33,9 @@ docs/benchmark.md for what this buys and what it costs in loss.
 
 from __future__ import annotations
 
+import collections
 import copy
+import hashlib
 import math
 import threading
 import time
@@ -40,16 +46,19 @@ import torch
 import torch.nn.functional as F
 
 from . import color, losses, regions, tiling
-from .config import MIN_SIZE, Config
-from .errors import BadOption, Cancelled, OutOfMemory, RunFailed, TooLarge
+from .config import Config
+from .errors import BadOption, Cancelled, OutOfMemory, RunFailed
 from .images import fit_size, to_pil
+from .objective import (Objective, StyleTerm, content_weights, equal_weights, for_scale,
+                        style_weights, with_total)
+from .plan import Plan, ScalePlan, make as make_plan, mix_step, style_size
 from .regions import Region
-from .vgg import VGG19Features, deprocess, last_needed_layer, load_weights, preprocess
+from .vgg import (LAYER_NAMES, VGG19Features, deprocess, halo_for, last_needed_layer, load_weights,
+                  preprocess)
 
 BUILTIN_INITS = ("content", "noise", "gray")
-#: automatic tiling keeps the estimated peak under this share of the memory available, so
-#: that estimate errors and other programs leave the machine usable
-AUTO_TILE_SHARE = 0.75
+#: style targets a Stylizer keeps for later runs (``Stylizer.style_targets``)
+STYLE_CACHE_ENTRIES = 8
 #: steps averaged when deciding that the image has stopped changing (``tolerance``):
 #: single L-BFGS steps vary too much in length to judge by one
 SETTLE_WINDOW = 5
@@ -69,21 +78,29 @@ class CancelToken:
         return self._event.is_set()
 
 
-@dataclass
+@dataclass(frozen=True, eq=False, kw_only=True)
 class Progress:
-    """One iteration's report. ``losses`` holds each term's contribution to ``total``."""
+    """One iteration's report: an immutable value, valid after the callback returns.
+
+    ``losses`` holds each term's weighted contribution to ``total`` (named as in
+    ``nstyle.objective``: content.<layer>, style.<layer>, tv). ``image`` is the image being
+    optimized, RGB (1, 3, H, W) in [0, 1] at this scale's size, on the run's device: a
+    detached copy of its own (before the colour finishing of --preserve-colors luminance or
+    swap; ``preview()`` applies it).
+    """
 
     iteration: int  # counted over the whole run: every scale (and scale mixing) in turn
-    iterations: int
+    iterations: int  # the plan's total (``Plan.total_iterations``)
     losses: dict[str, float]
-    elapsed: float
-    _image: torch.Tensor = field(repr=False)
-    _stop: Callable[[], None] = field(repr=False)
+    elapsed: float  # seconds since the run started
+    image: torch.Tensor = field(repr=False)
     scale: int = 1  # which scale of the coarse-to-fine schedule (1-based) ...
     scales: int = 1  # ... of how many
     size: int = 0  # that scale's longest side in pixels
     phase: str = "stylize"  # or "mix": synthesizing the --fine-style/--coarse-style image
-    #: turns the image being optimized into what the user will get (colour finishing)
+    #: asks the run to end after this iteration
+    _stop: Optional[Callable[[], None]] = field(default=None, repr=False)
+    #: turns ``image`` into what the user will get (colour finishing)
     _render: Optional[Callable[[torch.Tensor], torch.Tensor]] = field(default=None, repr=False)
 
     @property
@@ -96,13 +113,14 @@ class Progress:
         return self.elapsed / self.iteration * (self.iterations - self.iteration)
 
     def preview(self) -> "Image.Image":  # noqa: F821 - PIL type, imported lazily
-        """The current image as an RGB PIL image (computed on demand)."""
-        rgb = deprocess(self._image).clamp(0, 1)
+        """The current image as the user would get it, an RGB PIL image."""
+        rgb = self.image.clamp(0, 1)
         return to_pil(self._render(rgb) if self._render is not None else rgb)
 
     def stop(self) -> None:
         """End the run after this iteration; ``run`` returns the current image."""
-        self._stop()
+        if self._stop is not None:
+            self._stop()
 
 
 @dataclass
@@ -113,8 +131,8 @@ class Result:
     stopped_early: bool
     device: str
     timings: dict[str, float]
-    #: how the run was carried out: scales, iterations and tiling per scale, memory estimate
-    plan: dict = field(default_factory=dict)
+    #: the plan the run followed, with the iterations each step ran (``to_dict`` for JSON)
+    plan: Optional[Plan] = None
     precision: str = "fp32"  # what the loop ran in ('auto' resolved)
 
     def to_pil(self) -> "Image.Image":  # noqa: F821
@@ -183,7 +201,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 @dataclass
 class _Events:
-    """Iteration counting and stop requests shared by every phase and scale of one run."""
+    """Iteration counting and stop requests shared by every step of one run."""
 
     callback: Optional[Callable[[Progress], None]]
     cancel: Optional[CancelToken]
@@ -197,22 +215,19 @@ class _Events:
 
 
 @dataclass
-class _Scale:
-    """What one scale of the schedule optimizes against."""
+class _Step:
+    """One optimization of the plan (a scale, or the scale mixing), ready to run."""
 
-    size: int
-    iterations: int
-    tile: int  # tile core in pixels, 0 = whole image
-    content_bgr: torch.Tensor
+    plan: ScalePlan
+    objective: Objective
+    content_bgr: torch.Tensor  # the photo at this size: pinned under ``keep``
     keep: Optional[torch.Tensor]  # (1, 1, H, W) keep mask at this size
-    content_targets: dict[str, torch.Tensor]
-    regions: list[Region]
-    tiles: list = field(default_factory=list)
-    #: output positions / this scale's positions. The content and TV terms are sums over
-    #: positions while the style term (Grams divided by M) is not, so at a coarse scale
-    #: style would outweigh content by this factor; they are multiplied by it instead, so
-    #: every scale keeps the balance the weights set for the output size
-    positions_factor: float = 1.0
+    tiles: list[tiling.Tile]  # empty: the whole image at once
+    tolerance: float  # see ``Stylizer._settled``
+    phase: str = "stylize"
+    index: int = 1  # which scale, of ``count``
+    count: int = 1
+    render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # for previews
 
 
 class Stylizer:
@@ -221,29 +236,36 @@ class Stylizer:
     def __init__(self, config: Config, device: Optional[torch.device] = None) -> None:
         self.config = config
         self.device = device or resolve_device(config.model.device)
-        loss = config.loss
-        self.content_weights = loss.layer_weights("content") if loss.content_weight > 0 else {}
-        self.style_weights = loss.layer_weights("style") if loss.style_weight > 0 else {}
-        needed = list(self.content_weights) + list(self.style_weights)
-        self.layers = tuple(dict.fromkeys(needed))
-        self.vgg: Optional[VGG19Features] = None
-        # the network the optimization loop runs: self.vgg itself, or a bfloat16 copy of it
-        # (targets are always computed by self.vgg in float32, once)
-        self.loop_vgg: Optional[VGG19Features] = None
+        self.content_weights = content_weights(config.loss)
+        self.style_weights = style_weights(config.loss)
+        self.layers = tuple(dict.fromkeys(list(self.content_weights) + list(self.style_weights)))
         self.dtype = resolve_precision(config.model.precision, self.device)
         self.precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
         # channels_last lets oneDNN skip a layout reorder around every conv on the CPU (and
         # lets gram() use the features without a copy); measured in bench/benchmark.py
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
+        self._style_cache: collections.OrderedDict[tuple, dict[str, torch.Tensor]] = collections.OrderedDict()
+        self.vgg: Optional[VGG19Features] = None
+        # the network the optimization loop runs: self.vgg itself, or a bfloat16 copy of it
+        # (targets are always computed by self.vgg in float32, once)
+        self.loop_vgg: Optional[VGG19Features] = None
         if self.layers:
-            self.vgg = VGG19Features(last_needed_layer(self.layers), config.model.pooling,
-                                     weights=_cached_weights(),
-                                     padding=config.model.padding).to(self.device)
-            if self.device.type == "cpu":
-                self.vgg.to(memory_format=self.memory_format)
-            self.loop_vgg = self.vgg
-            if self.dtype != torch.float32:
-                self.loop_vgg = copy.deepcopy(self.vgg).to(self.dtype)
+            self._network_for(self.layers)
+
+    def _network_for(self, layers: Sequence[str]) -> None:
+        """Makes sure the network runs at least to the deepest of ``layers`` (the scale
+        mixing may need deeper ones than the run's own losses)."""
+        last = last_needed_layer(list(self.layers) + list(layers))
+        if self.vgg is not None and LAYER_NAMES.index(self.vgg.last_layer) >= LAYER_NAMES.index(last):
+            return
+        model = self.config.model
+        self.vgg = VGG19Features(last, model.pooling, weights=_cached_weights(),
+                                 padding=model.padding).to(self.device)
+        if self.device.type == "cpu":
+            self.vgg.to(memory_format=self.memory_format)
+        self.loop_vgg = self.vgg
+        if self.dtype != torch.float32:
+            self.loop_vgg = copy.deepcopy(self.vgg).to(self.dtype)
 
     # ---- targets ---------------------------------------------------------------------
 
@@ -256,18 +278,32 @@ class Stylizer:
         return vgg(image_bgr.to(self.dtype if loop else torch.float32,
                                 memory_format=self.memory_format), layers)
 
-    def _style_size(self, size: int) -> int:
-        return max(16, round(self.config.image.style_scale * size))
+    @torch.no_grad()
+    def _grams(self, image_bgr: torch.Tensor, layers, tile: int = 0) -> dict[str, torch.Tensor]:
+        """Gram/M of ``layers`` for one image (tile by tile when ``tile``)."""
+        if tile:
+            h, w = image_bgr.shape[-2:]
+            tiles = tiling.make_tiles(h, w, tile, halo_for(list(layers)))
+            return tiling.gram_sums(self.vgg, image_bgr, list(layers), tiles)[0]
+        return {layer: losses.gram(f) for layer, f in self._features(image_bgr, layers).items()}
 
     @torch.no_grad()
-    def _style_grams(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
-        """Gram/M per style layer of one style image at ``style_scale * size``."""
-        x = preprocess(resize_tensor(style.float(), self._style_size(size)).to(self.device))
-        if tile:
-            h, w = x.shape[-2:]
-            tiles = tiling.make_tiles(h, w, tile, tiling.halo_for(list(self.style_weights)))
-            return tiling.gram_sums(self.vgg, x, list(self.style_weights), tiles)[0]
-        return {layer: losses.gram(f) for layer, f in self._features(x, self.style_weights).items()}
+    def style_targets(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
+        """Gram/M per style layer of one style image (RGB (1, 3, h, w) in [0, 1]), resized
+        to ``style_scale`` times ``size``: the targets of a scale of that size.
+
+        The last ``STYLE_CACHE_ENTRIES`` results are kept, keyed by the image's pixels, so
+        runs of one Stylizer that share a style (a batch of contents) compute its targets
+        once. The tensors returned are shared: do not change them in place."""
+        key = (_digest(style), size, tile)
+        if key in self._style_cache:
+            self._style_cache.move_to_end(key)
+            return self._style_cache[key]
+        x = preprocess(resize_tensor(style.float(), style_size(self.config, size)).to(self.device))
+        grams = self._style_cache[key] = self._grams(x, self.style_weights, tile)
+        while len(self._style_cache) > STYLE_CACHE_ENTRIES:
+            self._style_cache.popitem(last=False)
+        return grams
 
     @torch.no_grad()
     def style_regions(self, styles: Sequence[torch.Tensor], masks: Sequence[Optional[torch.Tensor]],
@@ -280,74 +316,57 @@ class Stylizer:
         if blend is not None and len(blend) != len(styles):
             raise BadOption(f"style_blend_weights has {len(blend)} values for {len(styles)} style images")
         planned = regions.plan(len(styles), masks, blend, keep, height, width)
+        return self._with_targets(planned, lambda i: self.style_targets(styles[i], size, tile),
+                                  list(self.style_weights))
+
+    def _with_targets(self, planned: list[Region], targets_of: Callable[[int], dict[str, torch.Tensor]],
+                      layers: list[str]) -> list[Region]:
+        """Fills each region's targets (its styles' Grams, blended) and layer masks."""
         grams: dict[int, dict[str, torch.Tensor]] = {}
         for region in planned:
             for i, w in region.styles.items():
                 if i not in grams:
-                    grams[i] = self._style_grams(styles[i], size, tile)
+                    grams[i] = targets_of(i)
                 for layer, g in grams[i].items():
                     t = g * w
                     region.targets[layer] = region.targets[layer] + t if layer in region.targets else t
             if region.mask is not None:
                 region.mask = region.mask.to(self.device)
-            region.at_layers(list(self.style_weights))
+            region.at_layers(layers)
         return planned
 
     @torch.no_grad()
     def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
         if tile and self.content_weights:
             h, w = content_bgr.shape[-2:]
-            tiles = tiling.make_tiles(h, w, tile, tiling.halo_for(list(self.content_weights)))
+            tiles = tiling.make_tiles(h, w, tile, halo_for(list(self.content_weights)))
             return tiling.features(self.vgg, content_bgr, list(self.content_weights), tiles)
         return {k: v.detach() for k, v in self._features(content_bgr, self.content_weights).items()}
 
-    # ---- memory ----------------------------------------------------------------------
+    # ---- the plan --------------------------------------------------------------------
+
+    def plan(self, content: torch.Tensor, styles: Sequence[torch.Tensor] = (), *,
+             fine_style: Optional[torch.Tensor] = None,
+             coarse_style: Optional[torch.Tensor] = None) -> Plan:
+        """The plan ``run`` follows for these images (only their sizes matter): scales,
+        iterations, tiles and estimated memory. Raises ``TooLarge`` when a step cannot fit
+        in ``memory_limit`` (default: the memory available now) even tiled."""
+        style_hws = [_hw(s) for s in styles] + ([_hw(coarse_style)] if coarse_style is not None else [])
+        mix_hws = None if fine_style is None or coarse_style is None else (_hw(fine_style), _hw(coarse_style))
+        return make_plan(self.config, _hw(content), style_hws, mix_hws, self.device)
 
     def memory_plan(self, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]] = ()
                     ) -> list[dict]:
-        """Per scale: size, tile core (0 = whole image) and estimated peak bytes.
+        """Per scale, the dict form of the plan's ``ScalePlan`` (size, width, height,
+        iterations, tile, estimated_peak_gib); see ``plan``."""
+        return [s.to_dict() for s in make_plan(self.config, content_hw, style_hws, None, self.device).scales]
 
-        Raises ``TooLarge`` when a scale cannot fit in ``memory_limit`` (default: the memory
-        available now) even tiled, before anything heavy is done.
-        """
-        cfg = self.config
-        limit = int(cfg.memory.memory_limit * 2 ** 30) if cfg.memory.memory_limit else self._free_memory()
-        last = last_needed_layer(self.layers) if self.layers else "relu1_1"
-        halo = tiling.halo_for([last])
-        ch, cw = content_hw
-        plans = []
-        for size, iters in zip(cfg.scale_sizes, cfg.scale_iteration_counts):
-            w, h = fit_size(cw, ch, size)
-            style_size = self._style_size(size)
-            shw = max((fit_size(sw, sh, style_size)[::-1] for sh, sw in style_hws),
-                      key=lambda t: t[0] * t[1], default=(0, 0))
-            history = min(cfg.optim.history_size, iters) if cfg.optim.optimizer == "lbfgs" else 0
-
-            def peak(tile: int) -> int:
-                return tiling.estimate_peak(h, w, last_layer=last, content_layers=list(self.content_weights),
-                                            tile=tile, halo=halo, history=history, style_hw=shw)
-
-            if cfg.memory.tile_size is not None:
-                tile = cfg.memory.tile_size
-            else:  # the whole image if it fits with room to spare, else the largest tile
-                tile = next((t for t in tiling.TILE_CHOICES if peak(t) <= AUTO_TILE_SHARE * limit),
-                            next((t for t in tiling.TILE_CHOICES if peak(t) <= limit), tiling.TILE_CHOICES[-1]))
-            if tile and tile + 2 * halo >= max(h, w) and cfg.memory.tile_size is None:
-                tile = 0  # a single tile would be the whole image
-            need = peak(tile)
-            if need > limit:
-                raise TooLarge(
-                    f"a {w}x{h} output needs about {need / 2 ** 30:.1f} GiB (estimated), more than the "
-                    f"{limit / 2 ** 30:.1f} GiB {'allowed by --memory-limit' if cfg.memory.memory_limit else 'available'}"
-                    f"; use a smaller --size, fewer iterations or --history-size at that scale, or --tile-size 256")
-            plans.append({"size": size, "width": w, "height": h, "iterations": iters, "tile": tile,
-                          "estimated_peak_gib": round(need / 2 ** 30, 2)})
-        return plans
-
-    def _free_memory(self) -> int:
-        if self.device.type == "cuda":
-            return int(torch.cuda.mem_get_info(self.device)[0])
-        return tiling.available_memory()
+    def _check_plan(self, plan: Plan, content: torch.Tensor, mixing: bool) -> None:
+        cw, ch = fit_size(content.shape[-1], content.shape[-2], self.config.output_size)
+        if ((plan.output.width, plan.output.height) != (cw, ch) or plan.mixed_styles != mixing
+                or tuple(s.size for s in plan.scales) != self.config.scale_sizes):
+            raise BadOption("the plan given to run was made for other images or options; "
+                            "make it with this Stylizer's plan() for these images")
 
     # ---- the run ---------------------------------------------------------------------
 
@@ -390,7 +409,8 @@ class Stylizer:
             fine_style: Optional[torch.Tensor] = None,
             coarse_style: Optional[torch.Tensor] = None,
             callback: Optional[Callable[[Progress], None]] = None,
-            cancel: Optional[CancelToken] = None) -> Result:
+            cancel: Optional[CancelToken] = None,
+            plan: Optional[Plan] = None) -> Result:
         """Optimize an image with ``content``'s content and ``styles``' style.
 
         content: (1, 3, H, W) RGB in [0, 1], any size: it is resized so its longest side is
@@ -398,9 +418,41 @@ class Stylizer:
         ``style_scale`` times each scale's size. style_masks: one (1, 1, h, w) mask in [0, 1]
         or None per style (see ``regions``); keep_mask: likewise, content kept there.
         fine_style/coarse_style: two images mixed into one more style (``mix_scales``).
+        plan: this Stylizer's ``plan()`` for the same images (made here when not given).
         """
         t_start = time.perf_counter()
-        cfg = self.config
+        styles, masks = self._checked_inputs(content, styles, style_masks, keep_mask,
+                                             fine_style, coarse_style)
+        mixing = fine_style is not None
+        if plan is None:
+            plan = self.plan(content, styles, fine_style=fine_style, coarse_style=coarse_style)
+        else:
+            self._check_plan(plan, content, mixing)
+        events = _Events(callback, cancel, plan.total_iterations, t_start)
+        timings: dict[str, float] = {}
+        mix_run = None
+        try:
+            if mixing:
+                t = time.perf_counter()
+                mixed, mix_run = self._mix(fine_style.float(), coarse_style.float(), plan.mix, events)
+                styles, masks = styles + [mixed], masks + [None]
+                timings["mix"] = time.perf_counter() - t
+            x, result_losses, scales_run = self._run_scales(content.float(), styles, masks, keep_mask,
+                                                            init_image, plan, events, timings)
+        except RuntimeError as exc:
+            if _is_oom(exc):
+                raise OutOfMemory(f"out of memory on {self.device.type} at size {self.config.output_size}; "
+                                  "use a smaller --size, --tile-size or another device") from None
+            raise
+        image = self._finish(x, plan, content.float())
+        elapsed = time.perf_counter() - t_start
+        timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
+        return Result(image, result_losses, events.done, events.stopped, str(self.device), timings,
+                      plan=plan.ran(scales_run, mix_run), precision=self.precision)
+
+    def _checked_inputs(self, content, styles, style_masks, keep_mask, fine_style, coarse_style
+                        ) -> tuple[list[torch.Tensor], list[Optional[torch.Tensor]]]:
+        """The styles (as float32) and one mask or None per style, after checking every input."""
         _check_image_tensor(content, "content image")
         styles = [s.float() for s in styles]
         for i, s in enumerate(styles):
@@ -415,91 +467,79 @@ class Stylizer:
                 raise BadOption(f"{what}: expected a tensor of shape (1, 1, H, W) in [0, 1]")
         if (fine_style is None) != (coarse_style is None):
             raise BadOption("fine_style and coarse_style go together: give both or neither")
-        mixing = fine_style is not None
-        if mixing:
+        if fine_style is not None:
             _check_image_tensor(fine_style, "fine style image")
             _check_image_tensor(coarse_style, "coarse style image")
-        if self.style_weights and not styles and not mixing:
+        if self.style_weights and not styles and fine_style is None:
             raise BadOption("style_weight > 0 but no style image was given")
-        style_hws = [tuple(s.shape[-2:]) for s in styles]
-        if mixing:
-            style_hws.append(tuple(coarse_style.shape[-2:]))
-        plans = self.memory_plan(tuple(content.shape[-2:]), style_hws)
-        total = sum(p["iterations"] for p in plans) + (cfg.scale.mix_iterations if mixing else 0)
-        events = _Events(callback, cancel, total, t_start)
-        timings: dict[str, float] = {}
-        try:
-            if mixing:
-                t = time.perf_counter()
-                styles = styles + [self.mix_scales(fine_style.float(), coarse_style.float(), events)]
-                masks = masks + [None]
-                timings["mix"] = time.perf_counter() - t
-            mode = cfg.color.preserve_colors
-            opt_content, opt_styles = color.prepare_inputs(mode, content.float(), styles,
-                                                           cfg.color.color_match)
-            x, result_losses = self._run_scales(opt_content, opt_styles, masks, keep_mask,
-                                                init_image, plans, events, timings,
-                                                chroma_from=content.float())
-        except RuntimeError as exc:
-            if _is_oom(exc):
-                raise OutOfMemory(f"out of memory on {self.device.type} at size {cfg.output_size}; "
-                                  "use a smaller --size, --tile-size or another device") from None
-            raise
+        return styles, masks
+
+    def _finish(self, x: torch.Tensor, plan: Plan, content: torch.Tensor) -> torch.Tensor:
+        """The last image as the user gets it: RGB on the CPU, the output's size, colours
+        finished."""
         image = deprocess(x.detach()).clamp(0, 1).cpu()
-        if tuple(image.shape[-2:]) != (plans[-1]["height"], plans[-1]["width"]):
+        out = plan.output
+        if tuple(image.shape[-2:]) != (out.height, out.width):
             # stopped before the last scale: still the requested size
-            image = F.interpolate(image, size=(plans[-1]["height"], plans[-1]["width"]),
+            image = F.interpolate(image, size=(out.height, out.width),
                                   mode="bicubic", align_corners=False).clamp(0, 1)
-        image = color.finish(cfg.color.preserve_colors, image,
-                             resize_tensor(content.float(), cfg.output_size))
-        elapsed = time.perf_counter() - t_start
-        timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
-        return Result(image, result_losses, events.done, events.stopped,
-                      str(self.device), timings, plan={"scales": plans, "mixed_styles": mixing},
-                      precision=self.precision)
+        return color.finish(self.config.color.preserve_colors, image,
+                            resize_tensor(content, self.config.output_size))
 
     def _run_scales(self, content: torch.Tensor, styles: list[torch.Tensor],
                     masks: list[Optional[torch.Tensor]], keep_mask: Optional[torch.Tensor],
-                    init_image: Optional[torch.Tensor], plans: list[dict], events: _Events,
-                    timings: dict[str, float], chroma_from: Optional[torch.Tensor] = None
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+                    init_image: Optional[torch.Tensor], plan: Plan, events: _Events,
+                    timings: dict[str, float]) -> tuple[torch.Tensor, dict[str, float], list[int]]:
         """The coarse-to-fine schedule: optimize at each size, the upsampled result starting
-        the next. Returns the last image (VGG space) and its losses. ``chroma_from``: the
-        original content, whose colours previews get under --preserve-colors luminance/swap."""
-        cfg = self.config
+        the next. Returns the last image (VGG space), its losses and the iterations each
+        scale ran. ``content`` is the original photo: what the optimization sees of it and
+        of the styles is colour-prepared here (``color.prepare_inputs``)."""
+        seen_content, seen_styles = color.prepare_inputs(self.config.color.preserve_colors, content,
+                                                         styles, self.config.color.color_match)
         x: Optional[torch.Tensor] = None
         final: dict[str, float] = {}
-        for index, p in enumerate(plans, start=1):
+        scales_run: list[int] = []
+        for index, scale in enumerate(plan.scales, start=1):
             if events.stopped:
                 break
             t = time.perf_counter()
+            step = self._scale_step(scale, index, plan, seen_content, seen_styles, masks, keep_mask)
             with torch.no_grad():
-                content_rgb = resize_tensor(content, p["size"])
-                content_bgr = preprocess(content_rgb.to(self.device))
-                h, w = content_bgr.shape[-2:]
-                keep = None if keep_mask is None else \
-                    regions.resize_mask(keep_mask.float(), h, w).to(self.device)
-                scale = _Scale(p["size"], p["iterations"], p["tile"], content_bgr, keep,
-                               self.content_targets(content_bgr, p["tile"]),
-                               self.style_regions(styles, masks, keep, p["size"], h, w, p["tile"]),
-                               positions_factor=plans[-1]["height"] * plans[-1]["width"] / (h * w))
-                if scale.tile:
-                    scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(self.layers))
                 if x is None:
-                    start = self.initial_image(content_bgr, init_image)
+                    start = self.initial_image(step.content_bgr, init_image)
                 else:  # the coarser result, upsampled, is where this scale starts
-                    start = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
-            timings[f"targets_{p['size']}"] = time.perf_counter() - t
-            render = None if chroma_from is None else \
-                self._renderer(resize_tensor(chroma_from, p["size"]))
+                    start = F.interpolate(x, size=step.content_bgr.shape[-2:], mode="bicubic",
+                                          align_corners=False)
+            timings[f"targets_{scale.size}"] = time.perf_counter() - t
+            step.render = self._renderer(resize_tensor(content, scale.size))
             t = time.perf_counter()
-            x, final, p["iterations_run"] = self._optimize(start.detach().requires_grad_(True), scale,
-                                                           events, index, len(plans), render)
-            timings[f"optimize_{p['size']}"] = time.perf_counter() - t
-            timings["optimize"] = timings.get("optimize", 0.0) + timings[f"optimize_{p['size']}"]
+            x, final, ran = self._optimize(start.detach().requires_grad_(True), step, events)
+            scales_run.append(ran)
+            timings[f"optimize_{scale.size}"] = time.perf_counter() - t
+            timings["optimize"] = timings.get("optimize", 0.0) + timings[f"optimize_{scale.size}"]
         if x is None:  # stopped before any scale ran (e.g. during scale mixing)
-            x = preprocess(resize_tensor(content, plans[0]["size"]).to(self.device))
-        return x, final
+            x = preprocess(resize_tensor(seen_content, plan.scales[0].size).to(self.device))
+        return x, final, scales_run
+
+    @torch.no_grad()
+    def _scale_step(self, scale: ScalePlan, index: int, plan: Plan, content: torch.Tensor,
+                    styles: list[torch.Tensor], masks: list[Optional[torch.Tensor]],
+                    keep_mask: Optional[torch.Tensor]) -> _Step:
+        """One scale of the schedule, its targets made: what ``_optimize`` needs."""
+        content_bgr = preprocess(resize_tensor(content, scale.size).to(self.device))
+        h, w = content_bgr.shape[-2:]
+        keep = None if keep_mask is None else regions.resize_mask(keep_mask.float(), h, w).to(self.device)
+        objective = for_scale(self.config.loss, self.content_targets(content_bgr, scale.tile),
+                              self.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
+                              positions_factor=plan.output.height * plan.output.width / (h * w))
+        return _Step(scale, objective, content_bgr, keep, self._tiles(h, w, scale.tile, objective),
+                     self.config.optim.tolerance, index=index, count=len(plan.scales))
+
+    @staticmethod
+    def _tiles(height: int, width: int, tile: int, objective: Objective) -> list[tiling.Tile]:
+        if not tile or not objective.layers:
+            return []
+        return tiling.make_tiles(height, width, tile, halo_for(objective.layers))
 
     def _renderer(self, content_rgb: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         mode = self.config.color.preserve_colors
@@ -508,97 +548,81 @@ class Stylizer:
         original = content_rgb.cpu()
         return lambda rgb: color.finish(mode, rgb.cpu(), original)
 
-    def mix_scales(self, fine: torch.Tensor, coarse: torch.Tensor,
-                   events: Optional[_Events] = None) -> torch.Tensor:
+    # ---- scale mixing ----------------------------------------------------------------
+
+    def mix_scales(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The paper's scale mixing: a new style image with ``fine``'s small-scale texture and
-        ``coarse``'s large-scale structure.
+        ``coarse``'s large-scale structure (RGB (1, 3, H, W) in [0, 1], on the CPU).
 
         Starting from ``coarse``, only the Gram matrices of the lower layers
         (``fine_layers``) are matched to ``fine``'s; the deeper layers, never asked to change,
         keep the coarse image's arrangement. Made at the size the styles are used at the
         last scale, but never larger than ``coarse`` itself (upsampling adds no detail).
         """
-        cfg = self.config
-        size = max(MIN_SIZE, min(self._style_size(cfg.output_size), max(coarse.shape[-2:])))
-        sub = Config.from_options(
-            cfg, content_weight=0.0, style_weight=1.0, tv_weight=0.0, style_layers=cfg.scale.fine_layers,
-            # equal weights: the few fine layers all carry the texture; every iteration runs
-            style_layer_weights=[1.0] * len(cfg.scale.fine_layers), tolerance=0.0,
-            style_blend_weights=None, style_scale=1.0, init="content", size=size, scales=None,
-            scale_iterations=None, iterations=cfg.scale.mix_iterations, preserve_colors="none")
-        mixer = Stylizer(sub, self.device)
-        events = events or _Events(None, None, cfg.scale.mix_iterations, time.perf_counter())
-        coarse_rgb = resize_tensor(coarse, size)
-        bgr = preprocess(coarse_rgb.to(self.device))
-        h, w = bgr.shape[-2:]
-        plan = mixer.memory_plan((h, w), [tuple(fine.shape[-2:])])[0]
-        scale = _Scale(size, sub.optim.iterations, plan["tile"], bgr, None, {},
-                       mixer.style_regions([fine], [None], None, size, h, w, plan["tile"]))
-        if scale.tile:
-            scale.tiles = tiling.make_tiles(h, w, scale.tile, tiling.halo_for(mixer.layers))
-        x, _, _ = mixer._optimize(bgr.clone().requires_grad_(True), scale, events, 1, 1, None, phase="mix")
-        return deprocess(x.detach()).clamp(0, 1).cpu()
+        step = mix_step(self.config, _hw(fine), _hw(coarse), self.device)
+        events = _Events(None, None, step.iterations, time.perf_counter())
+        return self._mix(fine.float(), coarse.float(), step, events)[0]
 
-    def _losses(self, image, content_t, style_regions, positions_factor: float = 1.0
-                ) -> dict[str, torch.Tensor]:
-        """Each term's weighted contribution, plus their sum as 'total'."""
-        cfg = self.config.loss
-        feats = self._features(image, self.layers, loop=True)
-        terms: dict[str, torch.Tensor] = {}
-        alpha = cfg.content_weight * positions_factor
-        for layer, w in self.content_weights.items():
-            terms[f"content.{layer}"] = alpha * w * losses.content_loss(feats[layer], content_t[layer])
-        for layer, w in self.style_weights.items():
-            terms[f"style.{layer}"] = cfg.style_weight * w * sum(
-                (regions.style_loss(r, layer, feats[layer]) for r in style_regions),
-                feats[layer].new_zeros((), dtype=torch.float32))  # no region: all kept
-        if cfg.tv_weight > 0:
-            terms["tv"] = cfg.tv_weight * positions_factor * losses.total_variation(image)
-        terms["total"] = torch.stack(list(terms.values())).sum()
-        return terms
+    def _mix(self, fine: torch.Tensor, coarse: torch.Tensor, scale: ScalePlan, events: _Events
+             ) -> tuple[torch.Tensor, int]:
+        """``mix_scales`` as the plan's step ``scale``; returns the image and the iterations run.
 
-    def _evaluate(self, x: torch.Tensor, scale: _Scale, backward: bool) -> dict[str, torch.Tensor]:
-        """The loss terms at ``x`` (the free pixels); with ``backward``, x.grad too."""
-        image = regions.compose(x, scale.content_bgr, scale.keep)
-        if not scale.tile:
-            terms = self._losses(image, scale.content_targets, scale.regions, scale.positions_factor)
+        Its objective is built here from what the mixing needs, nothing else of the run's
+        loss options: the ``fine_layers`` with equal weights (the few fine layers all carry
+        the texture), no content, no tv; every planned iteration runs (no tolerance)."""
+        weights = equal_weights(self.config.scale.fine_layers)
+        self._network_for(list(weights))
+        with torch.no_grad():
+            start = preprocess(resize_tensor(coarse, scale.size).to(self.device))
+            h, w = start.shape[-2:]
+            fine_bgr = preprocess(resize_tensor(fine, scale.size).to(self.device))
+            style_regions = self._with_targets(regions.plan(1, [None], None, None, h, w),
+                                               lambda i: self._grams(fine_bgr, weights, scale.tile),
+                                               list(weights))
+        objective = Objective(style=tuple(StyleTerm(layer, 1.0 * wl) for layer, wl in weights.items()),
+                              regions=tuple(style_regions))
+        step = _Step(scale, objective, start, None, self._tiles(h, w, scale.tile, objective),
+                     tolerance=0.0, phase="mix")
+        x, _, ran = self._optimize(start.clone().requires_grad_(True), step, events)
+        return deprocess(x.detach()).clamp(0, 1).cpu(), ran
+
+    # ---- one step --------------------------------------------------------------------
+
+    def _evaluate(self, x: torch.Tensor, step: _Step, backward: bool) -> dict[str, torch.Tensor]:
+        """The objective's terms at ``x`` (the free pixels); with ``backward``, x.grad too."""
+        image = regions.compose(x, step.content_bgr, step.keep)
+        objective = step.objective
+        if not step.tiles:
+            terms = objective.evaluate(self._features(image, objective.layers, loop=True), image)
             if backward:
                 terms["total"].backward()
             return terms
-        cfg = self.config.loss
         # tiles run the float32 network: large outputs trade speed for exactness here
-        terms, grad = tiling.loss_and_grad(
-            self.vgg, image, scale.tiles, content_targets=scale.content_targets,
-            content_weights=self.content_weights, regions=scale.regions,
-            style_weights=self.style_weights, alpha=cfg.content_weight * scale.positions_factor,
-            beta=cfg.style_weight, need_grad=backward)
-        if cfg.tv_weight > 0:
-            terms["tv"] = cfg.tv_weight * scale.positions_factor * losses.total_variation(image)
+        terms, grad = tiling.loss_and_grad(self.vgg, image, step.tiles, objective, need_grad=backward)
+        pixel = objective.pixel_terms(image)
+        terms.update(pixel)
         if backward:
             # the gradient of ⟨image, grad⟩ is grad: carried through compose to x
-            surrogate = (image * grad).sum() + terms.get("tv", 0.0)
+            surrogate = (image * grad).sum()
+            for value in pixel.values():
+                surrogate = surrogate + value
             surrogate.backward()
-        terms = {k: v.detach() for k, v in terms.items()}
-        terms["total"] = torch.stack(list(terms.values())).sum()
-        return terms
+        return with_total({k: v.detach() for k, v in terms.items()})
 
-    def _optimize(self, x: torch.Tensor, scale: _Scale, events: _Events, index: int, count: int,
-                  render, phase: str = "stylize") -> tuple[torch.Tensor, dict[str, float], int]:
-        """Optimizes one scale; returns the image, its losses and the iterations run (fewer
-        than planned when stopped or settled)."""
-        optimizer = self._make_optimizer(x)
-        last: dict[str, torch.Tensor] = {}
+    def _closure(self, x: torch.Tensor, step: _Step, optimizer: torch.optim.Optimizer,
+                 last: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
+        """The optimizer's closure; it leaves the evaluated terms in ``last``.
 
-        # The paper's loss values are huge (1e10+ on VGG's 0..255 scale). L-BFGS is scale
-        # invariant except where it falls back to a plain gradient step of length lr, which
-        # at that scale throws the image to infinity. So the optimizer sees total / S, with
-        # S fixed at the first evaluation to make the mean |gradient| one pixel level; the
-        # reported losses stay unscaled.
+        The paper's loss values are huge (1e10+ on VGG's 0..255 scale). L-BFGS is scale
+        invariant except where it falls back to a plain gradient step of length lr, which
+        at that scale throws the image to infinity. So the optimizer sees total / S, with
+        S fixed at the first evaluation to make the mean |gradient| one pixel level; the
+        reported losses stay unscaled."""
         factor: list[float] = []
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad(set_to_none=True)
-            terms = self._evaluate(x, scale, backward=True)
+            terms = self._evaluate(x, step, backward=True)
             if not factor:
                 mean_grad = float(x.grad.abs().mean())
                 factor.append(1.0 / mean_grad if math.isfinite(mean_grad) and mean_grad > 0 else 1.0)
@@ -607,12 +631,21 @@ class Stylizer:
             last.update({k: v.detach() for k, v in terms.items()})
             return terms["total"].detach() * factor[0]
 
+        return closure
+
+    def _optimize(self, x: torch.Tensor, step: _Step, events: _Events
+                  ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """Optimizes one step; returns the image, its losses and the iterations run (fewer
+        than planned when stopped or settled)."""
+        optimizer = self._make_optimizer(x)
+        last: dict[str, torch.Tensor] = {}
+        closure = self._closure(x, step, optimizer, last)
         # the valid pixel range, per channel, in VGG's input space
         lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         changes: list[float] = []  # mean |pixel change| per step, in 0..255 levels
         it = 0
-        for it in range(1, scale.iterations + 1):
+        for it in range(1, step.plan.iterations + 1):
             if events.cancel is not None and events.cancel.cancelled:
                 raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
             before = x.detach().clone()  # the last good image, should this step diverge
@@ -621,43 +654,67 @@ class Stylizer:
                 x.clamp_(lowest, highest)  # projection: see the module docstring
             # one device->host transfer for all terms, not one per term (matters on a GPU)
             values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
-            if not math.isfinite(values["total"]) or not torch.isfinite(x).all():
-                error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
-                                  "lower the learning rate or the loss weights")
-                with torch.no_grad():
-                    good = regions.compose(before, scale.content_bgr, scale.keep)
-                error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
-                raise error
+            self._check_finite(values, x, before, step, events)
             events.done += 1
             changes.append(float((x.detach() - before).abs().mean()))
             if events.callback is not None:
-                # the preview reads the image lazily: valid during the callback, not after it
-                with torch.no_grad():
-                    current = regions.compose(x.detach(), scale.content_bgr, scale.keep)
-                events.callback(Progress(events.done, events.total, values,
-                                         time.perf_counter() - events.t0, current, events.request_stop,
-                                         index, count, scale.size, phase, render))
-            if events.stopped or self._settled(changes):
+                events.callback(self._progress(x, step, events, values))
+            if events.stopped or self._settled(changes, step.tolerance):
                 break
-        # the losses above are those of the iterate before the last step: report the
-        # final image's own losses, except on tiled (large) scales, where that would cost
-        # two more passes over the image for a report
-        if scale.tile and last:
-            final = {k: float(v) for k, v in last.items()}
-        else:
-            with torch.no_grad():
-                final = {k: float(v) for k, v in self._evaluate(x, scale, backward=False).items()}
+        final = self._final_losses(x, step, last)
         with torch.no_grad():
-            image = regions.compose(x.detach(), scale.content_bgr, scale.keep)
+            image = regions.compose(x.detach(), step.content_bgr, step.keep)
         return image, final, it
 
-    def _settled(self, changes: list[float]) -> bool:
+    @staticmethod
+    def _check_finite(values: dict[str, float], x: torch.Tensor, before: torch.Tensor,
+                      step: _Step, events: _Events) -> None:
+        """Raises ``RunFailed`` (with the last good image) when the step diverged."""
+        if math.isfinite(values["total"]) and torch.isfinite(x).all():
+            return
+        error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
+                          "lower the learning rate or the loss weights")
+        with torch.no_grad():
+            good = regions.compose(before, step.content_bgr, step.keep)
+        error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
+        raise error
+
+    @staticmethod
+    @torch.no_grad()
+    def _progress(x: torch.Tensor, step: _Step, events: _Events, values: dict[str, float]) -> Progress:
+        # deprocess makes the event's own copy: the optimizer changes x in place
+        image = deprocess(regions.compose(x.detach(), step.content_bgr, step.keep))
+        return Progress(iteration=events.done, iterations=events.total, losses=values,
+                        elapsed=time.perf_counter() - events.t0, image=image, scale=step.index,
+                        scales=step.count, size=step.plan.size, phase=step.phase,
+                        _stop=events.request_stop, _render=step.render)
+
+    def _final_losses(self, x: torch.Tensor, step: _Step, last: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The final image's own losses (those in ``last`` are of the iterate before the last
+        step), except on tiled (large) steps, where that would cost two more passes over the
+        image for a report."""
+        if step.tiles and last:
+            return {k: float(v) for k, v in last.items()}
+        with torch.no_grad():
+            return {k: float(v) for k, v in self._evaluate(x, step, backward=False).items()}
+
+    @staticmethod
+    def _settled(changes: list[float], tolerance: float) -> bool:
         """True once the image has stopped changing: the mean |pixel change| of the last
         ``SETTLE_WINDOW`` steps is under ``tolerance`` levels (0 = never stop early)."""
-        tolerance = self.config.optim.tolerance
         if tolerance <= 0 or len(changes) < SETTLE_WINDOW:
             return False
         return sum(changes[-SETTLE_WINDOW:]) / SETTLE_WINDOW < tolerance
+
+
+def _digest(image: torch.Tensor) -> tuple:
+    """A key for an image's exact pixels (and shape, dtype)."""
+    data = image.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return tuple(image.shape), str(image.dtype), hashlib.sha256(data.numpy().tobytes()).hexdigest()
+
+
+def _hw(image: torch.Tensor) -> tuple[int, int]:
+    return tuple(image.shape[-2:])  # type: ignore[return-value]
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None

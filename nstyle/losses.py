@@ -43,6 +43,13 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return _raw_gram(_positions_by_channels(features))
 
 
+def gram_distance(diff: torch.Tensor, channels: int, scale=1.0) -> torch.Tensor:
+    """``scale`` · Σ (G/M − A/M)² / (4 N²) from ``diff`` = G/M − A/M: the paper's E_l (eq. 4)
+    once the Grams are position-normalized. The one statement of the style formula: the
+    whole-image losses below and the tiled objective (Grams summed over tiles) both use it."""
+    return scale * diff.pow(2).sum() / (4.0 * channels * channels)
+
+
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L_content = 1/2 · Σ (F − P)²  (Gatys et al. 2016, eq. 1)."""
     return 0.5 * (_accumulation_dtype(features) - _accumulation_dtype(target)).pow(2).sum()
@@ -62,7 +69,7 @@ class _StyleLoss(torch.autograd.Function):
         n = flat.shape[2]
         diff = _raw_gram(flat) - target_gram
         ctx.save_for_backward(features, diff)
-        return diff.pow(2).sum() / (4.0 * n * n)
+        return gram_distance(diff, n)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -118,4 +125,4 @@ def guided_style_loss(features: torch.Tensor, mask: torch.Tensor,
     share = mask.float().pow(2).sum() / (h * w)
     if float(share) <= 0:
         return features.new_zeros((), dtype=torch.float32)
-    return share * (guided_gram(features, mask) - target_gram).pow(2).sum() / (4.0 * n * n)
+    return gram_distance(guided_gram(features, mask) - target_gram, n, share)

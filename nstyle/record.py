@@ -57,10 +57,9 @@ class LossHistory:
         return self.columns
 
 
-def planned_iterations(result: Result, config: Config) -> int:
+def planned_iterations(result: Result, config: Optional[Config] = None) -> int:
     """The run's total iterations as planned: the sum of its scales' (and the scale mixing's)."""
-    total = sum(int(p["iterations"]) for p in result.plan.get("scales", []))
-    return total + (config.scale.mix_iterations if result.plan.get("mixed_styles") else 0)
+    return result.plan.total_iterations if result.plan is not None else result.iterations
 
 
 def build_record(config: Config, result: Result, *, inputs: dict[str, Any],
@@ -87,7 +86,7 @@ def build_record(config: Config, result: Result, *, inputs: dict[str, Any],
         "stopped_early": result.stopped_early,
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         # the coarse-to-fine schedule as run: sizes, iterations, tiles, memory estimates
-        "plan": result.plan,
+        "plan": result.plan.to_dict() if result.plan is not None else None,
         "losses": result.losses,
         # every iteration's loss terms, column by column (for a plot)
         "history": history.to_dict() if history is not None else None,

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from . import losses
 from .errors import BadImage
 from .images import ImageSource, load_image
-from .vgg import LAYER_NAMES
+from .vgg import pools_before
 
 #: regions whose mask covers less than this share of the output are dropped
 MIN_SHARE = 1e-3
@@ -57,12 +57,6 @@ def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
         return mask
     return F.interpolate(mask.float(), size=(height, width), mode="bilinear", antialias=True,
                          align_corners=False).clamp(0, 1)
-
-
-def pools_before(layer: str) -> int:
-    """How many 2×2 poolings lie between the input and ``layer``'s output."""
-    index = LAYER_NAMES.index(layer)
-    return sum(1 for name in LAYER_NAMES[: index + 1] if name.startswith("pool"))
 
 
 def layer_mask(mask: torch.Tensor, layer: str) -> torch.Tensor:

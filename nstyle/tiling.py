@@ -20,48 +20,21 @@ then sees exactly the pixels it would see in the whole image, and the loss and g
 equal the untiled ones up to float rounding (the tests check this). Nothing is blended, so
 there are no seams. The cost is one extra forward pass plus the halos' overlap.
 
-Only the peak memory of one tile's forward/backward depends on the tile size; what grows
-with the image is a few image-sized buffers, the content targets and L-BFGS's history.
-``estimate_peak`` adds these up so a front end can refuse a run that cannot fit.
+The terms and their formulas are the objective's (``nstyle.objective``): this module only
+decides which pixels go through the network together and adds the pieces up. How large a
+tile must be for a run to fit in memory is the plan's business (``nstyle.plan``).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import torch
 
-from .regions import Region, layer_mask, pools_before
-from .vgg import LAYER_NAMES, layer_channels
-
-#: tiles start on multiples of this (VGG19 pools four times before conv5_1)
-ALIGN = 16
-
-
-def layer_stride(layer: str) -> int:
-    """Pixels per feature position at ``layer``."""
-    return 2 ** pools_before(layer)
-
-
-def receptive_radius(layer: str) -> int:
-    """How far (in pixels) beyond its own cell a ``layer`` feature looks."""
-    radius, stride = 0, 1
-    for name in LAYER_NAMES[: LAYER_NAMES.index(layer) + 1]:
-        if name.startswith("conv"):  # 3x3, padding 1: one more position at this stride
-            radius += stride
-        elif name.startswith("pool"):  # 2x2 stride 2: one more position, then coarser
-            radius += stride
-            stride *= 2
-    return radius
-
-
-def halo_for(layers: Sequence[str]) -> int:
-    """Halo (a multiple of ALIGN) that makes the deepest of ``layers`` exact in a tile core."""
-    radius = max(receptive_radius(layer) for layer in layers)
-    return ALIGN * math.ceil((radius + 1) / ALIGN)
+from . import losses
+from .objective import Objective
+from .vgg import ALIGN, halo_for, layer_channels, layer_stride, receptive_radius  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -158,140 +131,76 @@ def gram_sums(vgg, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[T
     return grams
 
 
-def loss_and_grad(vgg, image: torch.Tensor, tiles: Sequence[Tile], *,
-                  content_targets: Mapping[str, torch.Tensor], content_weights: Mapping[str, float],
-                  regions: Sequence[Region], style_weights: Mapping[str, float],
-                  alpha: float, beta: float, need_grad: bool = True
-                  ) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
-    """Content and style terms (as in the engine's ``_losses``) and their gradient with
-    respect to ``image`` (B, 3, H, W), computed tile by tile (None without ``need_grad``).
-    Total variation is not included: it is cheap on the whole image."""
-    h, w = image.shape[-2:]
+def loss_and_grad(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objective,
+                  need_grad: bool = True) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+    """The objective's network terms (content and style, weighted, as ``Objective.evaluate``
+    names them) and their gradient with respect to ``image`` (B, 3, H, W), computed tile by
+    tile (None without ``need_grad``). The pixel terms are not included: they are cheap on
+    the whole image (``Objective.pixel_terms``)."""
     image = image.detach()
-    style_layers = list(style_weights)
-    layers = list(dict.fromkeys(list(content_weights) + style_layers))
-    region_masks = [None if r.mask is None else {l: r.layer_masks[l] for l in style_layers}
-                    for r in regions]
+    masks = [None if r.mask is None else {s.layer: r.layer_masks[s.layer] for s in objective.style}
+             for r in objective.regions]
+    style_terms, diffs = _style_pass(vgg, image, tiles, objective, masks)
+    if not need_grad and not objective.content:
+        return style_terms, None
+    content_values, grad = _tile_pass(vgg, image, tiles, objective, masks, diffs, need_grad)
+    content_terms = {c.name: c.weight * content_values[c.layer] for c in objective.content}
+    return {**content_terms, **style_terms}, grad
+
+
+def _style_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objective, masks
+                ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Pass 1: every region's global guided Gram, hence the style terms and, per region and
+    layer, the fixed factor D = (G − A)·c whose surrogate ⟨D, Σ_core (m f)(m f)ᵀ⟩ has the
+    style loss's gradient (c: the derivative of ``losses.gram_distance``, weights included)."""
+    h, w = image.shape[-2:]
     terms: dict[str, torch.Tensor] = {}
-    # pass 1: global guided Grams, hence the style loss values and D = G − A
-    diffs: list[dict[str, torch.Tensor]] = [{} for _ in regions]
-    if style_layers and beta > 0:
-        grams = gram_sums(vgg, image, style_layers, tiles, region_masks)
-        for layer, lw in style_weights.items():
-            n = layer_channels(layer)
-            s = layer_stride(layer)
-            positions = (h // s) * (w // s)
-            value = image.new_zeros((), dtype=torch.float32)
-            for i, region in enumerate(regions):
-                d = grams[i][layer] - region.targets[layer]
-                share = 1.0 if region.mask is None else \
-                    float(region.layer_masks[layer].float().pow(2).sum()) / positions
-                value = value + region.weight * share * d.pow(2).sum() / (4.0 * n * n)
-                # gradient factor of ⟨D, Σ_core (m f)(m f)ᵀ⟩: see the module doc
-                diffs[i][layer] = d * (beta * lw * region.weight / (2.0 * n * n * positions))
-            terms[f"style.{layer}"] = beta * lw * value
-    content_values = {layer: image.new_zeros((), dtype=torch.float32) for layer in content_weights}
+    diffs: list[dict[str, torch.Tensor]] = [{} for _ in objective.regions]
+    if not objective.style:
+        return terms, diffs
+    grams = gram_sums(vgg, image, [s.layer for s in objective.style], tiles, masks)
+    for term in objective.style:
+        n = layer_channels(term.layer)
+        s = layer_stride(term.layer)
+        positions = (h // s) * (w // s)
+        value = image.new_zeros((), dtype=torch.float32)
+        for i, region in enumerate(objective.regions):
+            d = grams[i][term.layer] - region.targets[term.layer]
+            share = 1.0 if region.mask is None else \
+                float(region.layer_masks[term.layer].float().pow(2).sum()) / positions
+            value = value + losses.gram_distance(d, n, region.weight * share)
+            diffs[i][term.layer] = d * (term.weight * region.weight / (2.0 * n * n * positions))
+        terms[term.name] = term.weight * value
+    return terms, diffs
+
+
+def _tile_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objective, masks,
+               diffs: list[dict[str, torch.Tensor]], need_grad: bool
+               ) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
+    """Pass 2: each tile forward (and backward on the surrogate); the content values summed
+    over the cores, and the tiles' pixel gradients added into one full-size gradient."""
+    h, w = image.shape[-2:]
+    content = {c.layer: image.new_zeros((), dtype=torch.float32) for c in objective.content}
     grad = torch.zeros_like(image) if need_grad else None
-    if not need_grad and not content_weights:
-        return terms, None
-    # pass 2: each tile's forward/backward on the surrogate, gradients added up
+    layers = list(objective.layers) if need_grad else [c.layer for c in objective.content]
     for tile in tiles:
         window = _window(image, tile).clone().requires_grad_(need_grad)
         with torch.set_grad_enabled(need_grad):
-            feats = vgg(window, layers if need_grad else list(content_weights))
+            feats = vgg(window, layers)
+            surrogate = window.new_zeros((), dtype=torch.float32)
+            for c in objective.content:
+                ly, lx, gy, gx = tile.core(c.layer, h, w)
+                part = c.value(feats[c.layer][..., ly, lx].float(), c.target[..., gy, gx].float())
+                content[c.layer] = content[c.layer] + part.detach()
+                surrogate = surrogate + c.weight * part
         if not need_grad:
-            for layer in content_weights:
-                ly, lx, gy, gx = tile.core(layer, h, w)
-                content_values[layer] += 0.5 * (feats[layer][..., ly, lx].float()
-                                                - content_targets[layer][..., gy, gx].float()).pow(2).sum()
             continue
-        surrogate = window.new_zeros((), dtype=torch.float32)
-        for layer, lw in content_weights.items():
-            ly, lx, gy, gx = tile.core(layer, h, w)
-            part = 0.5 * (feats[layer][..., ly, lx].float()
-                          - content_targets[layer][..., gy, gx].float()).pow(2).sum()
-            content_values[layer] = content_values[layer] + part.detach()
-            surrogate = surrogate + alpha * lw * part
-        if beta > 0:
-            for layer in style_layers:
-                ly, lx, gy, gx = tile.core(layer, h, w)
-                for i in range(len(regions)):
-                    m = region_masks[i]
-                    flat = _masked_core(feats[layer], None if m is None else m[layer], ly, lx, gy, gx)
-                    surrogate = surrogate + (torch.bmm(diffs[i][layer], flat) * flat).sum()
+        for s in objective.style:
+            ly, lx, gy, gx = tile.core(s.layer, h, w)
+            for i, m in enumerate(masks):
+                flat = _masked_core(feats[s.layer], None if m is None else m[s.layer], ly, lx, gy, gx)
+                surrogate = surrogate + (torch.bmm(diffs[i][s.layer], flat) * flat).sum()
         surrogate.backward()
         grad[..., tile.y0:tile.y1, tile.x0:tile.x1] += window.grad
         del feats, surrogate, window
-    content_terms = {f"content.{layer}": alpha * lw * content_values[layer]
-                     for layer, lw in content_weights.items()}
-    return {**content_terms, **terms}, grad
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def available_memory() -> int:
-    """Bytes of memory this process may still take (MemAvailable on Linux)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:  # other Unixes: all physical memory, the best we can cheaply know
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 16 * 2 ** 30
-
-
-#: bytes the process takes before any image (Python, torch, VGG19 weights up to relu5_1)
-BASE_BYTES = 700 * 2 ** 20
-
-
-def network_bytes(height: int, width: int, last_layer: str, backward: bool) -> int:
-    """Peak bytes of one forward (and backward) pass of a height x width image.
-
-    Forward with gradients keeps every conv and relu output; backward needs about two of the
-    largest activation at once on top. Without gradients only a few activations live at a
-    time. Calibrated against measured peaks on CPU (it errs on the high side).
-    """
-    sizes = []
-    for name in LAYER_NAMES[: LAYER_NAMES.index(last_layer) + 1]:
-        s = layer_stride(name)
-        sizes.append(layer_channels(name) * (height // s or 1) * (width // s or 1) * 4)
-    if backward:
-        return int(1.25 * (sum(sizes) + 3 * max(sizes)))
-    return int(1.25 * 3 * max(sizes))
-
-
-def image_bytes(height: int, width: int) -> int:
-    return 3 * height * width * 4
-
-
-def estimate_peak(height: int, width: int, *, last_layer: str, content_layers: Sequence[str],
-                  tile: int, halo: int, history: int, style_hw: tuple[int, int]) -> int:
-    """Estimated peak bytes of optimizing an image of (height, width) at one scale.
-
-    tile: the core size (0 = the whole image in one pass); history: L-BFGS pairs kept (0
-    for the other optimizers); style_hw: the size the style images are run at.
-    """
-    if tile:
-        win = (min(height, tile + 2 * halo), min(width, tile + 2 * halo))
-        net = network_bytes(*win, last_layer, backward=True)
-        style_net = network_bytes(min(style_hw[0], tile + 2 * halo),
-                                  min(style_hw[1], tile + 2 * halo), last_layer, backward=False)
-    else:
-        net = network_bytes(height, width, last_layer, backward=True)
-        style_net = network_bytes(*style_hw, last_layer, backward=False)
-    img = image_bytes(height, width)
-    # x, its grad, the content image, the kept best copy, the composed image and its grad,
-    # L-BFGS's direction and previous gradient, the masks, plus two per history pair
-    buffers = (10 + 2 * history) * img
-    targets = sum(layer_channels(l) * (height // layer_stride(l)) * (width // layer_stride(l)) * 4
-                  for l in content_layers)
-    return BASE_BYTES + max(net, style_net) + buffers + targets
-
-
-#: tile cores tried, largest first, when the whole image (0) does not fit
-TILE_CHOICES = (0, 1024, 768, 512, 384, 256, 192, 128)
+    return content, grad

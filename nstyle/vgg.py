@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import os
 import tempfile
 from importlib import resources
@@ -62,10 +63,51 @@ def check_layer_names(names, what: str = "layer") -> None:
             )
 
 
+# --------------------------------------------------------------------------- geometry
+# Everything that depends on the network's shape lives here: channels, poolings, strides,
+# receptive fields, and the pixel alignment that keeps a tile's poolings on the whole
+# image's grid (regions.py, tiling.py, plan.py and config.py read it from here).
+
+#: VGG19 pools 2x2 four times before conv5_1: windows that start on multiples of this
+#: pool on the same grid as the whole image (tile cores, see ``nstyle.tiling``)
+ALIGN = 16
+
+
 def layer_channels(name: str) -> int:
     """Number of channels of a layer's output."""
     check_layer_names([name])
     return _BLOCKS[int(name[4]) - 1][0]  # every name is conv/relu/pool + block digit
+
+
+def pools_before(layer: str) -> int:
+    """How many 2x2 poolings lie between the input and ``layer``'s output."""
+    check_layer_names([layer])
+    return sum(1 for name in LAYER_NAMES[: _LAYER_INDEX[layer] + 1] if name.startswith("pool"))
+
+
+def layer_stride(layer: str) -> int:
+    """Pixels per feature position at ``layer``."""
+    return 2 ** pools_before(layer)
+
+
+def receptive_radius(layer: str) -> int:
+    """How far (in pixels) beyond its own cell a ``layer`` feature looks."""
+    check_layer_names([layer])
+    radius, stride = 0, 1
+    for name in LAYER_NAMES[: _LAYER_INDEX[layer] + 1]:
+        if name.startswith("conv"):  # 3x3, padding 1: one more position at this stride
+            radius += stride
+        elif name.startswith("pool"):  # 2x2 stride 2: one more position, then coarser
+            radius += stride
+            stride *= 2
+    return radius
+
+
+def halo_for(layers) -> int:
+    """Margin (a multiple of ALIGN) around a tile core that makes the deepest of ``layers``
+    exact there: at least its receptive-field radius."""
+    radius = max(receptive_radius(layer) for layer in layers)
+    return ALIGN * math.ceil((radius + 1) / ALIGN)
 
 
 # --------------------------------------------------------------------------- weights
@@ -167,7 +209,6 @@ class VGG19Features(nn.Module):
         if padding not in PADDING_MODES:
             raise BadOption(f"padding must be one of {', '.join(PADDING_MODES)}, not {padding!r}")
         weights = load_weights() if weights is None else weights
-        self.pooling = pooling
         self.layers = nn.ModuleDict()
         in_channels = 3
         for name in LAYER_NAMES[: _LAYER_INDEX[last_layer] + 1]:

@@ -122,12 +122,13 @@ def test_style_blend_weights_mix_the_targets(style_img, style_img2):
 
 
 def test_style_scale_changes_the_style_images_size(style_img):
-    seen = []
-    s = Stylizer(Config.from_options(size=64, style_scale=0.5))
-    original = s._features
-    s._features = lambda x, layers: seen.append(tuple(x.shape[-2:])) or original(x, layers)
-    _unmasked_targets(s, [to_t(style_img)], 64)
-    assert max(seen[0]) == 32
+    style = to_t(style_img)
+    half = _unmasked_targets(Stylizer(Config.from_options(size=64, style_scale=0.5)), [style], 64)
+    # the style image at half the 64 px scale is the style image at a 32 px scale
+    at_32 = Stylizer(Config.from_options(size=32)).style_targets(style, 32)
+    assert all(torch.equal(half[layer], at_32[layer]) for layer in at_32)
+    full = Stylizer(Config.from_options(size=64)).style_targets(style, 64)
+    assert not torch.allclose(half["relu1_1"], full["relu1_1"], rtol=0.05)
 
 
 def test_init_modes(content_img, style_img):
@@ -197,14 +198,21 @@ def test_bf16_loss_is_close_to_fp32_loss(content_img, style_img):
 
 def test_the_image_stays_in_the_valid_pixel_range_while_optimizing(content_img, style_img):
     """The iterate is projected onto 0..255 after every step (not only clamped at the end)."""
-    from nstyle.vgg import deprocess
-
     worst = []
 
     def cb(event):
-        rgb = deprocess(event._image)
+        rgb = event.image  # as optimized: not clamped for the event
         worst.append(max(float(-rgb.min()), float(rgb.max() - 1.0)))
 
     Stylizer(Config.from_options(size=48, iterations=10, style_weight=1e6)).run(
         to_t(content_img), [to_t(style_img)], callback=cb)
     assert max(worst) <= 1e-5
+
+
+def test_style_targets_are_computed_once_per_style_and_size(style_img, style_img2):
+    st = Stylizer(Config.from_options(size=32))
+    first = st.style_targets(to_t(style_img), 32)
+    assert st.style_targets(to_t(style_img), 32) is first  # the same pixels, a new tensor
+    assert st.style_targets(to_t(style_img), 48) is not first
+    other = st.style_targets(to_t(style_img2), 32)
+    assert not torch.allclose(other["relu1_1"], first["relu1_1"])

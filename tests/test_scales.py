@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nstyle import losses, tiling
+from nstyle import losses, regions, tiling
 from nstyle.cli import main
 from nstyle.config import Config
-from nstyle.engine import Stylizer, _Scale, resize_tensor
+from nstyle.engine import Stylizer, resize_tensor
 from nstyle.errors import BadOption, TooLarge
-from nstyle.vgg import preprocess
+from nstyle.objective import for_scale, with_total
+from nstyle.vgg import deprocess, preprocess
 from conftest import to_t
 
 
@@ -45,26 +46,22 @@ def test_scale_options_are_validated(options, match):
 
 
 def test_coarse_to_fine_runs_each_scale_from_the_upsampled_result(content_img, style_img):
-    cfg = Config.from_options(scales="32,64", scale_iterations="3,2", init="noise")
-    stylizer = Stylizer(cfg)
-    starts, events = [], []
-    original = stylizer._optimize
-
-    def spy(x, scale, *args, **kwargs):
-        starts.append(x.detach().clone())
-        out = original(x, scale, *args, **kwargs)
-        starts.append(out[0].detach().clone())
-        return out
-
-    stylizer._optimize = spy
-    result = stylizer.run(to_t(content_img), [to_t(style_img)],
-                          callback=lambda e: events.append((e.iteration, e.iterations, e.scale, e.scales, e.size)))
-    assert events == [(1, 5, 1, 2, 32), (2, 5, 1, 2, 32), (3, 5, 1, 2, 32), (4, 5, 2, 2, 64), (5, 5, 2, 2, 64)]
+    # steps so small that each event's image is still where its scale started
+    cfg = Config.from_options(scales="32,64", scale_iterations="3,2", init="noise", optimizer="sgd",
+                              lr=1e-9, tolerance=0)
+    events = []
+    result = Stylizer(cfg).run(to_t(content_img), [to_t(style_img)], callback=events.append)
+    assert [(e.iteration, e.iterations, e.scale, e.scales, e.size) for e in events] == \
+        [(1, 5, 1, 2, 32), (2, 5, 1, 2, 32), (3, 5, 1, 2, 32), (4, 5, 2, 2, 64), (5, 5, 2, 2, 64)]
     assert max(result.image.shape[-2:]) == 64 and result.iterations == 5
-    first_end, second_start = starts[1], starts[2]
+    first_end, second_start = events[2].image, events[3].image  # events keep their own images
     upsampled = F.interpolate(first_end, size=second_start.shape[-2:], mode="bicubic", align_corners=False)
-    assert torch.allclose(second_start, upsampled)
+    assert torch.allclose(second_start, upsampled.clamp(0, 1), atol=1e-4)
+    fresh_noise = Stylizer(Config.from_options(size=64, init="noise")).initial_image(
+        preprocess(resize_tensor(to_t(content_img), 64)), None)
+    assert not torch.allclose(second_start, deprocess(fresh_noise), atol=0.1)  # not a new start
     assert [p["size"] for p in result.plan["scales"]] == [32, 64]
+    assert [s.size for s in result.plan.scales] == [32, 64] and result.plan.total_iterations == 5
 
 
 def test_stop_at_a_coarse_scale_still_returns_the_output_size(content_img, style_img):
@@ -76,10 +73,9 @@ def test_stop_at_a_coarse_scale_still_returns_the_output_size(content_img, style
 
 def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, style_img2):
     """Tiles of 32 px with 16 px halos (enough up to relu3_1) over a 64 x 48 image, with a
-    regional style and a keep mask: the loss and gradient are the untiled ones."""
-    # tiled scales run the float32 network; compare with the untiled path in float32 too
+    regional style and a keep mask: the objective's terms and gradient are the untiled ones."""
     cfg = Config.from_options(size=64, content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1",
-                              precision="fp32")
+                              precision="fp32", tv_weight=1e-3)
     st = Stylizer(cfg)
     bgr = preprocess(resize_tensor(to_t(content_img), 64))
     h, w = bgr.shape[-2:]
@@ -91,18 +87,48 @@ def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, 
     grads, values = [], []
     for tile in (0, 32):
         styles = [to_t(style_img), to_t(style_img2)]
-        scale = _Scale(64, 1, tile, bgr, keep, st.content_targets(bgr, tile),
-                       st.style_regions(styles, [mask, None], keep, 64, h, w, tile))
+        objective = for_scale(cfg.loss, st.content_targets(bgr, tile),
+                              st.style_regions(styles, [mask, None], keep, 64, h, w, tile))
+        assert [t.name for t in objective.content + objective.style] == \
+            ["content.relu3_1", "style.relu1_1", "style.relu2_1", "style.relu3_1"]
+        image = regions.compose(start, bgr, keep).requires_grad_(True)
         if tile:
-            assert tiling.halo_for(st.layers) == 16
-            scale.tiles = tiling.make_tiles(h, w, tile, 16)
-            assert len(scale.tiles) == 4
-        x = start.clone().requires_grad_(True)
-        values.append({k: float(v.detach()) for k, v in st._evaluate(x, scale, backward=True).items()})
-        grads.append(x.grad)
+            assert tiling.halo_for(objective.layers) == 16
+            tiles = tiling.make_tiles(h, w, tile, 16)
+            assert len(tiles) == 4
+            terms, grad = tiling.loss_and_grad(st.vgg, image, tiles, objective)
+            pixel = objective.pixel_terms(image)
+            pixel["tv"].backward()
+            terms = with_total({**{k: v.detach() for k, v in terms.items()}, **pixel})
+            grad = grad + image.grad
+        else:
+            terms = objective.evaluate(st.vgg(image, objective.layers), image)
+            terms["total"].backward()
+            grad = image.grad
+        values.append({k: float(v.detach()) for k, v in terms.items()})
+        grads.append(grad)
+    assert list(values[1]) == list(values[0]) and "tv" in values[0]
     for k in values[0]:
         assert values[1][k] == pytest.approx(values[0][k], rel=1e-4), k
     assert float((grads[1] - grads[0]).norm() / grads[0].norm()) < 1e-4
+
+
+def test_a_tiled_run_gives_the_untiled_result(content_img, style_img):
+    """End to end, with tiles that really split the image: 4 tiles (64 px cores, 16 px halos,
+    layers up to relu3_1) over a 96 x 72 output."""
+    seen = {}
+
+    def run(tile):
+        cfg = Config.from_options(size=96, iterations=2, tile_size=tile, precision="fp32",
+                                  content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1")
+        return Stylizer(cfg).run(to_t(content_img), [to_t(style_img)],
+                                 callback=lambda e: seen.setdefault(tile, []).append(e.losses))
+
+    whole, tiled = run(0), run(64)
+    assert [p.tile for p in tiled.plan.scales] == [64] and [p.tile for p in whole.plan.scales] == [0]
+    assert float((tiled.image - whole.image).abs().max()) < 2e-3
+    for mine, theirs in zip(seen[64], seen[0]):  # (a tiled run's final losses are its last event's)
+        assert mine == pytest.approx(theirs, rel=1e-3)
 
 
 def test_receptive_fields_and_halos():

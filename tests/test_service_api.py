@@ -348,7 +348,7 @@ def test_serve_command_line(capsys):
     args = build_parser().parse_args(["--data", "d", "--max-upload-mb", "2", "--max-queue", "3"])
     s = settings_from_args(args)
     assert s.max_upload_bytes == 2 * 2**20 and s.max_queue == 3 and str(s.data_dir) == "d"
-    json.dumps(s.formats)
+    assert json.loads(json.dumps(s.formats)) == ["PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"]
 
 
 def test_one_server_per_data_folder(tmp_path):
@@ -358,4 +358,6 @@ def test_one_server_per_data_folder(tmp_path):
     with pytest.raises(FolderInUse, match="in use by another nstyle server"):
         JobStore(tmp_path / "data")
     first.close()
-    JobStore(tmp_path / "data").close()  # free again once the first one is gone
+    again = JobStore(tmp_path / "data")  # free again once the first one is gone
+    assert again.count() == 0
+    again.close()

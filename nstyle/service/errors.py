@@ -9,8 +9,9 @@ from __future__ import annotations
 from ..errors import BadImage, NStyleError
 
 
-class TooLarge(BadImage):
-    """An upload or an image is over a limit of this server."""
+class OverLimit(BadImage):
+    """An upload, an image or a request is over a limit of this server (not to be confused
+    with ``nstyle.errors.TooLarge``: a run that cannot fit in memory)."""
 
     http_status = 413
 

@@ -32,7 +32,7 @@ from ..engine import CancelToken, Progress, Stylizer
 from ..errors import Cancelled, NStyleError
 from ..images import decode_image, save_image, save_json
 from ..inputs import Inputs
-from ..record import LossHistory, build_record, planned_iterations
+from ..record import LossHistory, build_record
 from .errors import Conflict, NotFound, QueueFull
 from .settings import ServiceSettings
 from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
@@ -66,7 +66,7 @@ class LiveState:
 
     cancel: CancelToken = field(default_factory=CancelToken)
     iteration: int = 0
-    iterations: int = 0  # the run's planned total, from its first progress event
+    iterations: int = 0  # the run's planned total (``Plan.total_iterations``)
     scale: int = 1
     scales: int = 1
     phase: str = "stylize"
@@ -395,12 +395,14 @@ class JobManager:
         inputs, names = self._inputs(job_id, row)
         loaded = inputs.load(config, allow_paths=False)
         stylizer = Stylizer(config)
+        plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
+                             coarse_style=loaded.coarse_style)
+        live.iterations = plan.total_iterations  # every scale, and the scale mixing
         history = LossHistory()
 
         def on_progress(event: Progress) -> None:
             history(event)
-            # the engine's total is its plan's: every scale, and the scale mixing
-            live.iteration, live.iterations = event.iteration, event.iterations
+            live.iteration = event.iteration
             live.losses, live.elapsed, live.eta = event.losses, event.elapsed, event.eta
             live.scale, live.scales, live.phase = event.scale, event.scales, event.phase
             now = time.monotonic()
@@ -411,7 +413,7 @@ class JobManager:
             self._changed(job_id)
 
         result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                              callback=on_progress, cancel=live.cancel)
+                              callback=on_progress, cancel=live.cancel, plan=plan)
         image = result.to_pil()
         save_image(image, self.store.file(job_id, RESULT_FILE))
         record = build_record(config, result, inputs=names, history=history)
@@ -419,7 +421,7 @@ class JobManager:
                          "uploads": [e["name"] for e in input_entries(row.inputs)]}
         save_json(record, self.store.file(job_id, RECORD_FILE))
         return {"state": SUCCEEDED, "iterations": result.iterations,
-                "iterations_total": planned_iterations(result, config), "losses": result.losses,
+                "iterations_total": plan.total_iterations, "losses": result.losses,
                 "output_size": [image.width, image.height]}
 
     def _set_preview(self, live: LiveState, event: Progress) -> None:

@@ -25,10 +25,11 @@ from PIL import Image
 from ..config import Config, OptionInfo, iter_options
 from ..engine import resolve_device
 from ..errors import BadImage, BadOption, NStyleError
-from ..images import decode_image, fit_size
+from ..images import decode_image
 from ..inputs import FILE_FIELDS, NO_MASK, Inputs
+from ..plan import schedule
 from ..regions import load_mask
-from .errors import TooLarge, UnsupportedFormat
+from .errors import OverLimit, UnsupportedFormat
 from .settings import MB, ServiceSettings
 
 #: option sections a client may not set: ``output`` names files on the server's disk (the
@@ -129,7 +130,7 @@ def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[s
     label = f"{what} {upload.filename!r}" if upload.filename else what
     if upload.size > settings.max_upload_bytes or len(upload.data) > settings.max_upload_bytes:
         size = max(upload.size, len(upload.data))
-        raise TooLarge(f"{label} is {fmt_bytes(size)}, over this server's limit of "
+        raise OverLimit(f"{label} is {fmt_bytes(size)}, over this server's limit of "
                        f"{fmt_bytes(settings.max_upload_bytes)} per image")
     try:
         with warnings.catch_warnings():
@@ -145,7 +146,7 @@ def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[s
         raise UnsupportedFormat(f"{label} is a {fmt} image; this server takes "
                                 f"{', '.join(f.lower() for f in settings.formats)}")
     if width * height > settings.max_pixels:
-        raise TooLarge(f"{label} is {width}x{height} = {width * height:,} pixels, over this "
+        raise OverLimit(f"{label} is {width}x{height} = {width * height:,} pixels, over this "
                        f"server's limit of {settings.max_pixels:,}; downscale it first")
     return fmt, width, height
 
@@ -229,29 +230,24 @@ def check_work(config: Config, content_wh: tuple[int, int], mix_wh: Optional[tup
         raise blame(BadOption(f"style_scale {config.image.style_scale:g} makes the style images "
                               f"{style_side} px, over this server's limit of {settings.max_size} px"),
                     "style_scale")
-    sizes, counts = config.scale_sizes, config.scale_iteration_counts
-    mix = config.scale.mix_iterations if mix_wh is not None else 0
-    total = sum(counts) + mix
+    # the engine's own schedule: the totals a job is held to are those it will run
+    plan = schedule(config, content_wh[::-1], mix_wh[::-1] if mix_wh is not None else None)
+    counts = [s.iterations for s in plan.scales]
+    mix = plan.mix.iterations if plan.mix is not None else 0
+    total = plan.total_iterations
     count_field = "scale_iterations" if config.scale.scale_iterations is not None else "iterations"
     if total > settings.max_iterations:
-        where = f" ({'+'.join(map(str, counts))} over {len(sizes)} scales" + (
-            f", {mix} to mix the styles)" if mix else ")") if len(sizes) > 1 or mix else ""
+        where = f" ({'+'.join(map(str, counts))} over {len(counts)} scales" + (
+            f", {mix} to mix the styles)" if mix else ")") if len(counts) > 1 or mix else ""
         raise blame(BadOption(f"{total:,} iterations{where} is over this server's limit of "
                               f"{settings.max_iterations:,} per job"),
                     "mix_iterations" if mix > settings.max_iterations else count_field)
-    work = sum(_pixels(content_wh, s) * n for s, n in zip(sizes, counts))
-    if mix_wh is not None:
-        work += _pixels(mix_wh, min(style_side, max(mix_wh))) * mix
+    work = sum(s.width * s.height * s.iterations for s in plan.steps)
     if work > settings.max_megapixel_iterations * 1e6:
         raise blame(BadOption(f"this job asks for {work / 1e6:,.0f} million pixel-iterations "
                               "(output pixels x iterations at each scale), over this server's limit "
                               f"of {settings.max_megapixel_iterations:,.0f} million; use a smaller "
                               "size or fewer iterations"), count_field)
-
-
-def _pixels(wh: tuple[int, int], longest: int) -> int:
-    w, h = fit_size(wh[0], wh[1], longest)
-    return w * h
 
 
 # --------------------------------------------------------------------------- the request
@@ -327,7 +323,7 @@ def check_submission(uploads: list[Upload], fields: list[tuple[str, str, int]],
     inputs, by_place = sort_uploads(uploads, mask_texts)
     n_styles = len(inputs.styles)
     if n_styles > settings.max_styles:
-        raise blame(TooLarge(f"{n_styles} style images, over this server's limit of "
+        raise blame(OverLimit(f"{n_styles} style images, over this server's limit of "
                              f"{settings.max_styles}"), "style")
     config, given = check_options(option_fields, settings)
     try:
@@ -344,7 +340,7 @@ def check_submission(uploads: list[Upload], fields: list[tuple[str, str, int]],
             raise blame(exc, _form_field(name), index) from None
     total = sum(w * h for _, w, h in probes.values())
     if total > settings.max_request_pixels:
-        raise TooLarge(f"the images of this request have {total:,} pixels together, over this "
+        raise OverLimit(f"the images of this request have {total:,} pixels together, over this "
                        f"server's limit of {settings.max_request_pixels:,} per job; downscale them")
     mix = probes.get(("coarse_style", None))
     _, cw, ch = probes[("content", None)]

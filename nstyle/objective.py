@@ -1,0 +1,134 @@
+"""The objective of one optimization: its named terms, evaluated on the whole image.
+
+An ``Objective`` holds every term a scale (or the scale mixing) optimizes, already weighted:
+
+- ``content.<layer>``: ``ContentTerm``, α·w_l·½Σ(F − P)², a sum over feature positions;
+- ``style.<layer>``: ``StyleTerm``, β·w_l·Σ_regions E_l, one per style layer, over the
+  objective's style ``regions`` (``nstyle.regions``: each region's Gram targets and mask);
+- ``tv``: total variation on the pixels.
+
+The terms are named as they are reported (``Progress.losses``, the run record), in this
+order, with ``total`` their sum. The whole-image path is ``evaluate``; ``nstyle.tiling``
+evaluates the same terms tile by tile, from the same formulas (``ContentTerm.value`` on a
+tile's core, ``losses.gram_distance`` on Grams summed over tiles), so a term is written
+once and works tiled. A new term that is a sum over feature positions works tiled as a
+``ContentTerm`` does; one on the pixels (as ``tv``) goes in ``pixel_terms``, which both
+paths evaluate on the whole image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import torch
+
+from . import losses, regions
+from .regions import Region
+
+
+@dataclass(frozen=True, eq=False)
+class ContentTerm:
+    """Content at one layer: ``weight`` · ½Σ(F − P)², P the content photo's features."""
+
+    layer: str
+    weight: float  # α · w_l · the scale's positions factor
+    target: torch.Tensor  # the content's features at ``layer``, whole image
+
+    @property
+    def name(self) -> str:
+        return f"content.{self.layer}"
+
+    def value(self, features: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unweighted loss of ``features`` against ``target`` (default: the whole target;
+        a tile passes the matching slices of both)."""
+        return losses.content_loss(features, self.target if target is None else target)
+
+
+@dataclass(frozen=True, eq=False)
+class StyleTerm:
+    """Style at one layer: ``weight`` · Σ over the objective's regions of their E_l."""
+
+    layer: str
+    weight: float  # β · w_l
+
+    @property
+    def name(self) -> str:
+        return f"style.{self.layer}"
+
+    def value(self, features: torch.Tensor, style_regions: Sequence[Region]) -> torch.Tensor:
+        """Unweighted loss of whole-image ``features`` (no region: zero, all is kept)."""
+        return sum((regions.style_loss(r, self.layer, features) for r in style_regions),
+                   features.new_zeros((), dtype=torch.float32))
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """Every term of one optimization, weighted; see the module docstring."""
+
+    content: tuple[ContentTerm, ...] = ()
+    style: tuple[StyleTerm, ...] = ()
+    regions: tuple[Region, ...] = ()
+    tv_weight: float = 0.0  # 0: no tv term
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The network layers the terms read, content layers first."""
+        return tuple(dict.fromkeys([t.layer for t in self.content] + [t.layer for t in self.style]))
+
+    def pixel_terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted terms computed on the pixels alone (the same whole or tiled)."""
+        if self.tv_weight > 0:
+            return {"tv": self.tv_weight * losses.total_variation(image)}
+        return {}
+
+    def evaluate(self, features: Mapping[str, torch.Tensor], image: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+        """Each weighted term at whole-image ``features`` of ``image``, plus 'total'."""
+        terms: dict[str, torch.Tensor] = {}
+        for c in self.content:
+            terms[c.name] = c.weight * c.value(features[c.layer])
+        for s in self.style:
+            terms[s.name] = s.weight * s.value(features[s.layer], self.regions)
+        terms.update(self.pixel_terms(image))
+        return with_total(terms)
+
+
+def with_total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``terms`` plus their sum as 'total' (in the terms' order)."""
+    terms["total"] = torch.stack(list(terms.values())).sum()
+    return terms
+
+
+def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
+              positions_factor: float = 1.0) -> Objective:
+    """The run's objective at one scale, from its ``LossOptions`` and that scale's targets.
+
+    ``positions_factor``: output positions / this scale's positions. The content and tv
+    terms are sums over positions while the style term (Grams divided by M) is not, so at a
+    coarse scale style would outweigh content by this factor; they are multiplied by it
+    instead, so every scale keeps the balance the weights set for the output size."""
+    alpha = loss.content_weight * positions_factor
+    content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
+                    for layer, w in content_weights(loss).items())
+    style = tuple(StyleTerm(layer, loss.style_weight * w) for layer, w in style_weights(loss).items())
+    tv = loss.tv_weight * positions_factor if loss.tv_weight > 0 else 0.0
+    return Objective(content, style, tuple(style_regions), tv)
+
+
+def content_weights(loss) -> dict[str, float]:
+    """{layer: w_l} of the content terms ({} when the content weight is 0)."""
+    return loss.layer_weights("content") if loss.content_weight > 0 else {}
+
+
+def style_weights(loss) -> dict[str, float]:
+    """{layer: w_l} of the style terms ({} when the style weight is 0)."""
+    return loss.layer_weights("style") if loss.style_weight > 0 else {}
+
+
+def equal_weights(layers: Sequence[str]) -> dict[str, float]:
+    """{layer: 1.0}, a layer named twice counting twice (as ``LossOptions.layer_weights``)."""
+    merged: dict[str, float] = {}
+    for layer in layers:
+        merged[layer] = merged.get(layer, 0.0) + 1.0
+    return merged

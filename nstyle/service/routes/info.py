@@ -1,0 +1,73 @@
+"""The server itself: version, limits and every job option (what the page builds its form
+from), the OpenAPI schema, and the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ... import __version__
+from ...inputs import INPUT_FIELDS
+from ..labels import SECTIONS, label, readable
+from ..schemas import ServerInfo
+from ..settings import ServiceSettings
+from ..uploads import MASK_FIELD, client_options
+from .common import settings_of
+
+STATIC_DIR = Path(__file__).parent.parent / "static"
+
+
+def router(settings: ServiceSettings) -> APIRouter:
+    r = APIRouter()
+    r.add_api_route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
+    r.add_api_route("/info", info, methods=["GET"], response_model=ServerInfo,
+                    summary="Version, limits and every job option")
+    return r
+
+
+def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+def info(settings: ServiceSettings = Depends(settings_of)) -> dict[str, Any]:
+    return {
+        "version": __version__, "workers": settings.workers,
+        "token_required": settings.token is not None,
+        "limits": {"max_upload_bytes": settings.max_upload_bytes,
+                   "max_pixels": settings.max_pixels,
+                   "max_request_pixels": settings.max_request_pixels,
+                   "max_styles": settings.max_styles,
+                   "max_queue": settings.max_queue, "max_size": settings.max_size,
+                   "max_iterations": settings.max_iterations,
+                   "max_megapixel_iterations": settings.max_megapixel_iterations,
+                   "max_field_chars": settings.max_field_chars,
+                   "formats": [f.lower() for f in settings.formats]},
+        "options": [{"name": o.name, "label": label(o.name), "section": o.section,
+                     "section_label": SECTIONS.get(o.section, o.section.capitalize()),
+                     "type": o.base_type.__name__, "is_list": o.is_list,
+                     "default": _json_default(o.default),
+                     "default_text": readable(o.default_text), "help": readable(o.help),
+                     "choices": list(o.choices) if o.choices else None}
+                    for o in client_options()],
+        "inputs": [{"name": MASK_FIELD if f.per_style else f.name, "label": label(f.name),
+                    "help": readable(f.help), "mask": f.mask, "per_style": f.per_style}
+                   for f in INPUT_FIELDS],
+    }
+
+
+def _json_default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def add_page(app: FastAPI) -> None:
+    """The page at / and its static files: no token (they hold no data)."""
+    app.add_api_route("/", page, methods=["GET"], include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

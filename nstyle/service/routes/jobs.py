@@ -1,0 +1,143 @@
+"""The job queue: submit a job, list jobs, read one, cancel, retry or delete it."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+
+from ...errors import BadOption
+from ...inputs import INPUT_FIELDS
+from ..jobs import JobManager
+from ..schemas import JobList, JobView
+from ..settings import ServiceSettings
+from ..store import QUEUED, RUNNING, STATES
+from ..uploads import CONTENT_FIELD, MASK_FIELD, Upload, check_submission, client_options
+from .common import job_view, manager_of, settings_of
+
+#: most text fields one request may carry (there are about 30 options)
+MAX_FIELDS = 100
+#: a text part longer than this is refused by the form parser itself; shorter ones over
+#: the server's --max-field-chars get a message that names the field
+MAX_PART_BYTES = 64 * 1024
+
+
+def router(settings: ServiceSettings) -> APIRouter:
+    r = APIRouter()
+    r.add_api_route(
+        "/jobs", create_job, methods=["POST"], status_code=201, response_model=JobView,
+        summary="Submit a job", openapi_extra={"requestBody": multipart_schema(settings)},
+        responses={400: {"description": "a bad image or option (the message says which)"},
+                   413: {"description": "an upload or image over a limit"},
+                   415: {"description": "an image format this server does not take"},
+                   429: {"description": "the queue is full"},
+                   507: {"description": "the server's disk is full"}})
+    r.add_api_route("/jobs", list_jobs, methods=["GET"], response_model=JobList,
+                    summary="List jobs, newest first")
+    r.add_api_route("/jobs/{job_id}", get_job, methods=["GET"], response_model=JobView,
+                    summary="A job's state and progress")
+    r.add_api_route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"], status_code=202,
+                    response_model=JobView, summary="Cancel a queued or running job",
+                    responses={409: {"description": "already finished"}})
+    r.add_api_route("/jobs/{job_id}/retry", retry_job, methods=["POST"], status_code=202,
+                    response_model=JobView, summary="Queue a failed, cancelled or interrupted job again",
+                    responses={409: {"description": "the job is not failed, cancelled or interrupted"},
+                               429: {"description": "the queue is full"}})
+    r.add_api_route("/jobs/{job_id}", delete_job, methods=["DELETE"], status_code=204,
+                    summary="Delete a job and its files")
+    return r
+
+
+async def create_job(request: Request) -> JSONResponse:
+    """Multipart form: the file `content`, one or more files `style`, optional files
+    `style_mask` (one per style, in order; the text `none` for a style without one),
+    `keep_mask`, `init_image`, `fine_style` and `coarse_style`, and any engine option as a
+    text field (see GET /api/info; lists are comma-separated). The job is checked
+    completely before anything is stored: a refused job leaves nothing behind."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadOption("send the job as multipart/form-data: a file 'content', files "
+                        "'style' and options as text fields")
+    settings, manager = settings_of(request), manager_of(request)
+    uploads: list[Upload] = []
+    fields: list[tuple[str, str, int]] = []
+    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
+                            max_part_size=MAX_PART_BYTES) as form:
+        for position, (key, value) in enumerate(form.multi_items()):
+            if isinstance(value, UploadFile):
+                if not value.filename and not value.size:
+                    continue  # an <input type=file> left empty
+                data = await value.read(settings.max_upload_bytes + 1)
+                uploads.append(Upload(key, value.filename or "", data,
+                                      value.size or len(data), position))
+            else:
+                fields.append((key, value, position))
+    sub = await run_in_threadpool(check_submission, uploads, fields, settings,
+                                  request.app.state.decode_gate)
+    row = await run_in_threadpool(manager.submit, sub)
+    return JSONResponse(job_view(row, manager), status_code=201,
+                        headers={"Location": f"/api/jobs/{row.id}"})
+
+
+def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+              state: Optional[str] = Query(None, description="only jobs in this state"),
+              manager: JobManager = Depends(manager_of)) -> dict[str, Any]:
+    if state and state not in STATES:
+        raise BadOption(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    states = (state,) if state else None
+    rows = manager.store.list(limit=limit, offset=offset, states=states)
+    return {"jobs": [job_view(r, manager) for r in rows], "total": manager.store.count(states),
+            "queued": manager.store.count((QUEUED,)), "running": manager.store.count((RUNNING,))}
+
+
+def get_job(job_id: str, manager: JobManager = Depends(manager_of)) -> dict[str, Any]:
+    return job_view(manager.get(job_id), manager)
+
+
+def cancel_job(job_id: str, manager: JobManager = Depends(manager_of)) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one within one iteration (its state
+    turns 'cancelled' then, and its last preview is kept)."""
+    return job_view(manager.cancel(job_id), manager)
+
+
+def retry_job(job_id: str, manager: JobManager = Depends(manager_of)) -> dict[str, Any]:
+    return job_view(manager.retry(job_id), manager)
+
+
+def delete_job(job_id: str, manager: JobManager = Depends(manager_of)) -> Response:
+    """A running job is cancelled first."""
+    manager.delete(job_id)
+    return Response(status_code=204)
+
+
+def multipart_schema(settings: ServiceSettings) -> dict[str, Any]:
+    """The create-job form, generated from the config's options like the CLI's flags."""
+    props: dict[str, Any] = {
+        CONTENT_FIELD: {"type": "string", "format": "binary", "description": "the photo to repaint"},
+        "style": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
+                  "maxItems": settings.max_styles, "description": "one or more style images"},
+    }
+    types = {int: "integer", float: "number", str: "string"}
+    for f in INPUT_FIELDS:
+        binary = {"type": "string", "format": "binary"}
+        if f.per_style:
+            props[MASK_FIELD] = {"type": "array", "items": binary, "maxItems": settings.max_styles,
+                                 "description": f.help + "; the text 'none' for a style without one"}
+        else:
+            props[f.name] = {**binary, "description": f.help}
+    for o in client_options():
+        prop: dict[str, Any] = {"description": o.help}
+        if o.is_list:
+            prop["type"] = "string"
+            prop["description"] += " (comma-separated)"
+        else:
+            prop["type"] = types.get(o.base_type, "string")
+        if o.choices:
+            prop["enum"] = list(o.choices)
+        if o.default is not None:
+            prop["default"] = ",".join(map(str, o.default)) if o.is_list else o.default
+        props[o.name] = prop
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": [CONTENT_FIELD, "style"], "properties": props}}}}
