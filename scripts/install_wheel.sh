@@ -15,9 +15,10 @@ EXTRAS=${3:-service}
 [ -f "$WHEEL" ] || { echo "install_wheel.sh: no wheel at $WHEEL" >&2; exit 2; }
 [ -e "$VENV" ] && { echo "install_wheel.sh: $VENV exists; this makes a fresh venv" >&2; exit 2; }
 "${PYTHON:-python3}" -m venv "$VENV"
+VPY="$VENV/bin/python"; [ -x "$VENV/Scripts/python.exe" ] && VPY="$VENV/Scripts/python.exe"  # Windows
 # pip's own status survives the filter that hides this machine's noisy index warnings
 COMPILE=--compile; [ "${NSTYLE_PIP_NO_COMPILE:-}" = 1 ] && COMPILE=--no-compile
-pipq() { "$VENV/bin/python" -m pip -q --disable-pip-version-check "$@" "$COMPILE" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
+pipq() { "$VPY" -m pip -q --disable-pip-version-check "$@" "$COMPILE" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
 TORCH="torch==${NSTYLE_TORCH_VERSION:-2.13.0}"
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
   pipq install "$TORCH" --index-url "$TORCH_INDEX_URL"
@@ -25,4 +26,4 @@ else
   pipq install "$TORCH"
 fi
 pipq install "${WHEEL}${EXTRAS:+[$EXTRAS]}"
-"$VENV/bin/python" -c "import torch, nstyle; print('installed nstyle', nstyle.__version__, 'with torch', torch.__version__)"
+"$VPY" -c "import torch, nstyle; print('installed nstyle', nstyle.__version__, 'with torch', torch.__version__)"
