@@ -73,10 +73,34 @@ time_startup() {
   rm -rf "$data"
 }
 
+# The app on a machine without Python, as far as Linux can show it here: in a private mount
+# namespace every Python install, libpython and venv of this machine is hidden (tmpfs or
+# /dev/null mounted over it), then the app runs the example at 32 px with an empty environment.
+run_without_python() {
+  if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ] || ! command -v unshare > /dev/null; then
+    echo "bundle: (the run without Python needs Linux, root and unshare: skipped)" >&2; return 0
+  fi
+  local out; out=$(mktemp -d)
+  unshare -m --propagation private sh -ec '
+    for d in /usr/lib/python3* /usr/local/lib/python3* /root/.pyenv /opt/wheels "$3/build" "$3/.venv"; do
+      [ -d "$d" ] && mount -t tmpfs none "$d"
+    done
+    for f in /usr/bin/python* /usr/local/bin/python* /usr/lib/*-linux-gnu/libpython3*; do
+      [ -f "$f" ] && mount --bind /dev/null "$f"
+    done
+    if command -v python3 > /dev/null && python3 -c "" 2> /dev/null; then echo "a python3 still runs" >&2; exit 1; fi
+    env -i HOME="$1" PATH=/usr/bin:/bin "$2" example --size 32 --iterations 2 -q -o "$1/example.png"
+  ' sh "$out" "$ROOT/$APP" "$ROOT" || { rm -rf "$out"; echo "bundle: FAILED without Python" >&2; return 1; }
+  [ -s "$out/example.png" ] || { rm -rf "$out"; echo "bundle: FAILED: no example.png without Python" >&2; return 1; }
+  echo "bundle: ran the example with every Python of this machine hidden" >&2
+  rm -rf "$out"
+}
+
 [ "$BUILD_APP" = 1 ] && build_app
 if [ "$SMOKE" = 1 ]; then
   [ -f "$APP" ] || { echo "bundle: no $APP; build it first (bash scripts/bundle.sh)" >&2; exit 1; }
   bash scripts/smoke.sh "$PWD/$APP"
+  run_without_python
   time_startup
   time_startup  # again: the operating system's file cache now holds the bundle
 fi
