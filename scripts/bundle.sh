@@ -34,7 +34,7 @@ build_app() {
   echo "bundle: installing it into $WORK/venv ..." >&2
   # (no bytecode at install: PyInstaller compiles what it bundles)
   NSTYLE_PIP_NO_COMPILE=1 bash scripts/install_wheel.sh "$WORK/venv" "$(echo "$WORK"/wheel/nstyle-*.whl)" service
-  vpy="$WORK/venv/bin/python"; [ -x "$WORK/venv/Scripts/python.exe" ] && vpy="$WORK/venv/Scripts/python.exe"
+  vpy="$ROOT/$WORK/venv/bin/python"; [ -x "$ROOT/$WORK/venv/Scripts/python.exe" ] && vpy="$ROOT/$WORK/venv/Scripts/python.exe"
   "$vpy" -m pip install -q --disable-pip-version-check "${PYINSTALLER:-pyinstaller>=6.10,<7}" 2>&1 \
     | { grep -v '^WARNING: Location' || true; }
   echo "bundle: running PyInstaller ($("$vpy" -m PyInstaller --version)) ..." >&2
