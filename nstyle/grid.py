@@ -78,7 +78,8 @@ class Grid:
             raise ValueError("a grid needs at least one cell")
         font_size = max(10, min(16, cell // 9))
         font, small = _font(font_size), _font(max(9, font_size - 2))
-        has_cell_labels = any(c.label for row in self.rows for c in row)
+        # a grey box carries its label inside: only pictures take a line under them
+        has_cell_labels = any(c.label and c.image is not None for row in self.rows for c in row)
         label_h = _line_height(small) + 2 if has_cell_labels else 0
         left = _row_label_width(self.row_labels, font, cell)
         title_h = _line_height(font) + GAP if self.title else 0
@@ -103,7 +104,7 @@ class Grid:
             for j, c in enumerate(row):
                 x = GAP + left + j * pitch_x
                 _paste_cell(sheet, draw, c, (x, y), cell, small)
-                if c.label:
+                if c.label and c.image is not None:
                     draw.text((x + cell // 2, y + cell + 1), _clip(c.label, small, cell),
                               fill=MUTED, font=small, anchor="ma")
         return sheet
@@ -114,6 +115,9 @@ def _paste_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, c: Cell, at: tupl
     x, y = at
     if c.image is None:
         draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=PLACEHOLDER)
+        if c.label:  # what the box stands for: "to come", "failed"
+            draw.text((x + cell // 2, y + cell // 2), _clip(c.label, font, cell - 4), fill=MUTED,
+                      font=font, anchor="mm")
         return
     img = c.image.convert("RGB")
     w, h = fit_size(img.width, img.height, cell)
