@@ -144,7 +144,7 @@ def units(layer: str, channels: Any = "0-15", config: Optional[Config] = None, *
     for i in range(0, len(cells), columns):
         grid.add_row(cells[i:i + columns])
     record = _base_record("explore.units", config, device)
-    record.update(layer=layer, channels=chosen, timings={"total": round(time.perf_counter() - t0, 3)},
+    record.update(layer=layer, channels=chosen, layout=grid.layout(), timings={"total": round(time.perf_counter() - t0, 3)},
                   mean_activation=[{"channel": c, "noise": round(a, 4), "synthesized": round(b, 4)}
                                    for c, a, b in gains])
     return Figure(grid.render(cell=max(64, min(size, 160))), record)
@@ -240,7 +240,8 @@ def activations(image: ImageSource, layer: str, top: int = 16, config: Optional[
     if not isinstance(patches, int) or not 1 <= patches <= 16:
         raise BadOption(f"patches must be an integer in 1..16, got {patches!r}")
     t0 = time.perf_counter()
-    rgb = resize_tensor(to_tensor(load_image(image, "image")), config.image.size)
+    original = load_image(image, "image")
+    rgb = resize_tensor(to_tensor(original), config.image.size)
     net, device = _network(layer, config)
     with torch.no_grad():
         act = net(preprocess(rgb.to(device)), [layer])[layer][0].float().cpu()
@@ -257,7 +258,10 @@ def activations(image: ImageSource, layer: str, top: int = 16, config: Optional[
     for c in order[:patch_channels]:
         boxes = strongest_patches(act[c], layer, picture.size, patches)
         found.append({"channel": c, "boxes": boxes})
-        grid.add_row([Cell(picture.crop(b)) for b in boxes], label=f"ch {c}\npatches")
+        # cut from the original: sharper than the network's copy where that is smaller
+        scale = original.width / picture.width
+        grid.add_row([Cell(original.crop(tuple(round(v * scale) for v in b))) for b in boxes],
+                     label=f"ch {c}\npatches")
     record = _base_record("explore.activations", config, device)
     record.update(inputs={"image": describe(image)}, layer=layer, top=top,
                   channels=[{"channel": c, "mean": round(float(means[c]), 4)} for c in order],
@@ -363,5 +367,6 @@ def reconstructions(image: ImageSource, config: Optional[Config] = None, *,
     record = _base_record("explore.reconstructions", config, torch.device(device))
     record.update(inputs={"image": describe(image),
                           "style_image": None if style_image is None else describe(style_image)},
-                  layers=list(layers), runs=runs, timings={"total": round(time.perf_counter() - t0, 3)})
+                  layers=list(layers), runs=runs, layout=grid.layout(),
+                  timings={"total": round(time.perf_counter() - t0, 3)})
     return Figure(grid.render(cell=max(64, min(config.output_size, 192))), record)

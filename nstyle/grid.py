@@ -4,8 +4,8 @@
     grid.add_row([Cell(img, "ch 0"), Cell(img2, "ch 1"), Cell(None, "failed")])
     picture = grid.render(cell=128)
 
-Every cell is fitted into the same square box (aspect ratio kept, centred on white); a
-cell without an image is a grey box with its label (a cell still queued, or one that
+Every picture is fitted into the same square box (aspect ratio kept, centred on white;
+a row is as tall as its tallest picture); a cell without an image is a grey box with its label (a cell still queued, or one that
 failed), so a partial grid has the final grid's layout. Labels are what makes these
 figures readable to someone choosing layers or weights: each cell may carry one under it,
 each column a heading, each row a name on its left.
@@ -53,6 +53,8 @@ class Figure:
 class Cell:
     image: Optional[Image.Image]
     label: str = ""
+    #: (width, height) a cell without an image will have, so a partial grid keeps its layout
+    shape: Optional[tuple[int, int]] = None
 
 
 @dataclass
@@ -66,13 +68,19 @@ class Grid:
         self.rows.append(list(cells))
         self.row_labels.append(label)
 
+    def layout(self) -> dict[str, Any]:
+        """What is where, for a run record: the row names and every cell's label."""
+        return {"columns": list(self.column_labels), "rows": list(self.row_labels),
+                "cells": [[c.label for c in row] for row in self.rows]}
+
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, columns)."""
         return len(self.rows), max((len(r) for r in self.rows), default=0)
 
     def render(self, cell: int = 128) -> Image.Image:
-        """The grid as one RGB image, every cell fitted into a ``cell`` x ``cell`` box."""
+        """The grid as one RGB image, every picture fitted into a ``cell`` x ``cell`` box;
+        a row is only as tall as its tallest picture (wide images make low rows)."""
         n_rows, n_cols = self.shape
         if not n_rows or not n_cols:
             raise ValueError("a grid needs at least one cell")
@@ -84,45 +92,54 @@ class Grid:
         left = _row_label_width(self.row_labels, font, cell)
         title_h = _line_height(font) + GAP if self.title else 0
         head_h = _line_height(font) + 2 if any(self.column_labels) else 0
-        pitch_x, pitch_y = cell + GAP, cell + label_h + GAP
+        heights = [_row_height(row, cell) for row in self.rows]
+        pitch_x = cell + GAP
         width = GAP + left + n_cols * pitch_x
-        height = GAP + title_h + head_h + n_rows * pitch_y
+        height = GAP + title_h + head_h + sum(h + label_h + GAP for h in heights)
         sheet = Image.new("RGB", (width, height), BACKGROUND)
         draw = ImageDraw.Draw(sheet)
         if self.title:
             draw.text((GAP, GAP), _clip(self.title, font, width - 2 * GAP), fill=TEXT, font=font)
-        top = GAP + title_h
+        y = GAP + title_h
         for j, heading in enumerate(self.column_labels[:n_cols]):
             x = GAP + left + j * pitch_x
-            draw.text((x + cell // 2, top), _clip(heading, font, cell), fill=TEXT, font=font,
+            draw.text((x + cell // 2, y), _clip(heading, font, cell), fill=TEXT, font=font,
                       anchor="ma")
-        top += head_h
+        y += head_h
         for i, row in enumerate(self.rows):
-            y = top + i * pitch_y
             if self.row_labels[i]:
-                _draw_row_label(draw, self.row_labels[i], font, (GAP, y), left - GAP, cell)
+                _draw_row_label(draw, self.row_labels[i], font, (GAP, y), left - GAP, heights[i])
             for j, c in enumerate(row):
                 x = GAP + left + j * pitch_x
-                _paste_cell(sheet, draw, c, (x, y), cell, small)
+                _paste_cell(sheet, draw, c, (x, y), (cell, heights[i]), small)
                 if c.label and c.image is not None:
-                    draw.text((x + cell // 2, y + cell + 1), _clip(c.label, small, cell),
+                    draw.text((x + cell // 2, y + heights[i] + 1), _clip(c.label, small, cell),
                               fill=MUTED, font=small, anchor="ma")
+            y += heights[i] + label_h + GAP
         return sheet
 
 
+def _row_height(row: Sequence[Cell], cell: int) -> int:
+    fitted = [fit_size(*(c.image.size if c.image is not None else c.shape), cell)[1]
+              for c in row if c.image is not None or c.shape is not None]
+    return max(fitted) if fitted else cell
+
+
 def _paste_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, c: Cell, at: tuple[int, int],
-                cell: int, font) -> None:
-    x, y = at
+                box: tuple[int, int], font) -> None:
+    (x, y), (bw, bh) = at, box
     if c.image is None:
-        draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=PLACEHOLDER)
+        draw.rectangle((x, y, x + bw - 1, y + bh - 1), fill=PLACEHOLDER)
         if c.label:  # what the box stands for: "to come", "failed"
-            draw.text((x + cell // 2, y + cell // 2), _clip(c.label, font, cell - 4), fill=MUTED,
+            draw.text((x + bw // 2, y + bh // 2), _clip(c.label, font, bw - 4), fill=MUTED,
                       font=font, anchor="mm")
         return
     img = c.image.convert("RGB")
-    w, h = fit_size(img.width, img.height, cell)
+    w, h = fit_size(img.width, img.height, max(bw, bh))
+    if h > bh:  # taller than the row: fit the height instead
+        w, h = fit_size(img.width, img.height, max(1, round(bh * max(img.size) / img.height)))
     img = resize(img, (w, h))
-    sheet.paste(img, (x + (cell - w) // 2, y + (cell - h) // 2))
+    sheet.paste(img, (x + (bw - w) // 2, y + (bh - h) // 2))
 
 
 def _font(size: int):

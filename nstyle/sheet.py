@@ -83,7 +83,7 @@ def fmt_weight(w: float) -> str:
     """1e4 rather than 10000.0 or 1.00e+04: how weights are written on a command line."""
     mantissa, exponent = f"{w:.2e}".split("e")
     e = int(exponent)
-    if 0 <= e <= 3:
+    if -2 <= e <= 3:
         return f"{w:g}"
     return f"{mantissa.rstrip('0').rstrip('.')}e{e}"
 
@@ -196,13 +196,15 @@ class _SheetRun:
         grid = Grid(title=f"columns: style weight; rows: style ({size} px, "
                           f"{sum(self.config.scale_iteration_counts)} iterations)",
                     column_labels=["input"] + [fmt_weight(w) for w in self.weights])
-        grid.add_row([Cell(to_pil(resize_tensor(self.content, size)))], label="photo")
+        photo = to_pil(resize_tensor(self.content, size))
+        grid.add_row([Cell(photo)], label="photo")
         for row, name in enumerate(self.names):
             cells = [Cell(to_pil(resize_tensor(self.styles[row], size)))]
             for column in range(len(self.weights)):
                 image = self.images.get((row, column))
                 done = (row, column) in self.images
-                cells.append(Cell(image, "" if image is not None else "failed" if done else "to come"))
+                cells.append(Cell(image, "" if image is not None else "failed" if done else "to come",
+                                  shape=photo.size))
             grid.add_row(cells, label=name)
         return grid.render(cell=min(size, 512))
 
