@@ -124,8 +124,8 @@ def contact_sheet(content: ImageSource, styles: Sequence[ImageSource],
     names = list(names) if names is not None else [style_name(s, i) for i, s in enumerate(styles)]
     if len(names) != len(styles):
         raise BadOption(f"{len(names)} names for {len(styles)} style images")
-    content_t = to_tensor(load_image(content, "content image"))
-    style_ts = [to_tensor(load_image(s, f"style image {i + 1}" if len(styles) > 1 else "style image"))
+    content_t = _tensor(content, "content image")
+    style_ts = [_tensor(s, f"style image {i + 1}" if len(styles) > 1 else "style image")
                 for i, s in enumerate(styles)]
     run = _SheetRun(config, content_t, style_ts, weights, names, callback, on_cell, cancel)
     run.all_cells()
@@ -134,6 +134,14 @@ def contact_sheet(content: ImageSource, styles: Sequence[ImageSource],
               "style_weights": list(weights), "rows": names, "config": config.to_dict(),
               "seed": config.image.seed, "versions": versions(), **run.summary()}
     return Figure(run.render(), record)
+
+
+def _tensor(source: Any, what: str) -> torch.Tensor:
+    """An image source, or an already decoded (1, 3, H, W) tensor (the service's), as the
+    tensor ``Stylizer.run`` takes (which checks its shape)."""
+    if isinstance(source, torch.Tensor):
+        return source
+    return to_tensor(load_image(source, what))
 
 
 class _SheetRun:

@@ -39,6 +39,7 @@ from .jobs import JobManager, is_disk_full
 from .labels import SECTIONS, label, readable
 from .schemas import JobList, JobView, ServerInfo
 from .settings import ServiceSettings
+from .sheets import sheet_router
 from .store import (FINISHED, PREVIEW_FILE, QUEUED, RECORD_FILE, RESULT_FILE, RUNNING, STATES,
                     SUCCEEDED, JobRow, input_entries)
 from .uploads import (CONTENT_FIELD, MASK_FIELD,
@@ -262,6 +263,7 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     app.include_router(api)
+    app.include_router(sheet_router(manager, settings, decode_gate, require_token))
 
     # ---- the page --------------------------------------------------------------------
 
