@@ -111,6 +111,9 @@ def cmd_sheet(argv: Sequence[str]) -> None:
     p.add_argument("--style-weights", default=",".join(map(sheet.fmt_weight, sheet.DEFAULT_STYLE_WEIGHTS)),
                    help="the columns: comma-separated style weights (default: "
                         f"{','.join(map(sheet.fmt_weight, sheet.DEFAULT_STYLE_WEIGHTS))})")
+    p.add_argument("--for-size", type=int, default=sheet.DEFAULT_FOR_SIZE,
+                   help="the size of the big run the sheet is for: each cell keeps that run's "
+                        f"balance of content and style (default: {sheet.DEFAULT_FOR_SIZE})")
     _common(p)
     excluded = ("style_weight", "style_blend_weights", "save_every", "save_dir", "progression")
     add_config_options(p, sheet.SHEET_DEFAULTS,
@@ -126,7 +129,8 @@ def cmd_sheet(argv: Sequence[str]) -> None:
         bar.set_description(f"cell {event.cell}/{event.cells}", refresh=False)
 
     try:
-        figure = sheet.contact_sheet(args.content, args.styles, weights, config, callback=on_progress)
+        figure = sheet.contact_sheet(args.content, args.styles, weights, config,
+                                     for_size=args.for_size, callback=on_progress)
     finally:
         bar.close()
     _finish(figure, args.output, ["sheet", *argv], args.quiet)

@@ -28,16 +28,18 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from PIL import Image
 
-from .config import Config
+from .config import MAX_SIZE, MIN_SIZE, Config
 from .engine import CancelToken, Progress, Stylizer, resize_tensor
 from .errors import BadOption, RunFailed
 from .grid import Cell, Figure, Grid
-from .images import ImageSource, load_image, to_pil, to_tensor
+from .images import ImageSource, fit_size, load_image, to_pil, to_tensor
 from .inputs import describe
 from .record import versions
 
 #: the sheet's defaults under the user's options: small and quick
 SHEET_DEFAULTS = {"size": 256, "iterations": 60}
+#: the run a sheet previews by default: the default output size
+DEFAULT_FOR_SIZE = 512
 #: a decade either side of the default style weight (1e5)
 DEFAULT_STYLE_WEIGHTS = (1e4, 1e5, 1e6)
 MAX_STYLES, MAX_WEIGHTS = 8, 8
@@ -95,6 +97,19 @@ def style_name(source: ImageSource, index: int) -> str:
     return f"style {index + 1}"
 
 
+def content_balance(content_hw: tuple[int, int], size: int, for_size: int) -> float:
+    """What the content weight is multiplied by in a sheet made at ``size`` px so that it
+    shows the run at ``for_size`` px: the ratio of their output pixels.
+
+    The content loss is a sum over positions and the style loss (Grams divided by M) is not,
+    so the same weights at a quarter of the pixels make four times as much style: a small
+    sheet would show every column far more stylized than the big run will be, and the
+    columns alike. The engine does the same for the coarse scales of one run."""
+    h, w = content_hw
+    big, small = fit_size(w, h, for_size), fit_size(w, h, size)
+    return (big[0] * big[1]) / (small[0] * small[1])
+
+
 def sheet_config(config: Optional[Config] = None, **options: Any) -> Config:
     """``SHEET_DEFAULTS`` (when no config is given) under ``options``; the style weight
     belongs to the columns and blend weights to a single mixed style, so neither may be set."""
@@ -107,7 +122,7 @@ def sheet_config(config: Optional[Config] = None, **options: Any) -> Config:
 
 def contact_sheet(content: ImageSource, styles: Sequence[ImageSource],
                   style_weights: Any = DEFAULT_STYLE_WEIGHTS, config: Optional[Config] = None, *,
-                  names: Optional[Sequence[str]] = None,
+                  names: Optional[Sequence[str]] = None, for_size: int = DEFAULT_FOR_SIZE,
                   callback: Optional[Callable[[SheetProgress], None]] = None,
                   on_cell: Optional[Callable[[Image.Image, int], None]] = None,
                   cancel: Optional[CancelToken] = None, **options: Any) -> Figure:
@@ -115,7 +130,9 @@ def contact_sheet(content: ImageSource, styles: Sequence[ImageSource],
 
     ``names``: row labels (default: file names). ``callback``: a ``SheetProgress`` after
     every iteration of every cell. ``on_cell(partial_sheet, cells_done)``: after each cell,
-    the sheet so far (cells still to come are grey)."""
+    the sheet so far (cells still to come are grey). ``for_size``: the size of the run the
+    sheet previews; each cell keeps that run's balance of content and style (see
+    ``content_balance``)."""
     config = sheet_config(config, **options)
     weights = parse_style_weights(style_weights)
     styles = list(styles) if isinstance(styles, (list, tuple)) else [styles]
@@ -124,14 +141,19 @@ def contact_sheet(content: ImageSource, styles: Sequence[ImageSource],
     names = list(names) if names is not None else [style_name(s, i) for i, s in enumerate(styles)]
     if len(names) != len(styles):
         raise BadOption(f"{len(names)} names for {len(styles)} style images")
+    if not isinstance(for_size, int) or not MIN_SIZE <= for_size <= MAX_SIZE:
+        raise BadOption(f"for_size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {for_size!r}")
     content_t = _tensor(content, "content image")
+    balance = content_balance(tuple(content_t.shape[-2:]), config.output_size, for_size)
     style_ts = [_tensor(s, f"style image {i + 1}" if len(styles) > 1 else "style image")
                 for i, s in enumerate(styles)]
-    run = _SheetRun(config, content_t, style_ts, weights, names, callback, on_cell, cancel)
+    run = _SheetRun(Config.from_options(config, content_weight=config.loss.content_weight * balance),
+                    content_t, style_ts, weights, names, callback, on_cell, cancel)
     run.all_cells()
     record = {"kind": "contact_sheet", "inputs": {"content": describe(content),
                                                   "styles": [describe(s) for s in styles]},
-              "style_weights": list(weights), "rows": names, "config": config.to_dict(),
+              "style_weights": list(weights), "rows": names, "for_size": for_size,
+              "content_weight_factor": round(balance, 4), "config": config.to_dict(),
               "seed": config.image.seed, "versions": versions(), **run.summary()}
     return Figure(run.render(), record)
 

@@ -24,16 +24,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from ..config import Config
+from ..config import MIN_SIZE, Config
 from ..errors import BadOption, NStyleError
 from ..images import fit_size, save_image, save_json
 from ..inputs import LoadedInputs
-from ..sheet import SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
+from ..sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
 from .store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
 from .uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission
 
 #: the option that marks a stored job as a sheet: its columns, as the client gave them
 SHEET_OPTION = "sheet_style_weights"
+#: the size of the run the sheet previews (``nstyle.sheet.content_balance``)
+FOR_SIZE_OPTION = "sheet_for_size"
 #: what a sheet takes besides the options: the photo and its style images
 SHEET_FILES = (CONTENT_FIELD, *STYLE_FIELDS)
 #: options that belong to the sheet itself (its columns, its rows)
@@ -55,7 +57,9 @@ def sheet_router(manager, settings, decode_gate, require_token: Callable) -> API
                             429: {"description": "the queue is full"}})
     async def create_sheet(request: Request) -> JSONResponse:
         """Multipart form: the file `content`, one file `style` per row, `style_weights`
-        (the columns, comma-separated; default 1e4,1e5,1e6) and any other job option as
+        (the columns, comma-separated; default 1e4,1e5,1e6), `for_size` (the size of the
+        run it previews, default 512: each cell keeps that run's balance of content and
+        style) and any other job option as
         a text field (size defaults to 256 and iterations to 60 here). Answers the job,
         as POST /api/jobs does; follow it at /api/jobs/{id}."""
         uploads, fields = await _read_form(request, settings)
@@ -96,10 +100,12 @@ def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
         if u.field not in SHEET_FILES:
             raise blame(BadOption(f"a contact sheet takes only the photo ('content') and style "
                                   f"images ('style'), not {u.field!r}"), u.field)
-    weights_text, options = None, []
+    weights_text, for_size, options = None, str(DEFAULT_FOR_SIZE), []
     for name, value, position in fields:
         if name == "style_weights":
             weights_text = value
+        elif name == "for_size":
+            for_size = value.strip() or for_size
         elif name in NOT_FOR_SHEETS and value.strip():
             raise blame(BadOption(f"{name} cannot be set for a contact sheet: its columns are "
                                   "style weights (style_weights) and each row is one style"), name)
@@ -109,11 +115,15 @@ def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
         weights = parse_style_weights(weights_text if weights_text is not None else "1e4,1e5,1e6")
     except NStyleError as exc:
         raise blame(exc, "style_weights") from None
+    if not for_size.isdigit() or not MIN_SIZE <= int(for_size) <= settings.max_size:
+        raise blame(BadOption(f"for_size must be an integer in {MIN_SIZE}..{settings.max_size}, "
+                              f"got {for_size!r}"), "for_size")
     given = {name for name, value, _ in options if value.strip()}
     options += [(k, str(v), -1) for k, v in SHEET_DEFAULTS.items() if k not in given]
     sub = check_submission(uploads, options, settings, decode_gate)
     _check_sheet_work(sub, len(weights), settings)
     sub.options[SHEET_OPTION] = ",".join(fmt_weight(w) for w in weights)
+    sub.options[FOR_SIZE_OPTION] = for_size
     return sub
 
 
@@ -157,7 +167,8 @@ def run_sheet_job(row: JobRow, config: Config, loaded: LoadedInputs, names: dict
 
     t0 = time.perf_counter()
     rows = [os.path.splitext(n or f"style {i + 1}")[0] for i, n in enumerate(names.get("styles") or [])]
-    figure = contact_sheet(loaded.content, loaded.styles, weights, config, names=rows,
+    for_size = int(row.options.get(FOR_SIZE_OPTION, DEFAULT_FOR_SIZE))
+    figure = contact_sheet(loaded.content, loaded.styles, weights, config, names=rows, for_size=for_size,
                            callback=on_progress, on_cell=on_cell, cancel=live.cancel)
     save_image(figure.image, store.file(row.id, RESULT_FILE))
     record = dict(figure.record, job={"id": row.id, "options": row.options,

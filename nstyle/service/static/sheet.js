@@ -9,6 +9,8 @@ const SHEET_OWN = ["size", "iterations", "scales", "scale_iterations", "style_we
 
 function buildSheetForm() {
   const form = buildForm();
+  // the form's size is the big run's: the sheet shows that run's balance of content and style
+  if (form.get("size")) form.append("for_size", form.get("size"));
   for (const name of SHEET_OWN) form.delete(name);
   form.delete("style_mask");  // a row is a whole style image: no masks
   for (const field of ["keep_mask", "init_image", "fine_style", "coarse_style"]) form.delete(field);
