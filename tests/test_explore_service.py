@@ -43,6 +43,7 @@ def test_sheet_job_runs_every_cell_and_serves_the_sheet(tmp_path, images):
         assert record["kind"] == "contact_sheet" and len(record["cells"]) == 4
         assert record["rows"] == ["style1", "style2"] and record["style_weights"] == [1e3, 1e5]
         assert record["job"]["id"] == view["id"] and "inputs" in record
+        assert record["for_size"] == 512 and record["content_weight_factor"] > 1
         assert finished["iterations"] == 8
 
 
@@ -53,6 +54,7 @@ def test_sheet_job_runs_every_cell_and_serves_the_sheet(tmp_path, images):
     ({}, [("keep_mask", ("k.png", b"x", "image/png"))], "keep_mask", "takes only the photo"),
     ({"iterations": "400", "style_weights": "1,2,3,4,5,6"}, [], "iterations", "over this server's limit"),
     ({"size": "5000"}, [], "size", "over this server's limit of 2048 px"),
+    ({"for_size": "9999"}, [], "for_size", "for_size must be an integer in 32..2048"),
 ])
 def test_bad_sheets_are_refused_with_the_field_and_store_nothing(tmp_path, images, data, extra,
                                                                  field, message):
