@@ -49,7 +49,7 @@ MAX_STYLES, MAX_WEIGHTS = 8, 8
 class SheetProgress:
     """One iteration of one cell, counted over the whole sheet."""
 
-    cell: int  # 1-based, row by row
+    cell: int  # 1-based, in the order run: column by column
     cells: int
     style: int  # row, 0-based
     style_weight: float
