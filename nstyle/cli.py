@@ -4,6 +4,8 @@
     nstyle reconstruct content IMAGE --layer relu3_1 -o OUTPUT [options]
     nstyle reconstruct style IMAGE --layers relu1_1,relu2_1 -o OUTPUT [options]
     nstyle example [-o OUTPUT] [options]
+    nstyle explore units|activations|reconstruct ... -o OUTPUT [options]   (see explore_cli)
+    nstyle sheet CONTENT --style S1 --style S2 [--style-weights 1e4,1e5,1e6] -o OUTPUT
     nstyle layers
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
     nstyle gui [--data DIR]
@@ -24,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 from .config import INITS, Config, iter_options
 from .errors import BadOption, BadOutput, NStyleError, RunFailed
+from .explore import RECONSTRUCT_DEFAULTS
 from .inputs import INPUT_FIELDS, NO_MASK, Inputs
 
 PROG = "nstyle"
@@ -81,11 +84,15 @@ class _JoinLists(argparse.Action):
         setattr(namespace, self.dest, values if before is None else f"{before},{values}")
 
 
-def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None) -> None:
-    """One flag per config option; values stay strings here and are checked by ``Config``."""
+def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None,
+                       only: Optional[Sequence[str]] = None) -> None:
+    """One flag per config option (``only``: just these); values stay strings here and are
+    checked by ``Config``."""
     defaults = defaults or {}
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in iter_options():
+        if only is not None and opt.name not in only:
+            continue
         group = groups.get(opt.section) or groups.setdefault(
             opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
         default = defaults.get(opt.name, opt.default)
@@ -254,7 +261,8 @@ def _loss_summary(losses: dict[str, float]) -> str:
 def _stylize_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
-                "'nstyle example', 'nstyle reconstruct content|style', 'nstyle serve', 'nstyle gui' (each has --help).",
+                "'nstyle example', 'nstyle reconstruct content|style', 'nstyle explore units|activations|reconstruct', "
+                "'nstyle sheet', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=_PrintVersions, nargs=0,
                    help="print the versions of nstyle, torch and the weights' source, and exit")
@@ -313,12 +321,6 @@ def cmd_example(argv: Sequence[str]) -> None:
     _run_and_save(config, inputs, args.output, args.quiet, ["example", *argv])
 
 
-RECONSTRUCT_DEFAULTS = {
-    "content": {"style_weight": 0.0, "tv_weight": 0.0, "init": "noise"},
-    "style": {"content_weight": 0.0, "tv_weight": 0.0, "init": "noise", "style_weight": 1.0},
-}
-
-
 def cmd_reconstruct(argv: Sequence[str]) -> None:
     p = _Parser(prog=f"{PROG} reconstruct", description="The paper's exploration modes: rebuild "
                 "an image from white noise using one layer's content representation, or "
@@ -371,11 +373,23 @@ def cmd_gui(argv: Sequence[str]) -> None:
     gui(argv, parser_class=_Parser)
 
 
+def cmd_explore(argv: Sequence[str]) -> None:
+    from .explore_cli import cmd_explore as explore
+
+    explore(argv)
+
+
+def cmd_sheet(argv: Sequence[str]) -> None:
+    from .explore_cli import cmd_sheet as sheet
+
+    sheet(argv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
-                "serve": cmd_serve, "gui": cmd_gui}
+                "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore, "sheet": cmd_sheet}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

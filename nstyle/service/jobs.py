@@ -35,6 +35,7 @@ from ..inputs import Inputs
 from ..record import LossHistory, build_record
 from .errors import Conflict, NotFound, QueueFull
 from .settings import ServiceSettings
+from .sheets import is_sheet, run_sheet_job
 from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
                     RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
 from .uploads import Submission, release_memory
@@ -80,6 +81,13 @@ class LiveState:
     preview_time: float = 0.0
     deleted: bool = False  # deleted while running: the worker cleans up after itself
     requeue: bool = False  # cancelled by a server shutdown: goes back to the queue
+
+    def show(self, image, iteration: int) -> None:
+        """``image`` (PIL) becomes the job's preview, full size and for the event stream."""
+        self.preview_image = image
+        self.preview_png = _png(image)
+        self.preview_data_url = _stream_data_url(image, self.preview_png)
+        self.preview_iteration = iteration
 
     def progress(self) -> dict[str, Any]:
         return {"iteration": self.iteration, "iterations": self.iterations,
@@ -394,6 +402,9 @@ class JobManager:
         config = Config.from_dict(row.config)
         inputs, names = self._inputs(job_id, row)
         loaded = inputs.load(config, allow_paths=False)
+        if is_sheet(row.options):  # a contact sheet: many small runs in one job
+            return run_sheet_job(row, config, loaded, names, live, self.store,
+                                 lambda: self._changed(job_id))
         stylizer = Stylizer(config)
         plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
                              coarse_style=loaded.coarse_style)
@@ -425,11 +436,7 @@ class JobManager:
                 "output_size": [image.width, image.height]}
 
     def _set_preview(self, live: LiveState, event: Progress) -> None:
-        image = event.preview()
-        live.preview_image = image
-        live.preview_png = _png(image)
-        live.preview_data_url = _stream_data_url(image, live.preview_png)
-        live.preview_iteration = event.iteration
+        live.show(event.preview(), event.iteration)
 
     def result_data_url(self, job_id: str) -> Optional[str]:
         """A finished job's result as the event stream's preview (for streams that missed

@@ -3,7 +3,8 @@
 - ``info``: the server (version, limits, every job option, the OpenAPI schema) and the page;
 - ``jobs``: the job queue (submit, list, read, cancel, retry, delete);
 - ``files``: what a job has made or was given (result, record, bundle, preview, inputs);
-- ``events``: a job's server-sent event stream.
+- ``events``: a job's server-sent event stream;
+- ``sheets`` (in ``service/sheets.py``): contact sheets, submitted as jobs.
 
 Endpoints are plain functions; what they share (the job manager, the settings, the token
 check, the JSON view of a job) comes from ``common``, read from the application's state,
@@ -15,6 +16,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..settings import ServiceSettings
+from ..sheets import sheet_router
 from . import events, files, info, jobs
 from .common import ERROR_RESPONSES, require_token
 
@@ -24,4 +26,5 @@ def api_router(settings: ServiceSettings) -> APIRouter:
     api = APIRouter(prefix="/api", dependencies=[Depends(require_token)], responses=ERROR_RESPONSES)
     for module in (info, jobs, files, events):
         api.include_router(module.router(settings))
+    api.include_router(sheet_router(settings))  # contact sheets: jobs of their own kind
     return api

@@ -385,6 +385,7 @@ function wireDrop(zone, onFiles) {
 function updateStart() {
   const mixing = state.extras.has("fine_style") && state.extras.has("coarse_style");
   $("start").disabled = !(state.info && state.content && (state.styles.length || mixing));
+  if ($("sheet-start")) $("sheet-start").disabled = !(state.info && state.content && state.styles.length);
 }
 
 // ---------------------------------------------------------------- painting a mask
@@ -561,7 +562,7 @@ async function renderJob(job) {
     Object.assign($("bundle"), { href: bundleUrl, download: `nstyle-${job.id}.zip` });
     setImage(resultUrl, null);
     $("before-image").src = beforeUrl;
-    setCompare(true);
+    setCompare(!isSheet(job));  // a sheet has the photo in it: nothing to slide over
     loadHistory(job);
   } else if (ACTIVE.has(job.state)) {
     if ($("live-image").hidden) await showPlaceholder(job, job.state === "queued"
@@ -575,8 +576,12 @@ async function renderJob(job) {
   }
 }
 
+// a contact sheet (POST /api/sheets) is a job whose options carry its columns
+const isSheet = (job) => Boolean(job.options && job.options.sheet_style_weights);
+
 function jobTitle(job) {
   const c = job.inputs.content.name, s = job.inputs.styles.map((x) => x.name).join(" + ");
+  if (isSheet(job)) return `Contact sheet: ${c} with ${s} at style weights ${job.options.sheet_style_weights}`;
   return s ? `${c} in the style of ${s}` : `${c}, mixed styles`;
 }
 
@@ -687,6 +692,7 @@ function updateProgress(p) {
   const eta = p.eta != null ? `about ${fmtTime(p.eta)} left` : "";
   let text = `Iteration ${p.iteration} / ${p.iterations}`;
   if (p.phase === "mix") text += " · mixing the styles";
+  else if (p.phase === "sheet") text += ` · picture ${p.scale} of ${p.scales}`;
   else if (p.scales > 1) text += ` · size ${p.scale} of ${p.scales}`;
   setProgress(p.percent, text, eta, p.losses.total != null ? lossSummary(p.losses) : "");
   if (p.losses.total != null && (!state.points.length || state.points.at(-1).iteration < p.iteration)) {

@@ -1,0 +1,185 @@
+"""The contact sheet as a job: POST /api/sheets, and how a worker runs one.
+
+A sheet is one job in the ordinary queue (one at a time with the others, listed, followed
+by the same event stream, cancelled, retried and deleted like them), whose result is the
+labelled sheet (``nstyle.sheet``) and whose record is the sheet's record. What makes a job
+a sheet is its ``SHEET_OPTION`` (the columns' style weights) among the options it was
+submitted with. Its previews are the sheet so far; its progress counts the iterations of
+every cell.
+
+The request is a job's form (the file ``content``, files ``style``, options as text) plus
+``style_weights``; the server's limits apply to the whole sheet (cells x iterations), and
+what a sheet cannot use (masks, a keep mask, a starting image, scale mixing, a style
+weight or blend weights of its own) is refused with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+
+from ..config import MIN_SIZE, Config
+from ..errors import BadOption, NStyleError
+from ..images import fit_size, save_image, save_json
+from ..inputs import LoadedInputs
+from ..sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
+from .store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
+from .uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission
+
+#: the option that marks a stored job as a sheet: its columns, as the client gave them
+SHEET_OPTION = "sheet_style_weights"
+#: the size of the run the sheet previews (``nstyle.sheet.content_balance``)
+FOR_SIZE_OPTION = "sheet_for_size"
+#: what a sheet takes besides the options: the photo and its style images
+SHEET_FILES = (CONTENT_FIELD, *STYLE_FIELDS)
+#: options that belong to the sheet itself (its columns, its rows)
+NOT_FOR_SHEETS = ("style_weight", "style_blend_weights")
+MAX_FIELDS, MAX_PART_BYTES = 100, 64 * 1024
+
+
+def is_sheet(options: dict[str, Any]) -> bool:
+    return SHEET_OPTION in options
+
+
+def sheet_router(settings) -> APIRouter:
+    """The /sheets route; ``routes.api_router`` mounts it under /api, behind the token."""
+    router = APIRouter()
+
+    @router.post("/sheets", status_code=201, summary="Submit a contact sheet (a job)",
+                 responses={400: {"description": "a bad image, option or weights list"},
+                            413: {"description": "an upload, image or the sheet's work over a limit"},
+                            429: {"description": "the queue is full"}})
+    async def create_sheet(request: Request) -> JSONResponse:
+        """Multipart form: the file `content`, one file `style` per row, `style_weights`
+        (the columns, comma-separated; default 1e4,1e5,1e6), `for_size` (the size of the
+        run it previews, default 512: each cell keeps that run's balance of content and
+        style) and any other job option as
+        a text field (size defaults to 256 and iterations to 60 here). Answers the job,
+        as POST /api/jobs does; follow it at /api/jobs/{id}."""
+        from .routes.common import job_view, manager_of  # the job's view is the API's
+
+        manager = manager_of(request)
+        uploads, fields = await _read_form(request, settings)
+        sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
+                                      request.app.state.decode_gate)
+        row = await run_in_threadpool(manager.submit, sub)
+        return JSONResponse(job_view(row, manager), status_code=201,
+                            headers={"Location": f"/api/jobs/{row.id}"})
+
+    return router
+
+
+async def _read_form(request: Request, settings) -> tuple[list[Upload], list[tuple[str, str, int]]]:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadOption("send the sheet as multipart/form-data: a file 'content', files "
+                        "'style' and options as text fields")
+    uploads: list[Upload] = []
+    fields: list[tuple[str, str, int]] = []
+    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
+                            max_part_size=MAX_PART_BYTES) as form:
+        for position, (key, value) in enumerate(form.multi_items()):
+            if isinstance(value, UploadFile):
+                if not value.filename and not value.size:
+                    continue  # an <input type=file> left empty
+                data = await value.read(settings.max_upload_bytes + 1)
+                uploads.append(Upload(key, value.filename or "", data, value.size or len(data), position))
+            else:
+                fields.append((key, value, position))
+    return uploads, fields
+
+
+def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], settings,
+                decode_gate=None) -> Submission:
+    """The whole sheet request checked, as ``check_submission`` checks a job's, plus the
+    weights and the sheet's total work; returns the job to store."""
+    for u in uploads:
+        if u.field not in SHEET_FILES:
+            raise blame(BadOption(f"a contact sheet takes only the photo ('content') and style "
+                                  f"images ('style'), not {u.field!r}"), u.field)
+    weights_text, for_size, options = None, str(DEFAULT_FOR_SIZE), []
+    for name, value, position in fields:
+        if name == "style_weights":
+            weights_text = value
+        elif name == "for_size":
+            for_size = value.strip() or for_size
+        elif name in NOT_FOR_SHEETS and value.strip():
+            raise blame(BadOption(f"{name} cannot be set for a contact sheet: its columns are "
+                                  "style weights (style_weights) and each row is one style"), name)
+        elif name not in NOT_FOR_SHEETS:
+            options.append((name, value, position))
+    try:
+        weights = parse_style_weights(weights_text if weights_text is not None else "1e4,1e5,1e6")
+    except NStyleError as exc:
+        raise blame(exc, "style_weights") from None
+    if not for_size.isdigit() or not MIN_SIZE <= int(for_size) <= settings.max_size:
+        raise blame(BadOption(f"for_size must be an integer in {MIN_SIZE}..{settings.max_size}, "
+                              f"got {for_size!r}"), "for_size")
+    given = {name for name, value, _ in options if value.strip()}
+    options += [(k, str(v), -1) for k, v in SHEET_DEFAULTS.items() if k not in given]
+    sub = check_submission(uploads, options, settings, decode_gate)
+    _check_sheet_work(sub, len(weights), settings)
+    sub.options[SHEET_OPTION] = ",".join(fmt_weight(w) for w in weights)
+    sub.options[FOR_SIZE_OPTION] = for_size
+    return sub
+
+
+def _check_sheet_work(sub: Submission, columns: int, settings) -> None:
+    """The server's per-job bounds, over every cell of the sheet together."""
+    config = sub.config
+    cells = columns * sum(1 for f in sub.files if f.field == "styles")
+    per_cell = sum(config.scale_iteration_counts)
+    field = "scale_iterations" if config.scale.scale_iterations is not None else "iterations"
+    if cells * per_cell > settings.max_iterations:
+        raise blame(BadOption(f"{cells} cells x {per_cell} iterations is {cells * per_cell:,} "
+                              f"iterations, over this server's limit of {settings.max_iterations:,} "
+                              "per job; use fewer iterations, styles or weights"), field)
+    content = sub.entry("content").image
+    pixels = [(lambda wh: wh[0] * wh[1])(fit_size(content.width, content.height, s))
+              for s in config.scale_sizes]
+    work = cells * sum(p * n for p, n in zip(pixels, config.scale_iteration_counts))
+    if work > settings.max_megapixel_iterations * 1e6:
+        raise blame(BadOption(f"this sheet asks for {work / 1e6:,.0f} million pixel-iterations "
+                              f"({cells} cells), over this server's limit of "
+                              f"{settings.max_megapixel_iterations:,.0f} million; use a smaller "
+                              "size, fewer iterations, styles or weights"), field)
+
+
+def run_sheet_job(row: JobRow, config: Config, loaded: LoadedInputs, names: dict[str, Any],
+                  live, store, changed: Callable[[], None]) -> dict[str, Any]:
+    """A worker runs a sheet job: the cells in turn, the live state kept up to date, the
+    sheet and its record written to the job's result files; returns the job's outcome."""
+    weights = parse_style_weights(row.options[SHEET_OPTION])
+
+    def on_progress(p: SheetProgress) -> None:
+        live.iteration, live.iterations = p.iteration, p.iterations
+        live.losses, live.elapsed = p.event.losses, time.perf_counter() - t0
+        live.eta = live.elapsed / p.iteration * (p.iterations - p.iteration)
+        live.scale, live.scales, live.phase = p.cell, p.cells, "sheet"
+        changed()
+
+    def on_cell(partial, cells_done: int) -> None:  # the sheet so far is the preview
+        live.show(partial, live.iteration)
+        changed()
+
+    t0 = time.perf_counter()
+    rows = [os.path.splitext(n or f"style {i + 1}")[0] for i, n in enumerate(names.get("styles") or [])]
+    for_size = int(row.options.get(FOR_SIZE_OPTION, DEFAULT_FOR_SIZE))
+    figure = contact_sheet(loaded.content, loaded.styles, weights, config, names=rows, for_size=for_size,
+                           callback=on_progress, on_cell=on_cell, cancel=live.cancel)
+    save_image(figure.image, store.file(row.id, RESULT_FILE))
+    record = dict(figure.record, job={"id": row.id, "options": row.options,
+                                      "uploads": [names["content"], *names.get("styles", [])]})
+    record["timings"]["total"] = round(time.perf_counter() - t0, 3)
+    save_json(record, store.file(row.id, RECORD_FILE))
+    iterations = sum(c.get("iterations", 0) for c in figure.record["cells"])
+    return {"state": SUCCEEDED, "iterations": iterations,
+            "iterations_total": figure.record["iterations_per_cell"] * len(figure.record["cells"]),
+            "losses": None, "output_size": list(figure.image.size),
+            "error": (f"{figure.record['failed']} of {len(figure.record['cells'])} cells failed "
+                      "(marked on the sheet)") if figure.record["failed"] else None}
