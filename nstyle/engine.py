@@ -218,9 +218,12 @@ class _Scale:
 class Stylizer:
     """Runs Gatys et al.'s optimization for one ``Config``; reusable across runs."""
 
-    def __init__(self, config: Config, device: Optional[torch.device] = None) -> None:
+    def __init__(self, config: Config, device: Optional[torch.device] = None,
+                 style_targets: Optional["StyleTargets"] = None) -> None:
         self.config = config
         self.device = device or resolve_device(config.model.device)
+        #: Gram targets shared with other runs (``StyleTargets``); None: computed per run
+        self.style_targets = style_targets
         loss = config.loss
         self.content_weights = loss.layer_weights("content") if loss.content_weight > 0 else {}
         self.style_weights = loss.layer_weights("style") if loss.style_weight > 0 else {}
@@ -263,6 +266,16 @@ class Stylizer:
     def _style_grams(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
         """Gram/M per style layer of one style image at ``style_scale * size``."""
         x = preprocess(resize_tensor(style.float(), self._style_size(size)).to(self.device))
+        if self.style_targets is None:
+            return self._compute_grams(x, tile)
+        key = self.style_targets.key(x, tile, self.config, list(self.style_weights))
+        grams = self.style_targets.get(key, self.device)
+        if grams is None:
+            grams = self._compute_grams(x, tile)
+            self.style_targets.put(key, grams)
+        return grams
+
+    def _compute_grams(self, x: torch.Tensor, tile: int) -> dict[str, torch.Tensor]:
         if tile:
             h, w = x.shape[-2:]
             tiles = tiling.make_tiles(h, w, tile, tiling.halo_for(list(self.style_weights)))
@@ -292,6 +305,25 @@ class Stylizer:
                 region.mask = region.mask.to(self.device)
             region.at_layers(list(self.style_weights))
         return planned
+
+    def prepare_style_targets(self, styles: Sequence[torch.Tensor]) -> int:
+        """Computes ``styles``' Gram targets for every scale of this config into
+        ``self.style_targets``, ahead of the runs that share them; returns how many
+        (style, scale) targets it holds for them. Tiles are planned for a square content at
+        the output size (the largest); a content whose plan tiles otherwise, or colours
+        that match each style to its content (preserve_colors luminance or histogram),
+        make targets that a run then computes for itself."""
+        if self.style_targets is None or not self.style_weights:
+            return 0
+        if self.config.color.preserve_colors in ("luminance", "histogram"):
+            return 0  # the styles the loop sees depend on each content
+        side = self.config.output_size
+        plans = self.memory_plan((side, side), [tuple(s.shape[-2:]) for s in styles])
+        for p in plans:
+            for style in styles:
+                _check_image_tensor(style, "style image")
+                self._style_grams(style, p["size"], p["tile"])
+        return len(plans) * len(styles)
 
     @torch.no_grad()
     def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
@@ -658,6 +690,46 @@ class Stylizer:
         if tolerance <= 0 or len(changes) < SETTLE_WINDOW:
             return False
         return sum(changes[-SETTLE_WINDOW:]) / SETTLE_WINDOW < tolerance
+
+
+class StyleTargets:
+    """Style Gram targets kept for reuse: a style used with many contents (a batch, a
+    service) goes through VGG once per scale, not once per run.
+
+    Keyed by exactly what determines them (the style image as resized for the scale, the
+    tile, the style layers and the network's pooling and padding), so a hit is always
+    the target a run would compute itself. Kept on the CPU and picklable: one filled in a
+    parent process can be handed to worker processes or Ray tasks. ``hits`` and
+    ``misses`` count lookups. Not thread-safe for writers; share it between threads only
+    once it is filled."""
+
+    def __init__(self) -> None:
+        self._grams: dict[tuple, dict[str, torch.Tensor]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+    @staticmethod
+    def key(style_bgr: torch.Tensor, tile: int, config: Config, layers: list[str]) -> tuple:
+        import hashlib
+
+        pixels = style_bgr.detach().float().cpu().contiguous().numpy()
+        digest = hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest()
+        return (digest, tuple(pixels.shape), tile, tuple(layers), config.model.pooling,
+                config.model.padding)
+
+    def get(self, key: tuple, device: torch.device) -> Optional[dict[str, torch.Tensor]]:
+        grams = self._grams.get(key)
+        if grams is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return {layer: g.to(device) for layer, g in grams.items()}
+
+    def put(self, key: tuple, grams: dict[str, torch.Tensor]) -> None:
+        self._grams[key] = {layer: g.detach().cpu() for layer, g in grams.items()}
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None
