@@ -309,13 +309,14 @@ def _pool_task(task: PairTask) -> PairOutcome:
 
 class LocalPool:
     """Worker processes on this machine. A worker that dies (killed for memory, a crash)
-    takes the pairs it shared the pool with down too: they are run again in a new pool,
-    up to ``RETRIES`` times, then reported failed."""
+    breaks the whole pool: the pairs that were in it are run again in a new pool, each
+    alone, so the one that kills its worker is found and reported failed and the others
+    are not lost with it."""
 
-    RETRIES = 2
-
-    def __init__(self, workers: int, threads: int, function: Callable = _pool_task) -> None:
-        self.workers, self.threads, self.function = workers, threads, function
+    def __init__(self, workers: int, threads: int, function: Callable = _pool_task,
+                 initializer: Callable = _init_worker) -> None:
+        self.workers, self.threads = workers, threads
+        self.function, self.initializer = function, initializer
 
     def run(self, config_dict, targets, styles: dict[str, bytes],
             tasks: Iterator[PairTask]) -> Iterator[PairOutcome]:
@@ -326,39 +327,51 @@ class LocalPool:
         def start() -> ProcessPoolExecutor:
             # spawn: a forked copy of a process that already runs torch threads can hang
             return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker,
+                                       initializer=self.initializer,
                                        initargs=(config_dict, targets, styles, self.threads))
 
-        pool, inflight, retry = start(), {}, []
+        pool, inflight, suspects = start(), {}, []  # inflight: future -> (task, alone)
         try:
             while True:
-                while len(inflight) < 2 * self.workers:
-                    item = retry.pop(0) if retry else (next(tasks, None), 0)
-                    if item[0] is None:
-                        break
-                    inflight[pool.submit(self.function, item[0])] = item
+                self._fill(pool, inflight, suspects, tasks)
                 if not inflight:
                     return
                 finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 broken = False
                 for future in finished:
-                    task, attempts = inflight.pop(future)
+                    task, alone = inflight.pop(future)
                     try:
                         yield future.result()
                     except BrokenProcessPool:
                         broken = True
-                        if attempts >= self.RETRIES:
+                        if alone:
                             yield PairOutcome(task.name, FAILED, error="its worker process died "
-                                              f"{attempts + 1} times (out of memory?); try fewer --workers")
+                                              "(out of memory? a crash?); try a smaller --size or fewer --workers")
                         else:
-                            retry.append((task, attempts + 1))
-                if broken:  # every pair still in that pool is lost with it: run them again
-                    retry.extend((task, attempts + 1) for task, attempts in inflight.values())
+                            suspects.append(task)
+                if broken:  # the pool is gone with every pair still in it
+                    suspects.extend(task for task, _ in inflight.values())
                     inflight.clear()
                     pool.shutdown(wait=True, cancel_futures=True)
                     pool = start()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fill(self, pool, inflight: dict, suspects: list, tasks: Iterator[PairTask]) -> None:
+        """Keeps every worker busy (two pairs each, so none waits for the next), except
+        that a suspect runs alone once the pool has drained."""
+        while not any(alone for _, alone in inflight.values()):
+            if suspects:
+                if not inflight:
+                    task = suspects.pop(0)
+                    inflight[pool.submit(self.function, task)] = (task, True)
+                return
+            if len(inflight) >= 2 * self.workers:
+                return
+            task = next(tasks, None)
+            if task is None:
+                return
+            inflight[pool.submit(self.function, task)] = (task, False)
 
 
 def local_pool_size(config: Config, pairs: int, workers: Optional[int],

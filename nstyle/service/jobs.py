@@ -104,6 +104,8 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._halt = threading.Event()  # set on stop: cuts a worker's retry pause short
+        #: runs one job's stylization: here, or as a Ray task (``nstyle serve --cluster``)
+        self.runner = job_runner(settings)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -394,7 +396,6 @@ class JobManager:
         config = Config.from_dict(row.config)
         inputs, names = self._inputs(job_id, row)
         loaded = inputs.load(config, allow_paths=False)
-        stylizer = Stylizer(config)
         history = LossHistory()
 
         def on_progress(event: Progress) -> None:
@@ -410,8 +411,7 @@ class JobManager:
                 live.preview_time = now
             self._changed(job_id)
 
-        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                              callback=on_progress, cancel=live.cancel)
+        result = self.runner.run(config, loaded, callback=on_progress, cancel=live.cancel)
         image = result.to_pil()
         save_image(image, self.store.file(job_id, RESULT_FILE))
         record = build_record(config, result, inputs=names, history=history)
@@ -438,6 +438,24 @@ class JobManager:
                 return _stream_data_url(img.convert("RGB"))
         except OSError:
             return None
+
+
+class LocalRunner:
+    """Runs a job in this process (the default)."""
+
+    def run(self, config: Config, loaded: Any, *, callback, cancel: CancelToken) -> Any:
+        return Stylizer(config).run(loaded.content, loaded.styles, **loaded.run_arguments(),
+                                    callback=callback, cancel=cancel)
+
+
+def job_runner(settings: ServiceSettings):
+    """The settings' runner: ``LocalRunner``, or a Ray one when ``cluster`` is set (it
+    connects now, so a server with an unreachable cluster does not start)."""
+    if settings.cluster is None:
+        return LocalRunner()
+    from ..cluster import RayJobRunner
+
+    return RayJobRunner(settings.cluster, settings.preview_seconds)
 
 
 def _stream_data_url(image, png: Optional[bytes] = None) -> str:
