@@ -364,13 +364,15 @@ def cmd_batch(argv: Sequence[str]) -> None:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise BadOption(f"--{name} must be at least 1")
     if args.cluster is not None:
-        from .cluster import check_address, import_ray
+        from .cluster import check_address, connect, import_ray
 
         check_address(args.cluster)
         import_ray()  # says how to install it, before any work
         if args.workers is not None:
             raise BadOption("--workers is for the local pool; with --cluster, Ray decides (use --threads)")
     config = config_from_args(args)
+    if args.cluster is not None:
+        connect(args.cluster)  # an unreachable cluster fails here, before any work
     plan = batch.plan_batch(args.contents, args.batch_styles, args.output, config, args.format,
                             command=[PROG, "batch", *argv])
     summary = batch.run_batch(plan, workers=args.workers, threads=args.threads,
