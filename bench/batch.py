@@ -2,10 +2,10 @@
 """Batch throughput: images per minute for 1 and 2 local workers and for Ray, and what the
 shared style targets save. Not a test; short by default (a few minutes on 2 cores).
 
-    .venv/bin/python bench/batch.py                              # 256 px, 6 pairs, 10 iterations
-    .venv/bin/python bench/batch.py --pairs 8 --iterations 20 --backends local1,local2
+    .venv/bin/python bench/batch.py                              # 256 px, 4 pairs, 8 iterations, 2 rounds
+    .venv/bin/python bench/batch.py --pairs 8 --iterations 20 --rounds 3 --backends local1,local2
 
-Backends, each over the same pairs in a fresh output folder, one after the other:
+Backends, each over the same pairs in a fresh output folder, taking turns (--rounds times):
   local1  one worker process with every core's thread (workers x threads = cores)
   local2  two worker processes, cores/2 threads each (on 2 cores: the default pool)
   ray     a local Ray instance with every core, one thread per task (Ray's start-up is
@@ -39,6 +39,14 @@ RESULTS = HERE / "results"
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry",
           "motorcycle_left", "cat")
 BACKENDS = ("local1", "local2", "ray", "local2-unshared")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def make_inputs(folder: Path, pairs: int) -> tuple[list[str], str]:
@@ -109,8 +117,10 @@ def run_backend(name: str, contents, style: str, out: Path, config, cores: int) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--pairs", type=int, default=6)
-    p.add_argument("--iterations", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2, help="each backend this many times, the "
+                   "backends taking turns (so a change in the machine's load hits them all)")
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--out", default=None, help="JSON file (default: bench/results/batch-<time>.json)")
     args = p.parse_args()
@@ -126,23 +136,28 @@ def main() -> None:
                                  device="cpu")
     cores = os.cpu_count() or 1
     results: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "machine": {"cores": cores, "cpu": platform.processor() or platform.machine(),
+                     "machine": {"cores": cores, "cpu": cpu_model(),
                                  "load_average_at_start": os.getloadavg()},
                      "size": args.size, "iterations": args.iterations, "pairs": args.pairs,
                      "backends": []}
     with tempfile.TemporaryDirectory() as tmp:
         contents, style = make_inputs(Path(tmp), args.pairs)
         results["style_targets_seconds_per_style"] = round(style_target_seconds(config, style), 3)
-        for name in backends:
-            if name == "ray":
-                import ray
+        if "ray" in backends:
+            import ray
 
-                t = time.perf_counter()
-                ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
-                results["ray_start_seconds"] = round(time.perf_counter() - t, 2)
-            row = run_backend(name, contents, style, Path(tmp) / name, config, cores)
-            results["backends"].append(row)
-            print(json.dumps(row), flush=True)
+            t = time.perf_counter()
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+            results["ray_start_seconds"] = round(time.perf_counter() - t, 2)
+        runs: dict[str, list[dict]] = {name: [] for name in backends}
+        for round_ in range(args.rounds):
+            for name in backends:
+                row = run_backend(name, contents, style, Path(tmp) / f"{name}-{round_}", config, cores)
+                row["round"], row["load_average"] = round_, os.getloadavg()[0]
+                runs[name].append(row)
+                print(json.dumps(row), flush=True)
+        results["runs"] = [r for rows in runs.values() for r in rows]
+        results["backends"] = [median_row(rows) for rows in runs.values()]
     results["machine"]["load_average_at_end"] = os.getloadavg()
     by = {r["backend"]: r for r in results["backends"]}
     if "local2" in by and "local2-unshared" in by:
@@ -157,8 +172,20 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def median_row(rows: list[dict]) -> dict:
+    """A backend's figures over its rounds: the median of each."""
+    out = dict(rows[0])
+    for key in ("wall_seconds", "wall_images_per_minute", "median_pair_seconds",
+                "steady_images_per_minute"):
+        out[key] = round(statistics.median(r[key] for r in rows), 2)
+    out.pop("round", None), out.pop("load_average", None)
+    out["rounds"] = len(rows)
+    return out
+
+
 def print_table(results: dict) -> None:
-    print(f"\n{results['pairs']} pairs at {results['size']} px, {results['iterations']} iterations "
+    print(f"\nmedians over {results['backends'][0]['rounds']} rounds; "
+          f"{results['pairs']} pairs at {results['size']} px, {results['iterations']} iterations "
           f"each, {results['machine']['cores']} cores (load average at start "
           f"{results['machine']['load_average_at_start'][0]:.1f})")
     print(f"{'backend':18s} {'workers x threads':>17s} {'wall s':>7s} {'img/min wall':>12s} "

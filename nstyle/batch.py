@@ -27,12 +27,12 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from .config import Config
-from .errors import BadImage, BadOption, BadOutput, NStyleError
+from .errors import BadOption, BadOutput, NStyleError
 from .images import OUTPUT_FORMATS
 
 #: files a folder argument contributes (an explicit file may have any name)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import INITS, Config, iter_options
-from .errors import BadOption, BadOutput, NStyleError, RunFailed
+from .errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
 from .inputs import INPUT_FIELDS, NO_MASK, Inputs
 
 PROG = "nstyle"
@@ -375,8 +375,12 @@ def cmd_batch(argv: Sequence[str]) -> None:
         connect(args.cluster)  # an unreachable cluster fails here, before any work
     plan = batch.plan_batch(args.contents, args.batch_styles, args.output, config, args.format,
                             command=[PROG, "batch", *argv])
-    summary = batch.run_batch(plan, workers=args.workers, threads=args.threads,
-                              cluster=args.cluster, progress=not args.quiet)
+    try:
+        summary = batch.run_batch(plan, workers=args.workers, threads=args.threads,
+                                  cluster=args.cluster, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise Cancelled(f"interrupted; the finished pairs are kept in {plan.out_dir} (see "
+                        "summary.csv): run the same command again to do the rest") from None
     info = summary.info
     if not args.quiet:
         print(f"{info['done']} done, {info['skipped']} skipped (done before), {info['failed']} "

@@ -7,7 +7,6 @@ time these tests take.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
