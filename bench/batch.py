@@ -13,8 +13,10 @@ Backends, each over the same pairs in a fresh output folder, taking turns (--rou
   local2-unshared   local2 with every pair computing its own style targets
 
 Reported per backend: wall images/min (pool start-up, VGG loads and all, the figure a user
-sees for this batch) and steady images/min (workers / median seconds of one pair: what a
-long batch tends to). For the shared targets: the seconds one style's targets take at
+sees for this batch), steady images/min (workers / median seconds of one pair: what a
+long batch tends to), and the median CPU seconds of one pair (its worker process's CPU
+time, all threads) with what they give on a quiet machine: cores x 60 / CPU seconds. On a
+shared machine wall times move with the others' load; CPU time moves much less. For the shared targets: the seconds one style's targets take at
 this size (the work each pair no longer does), and the end-to-end difference of
 local2-unshared against local2. Contents are scikit-image's photos, the style the shipped
 Starry Night. Timings are wall-clock on a machine that may be shared with other work
@@ -104,12 +106,17 @@ def run_backend(name: str, contents, style: str, out: Path, config, cores: int) 
         raise SystemExit(f"{name}: {summary.failed} pairs failed: "
                          f"{[r['error'] for r in summary.rows if r['error']]}")
     per_pair = statistics.median(r["seconds"] for r in done)
+    cpu = statistics.median(r["cpu_seconds"] for r in done)
     workers = summary.info["workers"]
     return {"backend": name, "workers": workers, "threads": summary.info["threads"],
             "pairs": len(done), "wall_seconds": round(wall, 2),
             "wall_images_per_minute": round(60 * len(done) / wall, 2),
             "median_pair_seconds": round(per_pair, 2),
             "steady_images_per_minute": round(60 * workers / per_pair, 2),
+            "median_pair_cpu_seconds": round(cpu, 2),
+            # what the machine would do with nothing else running: every core busy with
+            # these pairs, each costing its measured CPU time
+            "quiet_images_per_minute": round(60 * cores / cpu, 2),
             "style_targets_computed_per_pair": sorted({r["style_targets_computed"] for r in done}),
             "style_targets_seconds": summary.info["style_targets"].get("seconds")}
 
@@ -176,7 +183,7 @@ def median_row(rows: list[dict]) -> dict:
     """A backend's figures over its rounds: the median of each."""
     out = dict(rows[0])
     for key in ("wall_seconds", "wall_images_per_minute", "median_pair_seconds",
-                "steady_images_per_minute"):
+                "steady_images_per_minute", "median_pair_cpu_seconds", "quiet_images_per_minute"):
         out[key] = round(statistics.median(r[key] for r in rows), 2)
     out.pop("round", None), out.pop("load_average", None)
     out["rounds"] = len(rows)
@@ -189,11 +196,12 @@ def print_table(results: dict) -> None:
           f"each, {results['machine']['cores']} cores (load average at start "
           f"{results['machine']['load_average_at_start'][0]:.1f})")
     print(f"{'backend':18s} {'workers x threads':>17s} {'wall s':>7s} {'img/min wall':>12s} "
-          f"{'s/pair':>7s} {'img/min steady':>14s}")
+          f"{'s/pair':>7s} {'img/min steady':>14s} {'cpu s/pair':>10s} {'img/min quiet':>13s}")
     for r in results["backends"]:
         print(f"{r['backend']:18s} {str(r['workers']) + ' x ' + str(r['threads']):>17s} "
               f"{r['wall_seconds']:7.1f} {r['wall_images_per_minute']:12.2f} "
-              f"{r['median_pair_seconds']:7.2f} {r['steady_images_per_minute']:14.2f}")
+              f"{r['median_pair_seconds']:7.2f} {r['steady_images_per_minute']:14.2f} "
+              f"{r['median_pair_cpu_seconds']:10.2f} {r['quiet_images_per_minute']:13.2f}")
     print(f"one style's targets at every scale: {results['style_targets_seconds_per_style']:.3f} s "
           "(computed once per batch instead of once per pair)")
     if "ray_start_seconds" in results:

@@ -37,7 +37,7 @@ from .images import OUTPUT_FORMATS
 
 #: files a folder argument contributes (an explicit file may have any name)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-SUMMARY_FIELDS = ("pair", "content", "style", "output", "state", "seconds", "iterations",
+SUMMARY_FIELDS = ("pair", "content", "style", "output", "state", "seconds", "cpu_seconds", "iterations",
                   "loss_total", "loss_content", "loss_style", "style_targets_computed", "error")
 DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
 #: a worker process, besides the run's own estimated peak: interpreter, torch, VGG weights
@@ -215,6 +215,9 @@ class PairOutcome:
     record: Optional[dict[str, Any]] = None
     #: style Gram targets this pair had to compute itself (0: all came shared)
     style_targets_computed: int = 0
+    #: CPU time of the worker process for this pair (every thread): what the pair costs
+    #: whatever else the machine was doing, unlike ``seconds``
+    cpu_seconds: float = 0.0
 
 
 def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
@@ -223,7 +226,7 @@ def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
     from .images import decode_image, encode_image, to_tensor
     from .record import LossHistory, build_record
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     targets = stylizer.style_targets
     misses = targets.misses if targets is not None else 0
     try:
@@ -237,7 +240,7 @@ def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
         record["batch"] = {"key": task.key, "pair": task.name, "style_targets_computed": computed}
         return PairOutcome(task.name, DONE, time.perf_counter() - t0, result.iterations,
                            dict(result.losses), image=image, record=record,
-                           style_targets_computed=computed)
+                           style_targets_computed=computed, cpu_seconds=time.process_time() - cpu0)
     except NStyleError as exc:
         error = str(exc)
     except MemoryError:
@@ -410,7 +413,7 @@ class BatchSummary:
 
 def _row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
          losses: Optional[dict[str, float]] = None, error: str = "",
-         computed: Optional[int] = None) -> dict[str, Any]:
+         computed: Optional[int] = None, cpu_seconds: Optional[float] = None) -> dict[str, Any]:
     losses = losses or {}
 
     def part(prefix: str) -> Optional[float]:
@@ -419,6 +422,7 @@ def _row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
 
     return {"pair": pair.name, "content": str(pair.content), "style": str(pair.style),
             "output": str(pair.output), "state": state, "seconds": round(seconds, 3),
+            "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 3),
             "iterations": iterations, "loss_total": losses.get("total"),
             "loss_content": part("content."), "loss_style": part("style."),
             "style_targets_computed": computed, "error": error}
@@ -544,7 +548,8 @@ def run_batch(plan: BatchPlan, *, workers: Optional[int] = None, threads: Option
             for outcome in _with_unreadable(outcomes, unreadable):
                 o = _write(by_name[outcome.name], outcome)
                 rows[o.name] = _row(by_name[o.name], o.state, o.seconds, o.iterations, o.losses,
-                                    o.error, o.style_targets_computed if o.state == DONE else None)
+                                    o.error, o.style_targets_computed if o.state == DONE else None,
+                                    o.cpu_seconds if o.state == DONE else None)
                 bar.update(1)
                 bar.set_postfix_str(f"failed={sum(r['state'] == FAILED for r in rows.values())}",
                                     refresh=False)

@@ -74,6 +74,7 @@ def test_folder_with_a_broken_image_then_a_rerun_that_does_nothing(photos, style
             assert float(r["loss_total"]) == pytest.approx(record["losses"]["total"])
             # every style target came shared from the parent: none computed per pair
             assert r["style_targets_computed"] == "0"
+            assert 0 < float(r["cpu_seconds"]) and 0 < float(r["seconds"])
     assert Image.open(out / "coffee__hubble.png").size == (32, 21)  # the photo's shape
     assert info["done"] == 4 and info["failed"] == 2 and info["workers"] == 2
     assert info["style_targets"] == {"shared": True, "computed": 2, "seconds": pytest.approx(
