@@ -7,6 +7,7 @@
     nstyle explore units|activations|reconstruct ... -o OUTPUT [options]   (see explore_cli)
     nstyle sheet CONTENT --style S1 --style S2 [--style-weights 1e4,1e5,1e6] -o OUTPUT
     nstyle layers
+    nstyle batch CONTENT... --style S [--style S2 ...] -o OUT_DIR [--workers N] [--cluster ADDRESS]
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
     nstyle gui [--data DIR]
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .config import INITS, Config, iter_options
-from .errors import BadOption, BadOutput, NStyleError, RunFailed
+from .errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
 from .explore import RECONSTRUCT_DEFAULTS
 from .inputs import INPUT_FIELDS, NO_MASK, Inputs
 
@@ -85,13 +86,14 @@ class _JoinLists(argparse.Action):
 
 
 def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None,
-                       only: Optional[Sequence[str]] = None) -> None:
-    """One flag per config option (``only``: just these); values stay strings here and are
-    checked by ``Config``."""
+                       only: Optional[Sequence[str]] = None, skip_sections: Sequence[str] = ()) -> None:
+    """One flag per config option; values stay strings here and are checked by ``Config``.
+    ``only``: just these options; ``skip_sections``: config sections a command has no use
+    for (no flags for them)."""
     defaults = defaults or {}
     groups: dict[str, argparse._ArgumentGroup] = {}
     for opt in iter_options():
-        if only is not None and opt.name not in only:
+        if (only is not None and opt.name not in only) or opt.section in skip_sections:
             continue
         group = groups.get(opt.section) or groups.setdefault(
             opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
@@ -262,7 +264,7 @@ def _stylize_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle explore units|activations|reconstruct', "
-                "'nstyle sheet', 'nstyle serve', 'nstyle gui' (each has --help).",
+                "'nstyle sheet', 'nstyle batch', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=_PrintVersions, nargs=0,
                    help="print the versions of nstyle, torch and the weights' source, and exit")
@@ -360,6 +362,61 @@ def cmd_layers(argv: Sequence[str]) -> None:
         print(f"{name:8s} {layer_channels(name):4d} channels")
 
 
+def cmd_batch(argv: Sequence[str]) -> None:
+    from . import batch
+
+    p = _Parser(prog=f"{PROG} batch", description="Stylize every CONTENT with every --style "
+                "into OUT_DIR (OUT_DIR/<content>__<style>.png and its run record), on a pool of "
+                "local worker processes or on a Ray cluster. A rerun skips the pairs already "
+                "done; OUT_DIR/summary.csv and summary.json say how each pair went. Exit code 1 "
+                "if any pair failed.")
+    p.add_argument("contents", nargs="+", metavar="CONTENT", help="photos: files, folders "
+                   "(their image files) or quoted globs ('photos/**/*.jpg')")
+    p.add_argument("--style", dest="batch_styles", action="append", required=True, metavar="S",
+                   help="a style image; give it once per style")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (created if missing)")
+    p.add_argument("--format", default="png", choices=("png", "jpg", "webp"), help="output format (default: png)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: "
+                   "one per core, fewer if their memory does not fit; 1 on a GPU)")
+    p.add_argument("--threads", type=int, default=None, help="threads per worker or Ray task "
+                   "(default: cores / workers locally, 1 on Ray)")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", help="run the pairs as Ray tasks: "
+                   "auto, ray://HOST:PORT or local (needs nstyle[cluster])")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no closing line")
+    add_config_options(p, skip_sections=("output",))
+    args = p.parse_args(argv)
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadOption(f"--{name} must be at least 1")
+    if args.cluster is not None:
+        from .cluster import check_address, connect, import_ray
+
+        check_address(args.cluster)
+        import_ray()  # says how to install it, before any work
+        if args.workers is not None:
+            raise BadOption("--workers is for the local pool; with --cluster, Ray decides (use --threads)")
+    config = config_from_args(args)
+    if args.cluster is not None:
+        connect(args.cluster)  # an unreachable cluster fails here, before any work
+    plan = batch.plan_batch(args.contents, args.batch_styles, args.output, config, args.format,
+                            command=[PROG, "batch", *argv])
+    try:
+        summary = batch.run_batch(plan, workers=args.workers, threads=args.threads,
+                                  cluster=args.cluster, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise Cancelled(f"interrupted; the finished pairs are kept in {plan.out_dir} (see "
+                        "summary.csv): run the same command again to do the rest") from None
+    info = summary.info
+    if not args.quiet:
+        print(f"{info['done']} done, {info['skipped']} skipped (done before), {info['failed']} "
+              f"failed of {info['pairs']} pairs in {info['seconds']:.1f} s; summary in "
+              f"{plan.out_dir / 'summary.csv'}", file=sys.stderr)
+    if summary.failed:
+        first = next(r for r in summary.rows if r["state"] == batch.FAILED)
+        raise RunFailed(f"{summary.failed} of {info['pairs']} pairs failed (first: {first['pair']}: "
+                        f"{first['error']}); see {plan.out_dir / 'summary.csv'}")
+
+
 def cmd_serve(argv: Sequence[str]) -> None:
     # imported here: the web stack (fastapi, uvicorn) is an extra and slow to import
     from .service.server import serve
@@ -389,7 +446,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
-                "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore, "sheet": cmd_sheet}
+                "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore, "sheet": cmd_sheet,
+                "batch": cmd_batch}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

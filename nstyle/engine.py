@@ -233,12 +233,16 @@ class _Step:
 class Stylizer:
     """Runs Gatys et al.'s optimization for one ``Config``; reusable across runs."""
 
-    def __init__(self, config: Config, device: Optional[torch.device] = None) -> None:
+    def __init__(self, config: Config, device: Optional[torch.device] = None,
+                 style_targets: Optional["StyleTargets"] = None) -> None:
         self.config = config
         self.device = device or resolve_device(config.model.device)
         self.content_weights = content_weights(config.loss)
         self.style_weights = style_weights(config.loss)
         self.layers = tuple(dict.fromkeys(list(self.content_weights) + list(self.style_weights)))
+        #: Gram targets shared with other runs and processes (``StyleTargets``); None: each
+        #: Stylizer computes its own (and keeps its last few, see ``style_targets``)
+        self.shared_targets = style_targets
         self.dtype = resolve_precision(config.model.precision, self.device)
         self.precision = "bf16" if self.dtype == torch.bfloat16 else "fp32"
         # channels_last lets oneDNN skip a layout reorder around every conv on the CPU (and
@@ -294,15 +298,27 @@ class Stylizer:
 
         The last ``STYLE_CACHE_ENTRIES`` results are kept, keyed by the image's pixels, so
         runs of one Stylizer that share a style (a batch of contents) compute its targets
-        once. The tensors returned are shared: do not change them in place."""
+        once; with ``shared_targets`` they are also looked up there (and added), so other
+        Stylizers and processes reuse them. The tensors returned are shared: do not change
+        them in place."""
         key = (_digest(style), size, tile)
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
         x = preprocess(resize_tensor(style.float(), style_size(self.config, size)).to(self.device))
-        grams = self._style_cache[key] = self._grams(x, self.style_weights, tile)
+        grams = self._style_cache[key] = self._shared_or_computed_grams(x, tile)
         while len(self._style_cache) > STYLE_CACHE_ENTRIES:
             self._style_cache.popitem(last=False)
+        return grams
+
+    def _shared_or_computed_grams(self, x: torch.Tensor, tile: int) -> dict[str, torch.Tensor]:
+        if self.shared_targets is None:
+            return self._grams(x, self.style_weights, tile)
+        key = self.shared_targets.key(x, tile, self.config, list(self.style_weights))
+        grams = self.shared_targets.get(key, self.device)
+        if grams is None:
+            grams = self._grams(x, self.style_weights, tile)
+            self.shared_targets.put(key, grams)
         return grams
 
     @torch.no_grad()
@@ -334,6 +350,25 @@ class Stylizer:
                 region.mask = region.mask.to(self.device)
             region.at_layers(layers)
         return planned
+
+    def prepare_style_targets(self, styles: Sequence[torch.Tensor]) -> int:
+        """Computes ``styles``' Gram targets for every scale of this config into
+        ``self.shared_targets``, ahead of the runs that share them; returns how many
+        (style, scale) targets it holds for them. Tiles are planned for a square content at
+        the output size (the largest); a content whose plan tiles otherwise, or colours
+        that match each style to its content (preserve_colors luminance or histogram),
+        make targets that a run then computes for itself."""
+        if self.shared_targets is None or not self.style_weights:
+            return 0
+        if self.config.color.preserve_colors in ("luminance", "histogram"):
+            return 0  # the styles the loop sees depend on each content
+        side = self.config.output_size
+        plans = self.memory_plan((side, side), [tuple(s.shape[-2:]) for s in styles])
+        for p in plans:
+            for style in styles:
+                _check_image_tensor(style, "style image")
+                self.style_targets(style, p["size"], p["tile"])
+        return len(plans) * len(styles)
 
     @torch.no_grad()
     def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
@@ -715,6 +750,44 @@ def _digest(image: torch.Tensor) -> tuple:
 
 def _hw(image: torch.Tensor) -> tuple[int, int]:
     return tuple(image.shape[-2:])  # type: ignore[return-value]
+
+
+class StyleTargets:
+    """Style Gram targets kept for reuse across Stylizers and processes: a style used with
+    many contents (a batch, a cluster) goes through VGG once per scale, not once per run.
+
+    Keyed by exactly what determines them (the style image as resized for the scale, the
+    tile, the style layers and the network's pooling and padding), so a hit is always
+    the target a run would compute itself. Kept on the CPU and picklable: one filled in a
+    parent process can be handed to worker processes or Ray tasks. ``hits`` and
+    ``misses`` count lookups. Not thread-safe for writers; share it between threads only
+    once it is filled."""
+
+    def __init__(self) -> None:
+        self._grams: dict[tuple, dict[str, torch.Tensor]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._grams)
+
+    @staticmethod
+    def key(style_bgr: torch.Tensor, tile: int, config: Config, layers: list[str]) -> tuple:
+        pixels = style_bgr.detach().float().cpu().contiguous().numpy()
+        digest = hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest()
+        return (digest, tuple(pixels.shape), tile, tuple(layers), config.model.pooling,
+                config.model.padding)
+
+    def get(self, key: tuple, device: torch.device) -> Optional[dict[str, torch.Tensor]]:
+        grams = self._grams.get(key)
+        if grams is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return {layer: g.to(device) for layer, g in grams.items()}
+
+    def put(self, key: tuple, grams: dict[str, torch.Tensor]) -> None:
+        self._grams[key] = {layer: g.detach().cpu() for layer, g in grams.items()}
 
 
 _WEIGHTS: Optional[dict[str, torch.Tensor]] = None

@@ -224,6 +224,23 @@ def save_image(img: Image.Image, path: Union[str, os.PathLike]) -> Path:
     return path
 
 
+def encode_image(img: Image.Image, suffix: str) -> bytes:
+    """``img`` encoded as ``save_image`` would write it to a file ending in ``suffix``
+    (for results made in one process and written by another)."""
+    fmt = OUTPUT_FORMATS[suffix.lower()]
+    params: dict[str, Any] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def save_bytes(data: bytes, path: Union[str, os.PathLike]) -> Path:
+    """Write ``data`` (an encoded image, a record) to ``path`` atomically."""
+    path = Path(path)
+    _atomic_write(path, lambda f: f.write(data))
+    return path
+
+
 def save_json(data: Any, path: Union[str, os.PathLike]) -> Path:
     path = Path(path)
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..config import Config
 from ..engine import CancelToken, Progress, Stylizer
+from ..plan import Plan
 from ..errors import Cancelled, NStyleError
 from ..images import decode_image, save_image, save_json
 from ..inputs import Inputs
@@ -112,6 +113,8 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._halt = threading.Event()  # set on stop: cuts a worker's retry pause short
+        #: runs one job's stylization: here, or as a Ray task (``nstyle serve --cluster``)
+        self.runner = job_runner(settings)
 
     # ---- life cycle -------------------------------------------------------------------
 
@@ -405,10 +408,7 @@ class JobManager:
         if is_sheet(row.options):  # a contact sheet: many small runs in one job
             return run_sheet_job(row, config, loaded, names, live, self.store,
                                  lambda: self._changed(job_id))
-        stylizer = Stylizer(config)
-        plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
-                             coarse_style=loaded.coarse_style)
-        live.iterations = plan.total_iterations  # every scale, and the scale mixing
+        live.iterations = self.runner.plan(config, loaded).total_iterations  # every step
         history = LossHistory()
 
         def on_progress(event: Progress) -> None:
@@ -423,8 +423,7 @@ class JobManager:
                 live.preview_time = now
             self._changed(job_id)
 
-        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                              callback=on_progress, cancel=live.cancel, plan=plan)
+        result = self.runner.run(config, loaded, callback=on_progress, cancel=live.cancel)
         image = result.to_pil()
         save_image(image, self.store.file(job_id, RESULT_FILE))
         record = build_record(config, result, inputs=names, history=history)
@@ -447,6 +446,42 @@ class JobManager:
                 return _stream_data_url(img.convert("RGB"))
         except OSError:
             return None
+
+
+class LocalRunner:
+    """Runs a job in this process (the default). ``plan`` makes the job's plan (with this
+    machine's memory and tiles) and its Stylizer, and the same worker thread's ``run``
+    follows that plan with that Stylizer: a job is planned once."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def plan(self, config: Config, loaded: Any) -> Plan:
+        stylizer = Stylizer(config)
+        plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
+                             coarse_style=loaded.coarse_style)
+        self._local.prepared = (config, stylizer, plan)
+        return plan
+
+    def run(self, config: Config, loaded: Any, *, callback, cancel: CancelToken) -> Any:
+        prepared = getattr(self._local, "prepared", None)
+        self._local.prepared = None
+        if prepared is not None and prepared[0] is config:
+            _, stylizer, plan = prepared
+        else:
+            stylizer, plan = Stylizer(config), None
+        return stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
+                            callback=callback, cancel=cancel, plan=plan)
+
+
+def job_runner(settings: ServiceSettings):
+    """The settings' runner: ``LocalRunner``, or a Ray one when ``cluster`` is set (it
+    connects now, so a server with an unreachable cluster does not start)."""
+    if settings.cluster is None:
+        return LocalRunner()
+    from ..cluster import RayJobRunner
+
+    return RayJobRunner(settings.cluster, settings.preview_seconds)
 
 
 def _stream_data_url(image, png: Optional[bytes] = None) -> str:

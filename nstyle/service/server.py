@@ -61,6 +61,9 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
                    help="GiB one job may use; a job estimated to need more fails with a message "
                    "(default: the memory available when it starts). Clients cannot set it")
+    p.add_argument("--cluster", default=None, metavar="ADDRESS", help="run the jobs as Ray "
+                   "tasks on this cluster (auto, ray://HOST:PORT or local; needs nstyle[cluster]) "
+                   "instead of in this process; --workers jobs at a time")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
 
@@ -74,7 +77,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
             max_size=args.max_size, max_iterations=args.max_iterations,
             max_megapixel_iterations=args.max_megapixel_iterations,
             max_request_pixels=args.max_request_pixels, max_field_chars=args.max_field_chars,
-            memory_limit_gib=args.memory_limit)
+            memory_limit_gib=args.memory_limit, cluster=args.cluster)
     except ValueError as exc:
         raise BadOption(str(exc)) from None
 

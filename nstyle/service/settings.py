@@ -50,6 +50,9 @@ class ServiceSettings:
     preview_seconds: float = 1.0
     #: image formats accepted as uploads (Pillow format names)
     formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+    #: a Ray address (auto, ray://HOST:PORT, local): jobs run as Ray tasks there, up to
+    #: ``workers`` at a time, instead of in this process (``nstyle.cluster``)
+    cluster: Optional[str] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

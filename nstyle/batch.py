@@ -1,0 +1,616 @@
+"""Many photos x a few paintings: every (content, style) pair stylized into one folder.
+
+    plan = plan_batch(["photos/", "more/*.jpg"], ["starry.jpg", "scream.jpg"], "out/", config)
+    summary = run_batch(plan)                   # a local pool of worker processes
+    summary = run_batch(plan, cluster="auto")   # the same work as Ray tasks (nstyle.cluster)
+
+Each pair's output is ``OUT/<content>__<style>.<ext>`` with its run record beside it
+(``.json``), both written atomically, the record last: a pair whose record exists and was
+made from the same images and options is done, so a rerun (after a kill, after adding
+photos) does only what is missing. A pair that fails (a broken image, out of memory) is
+recorded in ``summary.csv`` / ``summary.json`` and the others go on.
+
+Work done once: the parent process decodes each style and computes its Gram targets for
+every scale (``Stylizer.prepare_style_targets``); workers receive them with the
+configuration when they start (Ray: once, through the object store) and load VGG once
+each, so a pair costs only its own optimization. Workers get bytes, never paths, and send
+back encoded images: the parent is the only process that touches OUT.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from .config import Config
+from .errors import BadOption, BadOutput, NStyleError
+from .images import OUTPUT_FORMATS
+
+#: files a folder argument contributes (an explicit file may have any name)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+SUMMARY_FIELDS = ("pair", "content", "style", "output", "state", "seconds", "cpu_seconds", "iterations",
+                  "loss_total", "loss_content", "loss_style", "style_targets_computed", "error")
+DONE, SKIPPED, FAILED, NOT_RUN = "done", "skipped", "failed", "not run"
+#: a worker process, besides the run's own estimated peak: interpreter, torch, VGG weights
+WORKER_OVERHEAD_BYTES = 600 * 2 ** 20
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass
+class Pair:
+    """One (content, style) pair and where its output goes."""
+
+    name: str  # <content>__<style>: the output's stem and the summary's key
+    content: Path
+    style: Path
+    output: Path
+    key: str = ""  # digest of the options and both images' bytes ("" if unreadable)
+
+    @property
+    def record(self) -> Path:
+        return Path(str(self.output) + ".json")
+
+
+@dataclass
+class BatchPlan:
+    config: Config
+    out_dir: Path
+    pairs: list[Pair]
+    #: names of the pairs already done (output and record from the same images and options)
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)
+    command: Optional[list[str]] = None
+
+    @property
+    def pending(self) -> list[Pair]:
+        return [p for p in self.pairs if p.name not in self.done]
+
+
+def expand_contents(patterns: Sequence[str]) -> list[Path]:
+    """Files, folders (their image files, not recursive) and globs ('**' recurses), in the
+    order given, each file once."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir()
+                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not matches:
+                raise BadOption(f"folder {pattern!r} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise BadOption(f"{pattern!r} matches no file")
+        else:
+            raise BadOption(f"content {pattern!r} does not exist")
+        found.extend(matches)
+    unique: dict[Path, Path] = {}
+    for p in found:  # kept as the user spelled them (they go in the records)
+        unique.setdefault(p.resolve(), p)
+    return list(unique.values())
+
+
+def _stems(paths: Sequence[Path]) -> dict[Path, str]:
+    """A name per file for output names: its stem, made unique with a short digest of
+    its path where two files share one (a/cat.jpg, b/cat.jpg)."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        counts[p.stem] = counts.get(p.stem, 0) + 1
+    names = {}
+    for p in paths:
+        stem = p.stem.replace(" ", "_")
+        if counts[p.stem] > 1:
+            stem += "-" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:6]
+        names[p] = stem
+    return names
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; '' when it cannot be read (the pair then fails, with
+    the reason, when it is run)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def pair_key(config: Config, content_digest: str, style_digest: str) -> str:
+    if not content_digest or not style_digest:
+        return ""
+    options = json.dumps(config.to_dict(), sort_keys=True)
+    return hashlib.sha256(f"{options}\n{content_digest}\n{style_digest}".encode()).hexdigest()
+
+
+def plan_batch(contents: Sequence[str], styles: Sequence[str], out_dir: str, config: Config,
+               fmt: str = "png", command: Optional[list[str]] = None) -> BatchPlan:
+    """Every content x style pair, its output name, and which pairs a previous run
+    finished. Raises ``BadOption``/``BadOutput`` for paths that cannot work at all."""
+    suffix = "." + fmt.lower().lstrip(".")
+    if suffix not in OUTPUT_FORMATS:
+        raise BadOption(f"--format {fmt!r}: use one of {', '.join(sorted({s[1:] for s in OUTPUT_FORMATS}))}")
+    if not styles:
+        raise BadOption("no style image was given; use --style PATH (more than once for several)")
+    content_paths = expand_contents(contents)
+    style_paths = []
+    for s in styles:
+        if not Path(s).is_file():
+            raise BadOption(f"style image {s!r} {'is a folder' if Path(s).is_dir() else 'does not exist'}")
+        style_paths.append(Path(s))
+    style_paths = list(dict.fromkeys(style_paths))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadOutput(f"output folder {out_dir!r} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadOutput(f"cannot create the output folder {out_dir!r}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BadOutput(f"output folder {out_dir!r} is not writable")
+    content_names, style_names = _stems(content_paths), _stems(style_paths)
+    style_digests = {s: file_digest(s) for s in style_paths}
+    plan = BatchPlan(config, out, [], command=command)
+    for c in content_paths:
+        digest = file_digest(c)
+        for s in style_paths:
+            name = f"{content_names[c]}__{style_names[s]}"
+            pair = Pair(name, c, s, out / (name + suffix), pair_key(config, digest, style_digests[s]))
+            plan.pairs.append(pair)
+            record = _finished_record(pair)
+            if record is not None:
+                plan.done[name] = record
+    return plan
+
+
+def _finished_record(pair: Pair) -> Optional[dict[str, Any]]:
+    """The record of a previous run of this very pair, when its output is complete."""
+    if not pair.key or not pair.output.is_file():
+        return None
+    try:
+        record = json.loads(pair.record.read_text())
+    except (OSError, ValueError):
+        return None
+    batch = record.get("batch") if isinstance(record, dict) else None
+    return record if isinstance(batch, dict) and batch.get("key") == pair.key else None
+
+
+# --------------------------------------------------------------------------- one pair
+
+
+@dataclass
+class PairTask:
+    """What a worker needs for one pair: bytes and names, never a path to open."""
+
+    name: str
+    content: bytes
+    style_id: str  # sha256 of the style's bytes: which of the shared styles
+    suffix: str
+    inputs: dict[str, Any]  # the paths as the user gave them, for the run record
+    output: str
+    key: str
+    command: Optional[list[str]] = None
+
+
+@dataclass
+class PairOutcome:
+    name: str
+    state: str
+    seconds: float = 0.0
+    iterations: int = 0
+    losses: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    image: Optional[bytes] = None  # encoded in the output's format
+    record: Optional[dict[str, Any]] = None
+    #: style Gram targets this pair had to compute itself (0: all came shared)
+    style_targets_computed: int = 0
+    #: CPU time of the worker process for this pair (every thread): what the pair costs
+    #: whatever else the machine was doing, unlike ``seconds``
+    cpu_seconds: float = 0.0
+
+
+def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
+    """Runs one pair on a worker's ``Stylizer`` (``style``: the decoded style tensor).
+    Every error becomes the pair's outcome: one pair never stops the batch."""
+    from .images import decode_image, encode_image, to_tensor
+    from .record import LossHistory, build_record
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    targets = stylizer.shared_targets
+    misses = targets.misses if targets is not None else 0
+    try:
+        content = to_tensor(decode_image(task.content, f"content image {task.inputs['content']!r}"))
+        history = LossHistory()
+        result = stylizer.run(content, [style], callback=history)
+        image = encode_image(result.to_pil(), task.suffix)
+        computed = (targets.misses - misses) if targets is not None else 0
+        record = build_record(stylizer.config, result, inputs=task.inputs, output=task.output,
+                              command=task.command, history=history)
+        record["batch"] = {"key": task.key, "pair": task.name, "style_targets_computed": computed}
+        return PairOutcome(task.name, DONE, time.perf_counter() - t0, result.iterations,
+                           dict(result.losses), image=image, record=record,
+                           style_targets_computed=computed, cpu_seconds=time.process_time() - cpu0)
+    except NStyleError as exc:
+        error = str(exc)
+    except MemoryError:
+        error = "out of memory; use a smaller --size or fewer --workers"
+    except Exception as exc:  # a bug must not end the batch: the pair fails with it
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    return PairOutcome(task.name, FAILED, time.perf_counter() - t0, error=error)
+
+
+class WorkerState:
+    """A worker process's long-lived objects: one ``Stylizer`` (VGG loaded once) per
+    configuration, and the decoded styles."""
+
+    def __init__(self) -> None:
+        self.stylizers: dict[str, Any] = {}
+        self.styles: dict[str, Any] = {}
+
+    def stylizer(self, config_dict: dict[str, Any], targets):
+        from .engine import Stylizer
+
+        key = json.dumps(config_dict, sort_keys=True)
+        if key not in self.stylizers:
+            self.stylizers[key] = Stylizer(Config.from_dict(config_dict))
+        stylizer = self.stylizers[key]
+        stylizer.shared_targets = targets
+        return stylizer
+
+    def style(self, style_id: str, data: bytes):
+        from .images import decode_image, to_tensor
+
+        if style_id not in self.styles:
+            self.styles[style_id] = to_tensor(decode_image(data, "style image"))
+        return self.styles[style_id]
+
+    def run(self, config_dict, task: PairTask, style_bytes: bytes, targets) -> PairOutcome:
+        """``targets``: the shared ``StyleTargets``; None: each pair computes its own."""
+        from .engine import StyleTargets
+
+        try:
+            stylizer = self.stylizer(config_dict, targets if targets is not None else StyleTargets())
+            style = self.style(task.style_id, style_bytes)
+        except NStyleError as exc:
+            return PairOutcome(task.name, FAILED, error=str(exc))
+        return stylize_pair(stylizer, task, style)
+
+
+# --------------------------------------------------------------------------- the local pool
+
+
+_STATE: Optional[WorkerState] = None
+_SETUP: dict[str, Any] = {}
+
+
+def _init_worker(config_dict, targets, styles: dict[str, bytes], threads: int) -> None:
+    """Runs once in each worker process: threads, then VGG, before the first pair."""
+    import torch
+
+    global _STATE
+    torch.set_num_threads(threads)
+    _STATE = WorkerState()
+    _SETUP.update(config=config_dict, targets=targets, styles=styles)
+    _STATE.stylizer(config_dict, targets)
+
+
+def _pool_task(task: PairTask) -> PairOutcome:
+    assert _STATE is not None
+    return _STATE.run(_SETUP["config"], task, _SETUP["styles"][task.style_id], _SETUP["targets"])
+
+
+class LocalPool:
+    """Worker processes on this machine. A worker that dies (killed for memory, a crash)
+    breaks the whole pool: the pairs that were in it are run again in a new pool, each
+    alone, so the one that kills its worker is found and reported failed and the others
+    are not lost with it."""
+
+    def __init__(self, workers: int, threads: int, function: Callable = _pool_task,
+                 initializer: Callable = _init_worker) -> None:
+        self.workers, self.threads = workers, threads
+        self.function, self.initializer = function, initializer
+
+    def run(self, config_dict, targets, styles: dict[str, bytes],
+            tasks: Iterator[PairTask]) -> Iterator[PairOutcome]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        def start() -> ProcessPoolExecutor:
+            # spawn: a forked copy of a process that already runs torch threads can hang
+            return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=self.initializer,
+                                       initargs=(config_dict, targets, styles, self.threads))
+
+        pool, inflight, suspects = start(), {}, []  # inflight: future -> (task, alone)
+        try:
+            while True:
+                self._fill(pool, inflight, suspects, tasks)
+                if not inflight:
+                    return
+                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                broken = False
+                for future in finished:
+                    task, alone = inflight.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        if alone:
+                            yield PairOutcome(task.name, FAILED, error="its worker process died "
+                                              "(out of memory? a crash?); try a smaller --size or fewer --workers")
+                        else:
+                            suspects.append(task)
+                if broken:  # the pool is gone with every pair still in it
+                    suspects.extend(task for task, _ in inflight.values())
+                    inflight.clear()
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    pool = start()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _fill(self, pool, inflight: dict, suspects: list, tasks: Iterator[PairTask]) -> None:
+        """Keeps every worker busy (two pairs each, so none waits for the next), except
+        that a suspect runs alone once the pool has drained."""
+        while not any(alone for _, alone in inflight.values()):
+            if suspects:
+                if not inflight:
+                    task = suspects.pop(0)
+                    inflight[pool.submit(self.function, task)] = (task, True)
+                return
+            if len(inflight) >= 2 * self.workers:
+                return
+            task = next(tasks, None)
+            if task is None:
+                return
+            inflight[pool.submit(self.function, task)] = (task, False)
+
+
+def local_pool_size(config: Config, pairs: int, workers: Optional[int],
+                    threads: Optional[int], peak_bytes: int) -> tuple[int, int]:
+    """(workers, threads per worker): by default as many workers as cores, fewer when
+    their estimated memory does not fit or there are fewer pairs; threads so that
+    workers x threads = cores. A GPU gets one worker (several would share it)."""
+    from .tiling import available_memory
+
+    cores = os.cpu_count() or 1
+    if workers is None:
+        from .engine import resolve_device
+
+        if resolve_device(config.model.device).type != "cpu":
+            workers = 1
+        else:
+            fit = max(1, available_memory() // (peak_bytes + WORKER_OVERHEAD_BYTES))
+            workers = max(1, min(cores, fit, pairs))
+    if threads is None:
+        threads = max(1, cores // workers)
+    return workers, threads
+
+
+# --------------------------------------------------------------------------- the batch
+
+
+@dataclass
+class BatchSummary:
+    rows: list[dict[str, Any]]  # one per pair, in the plan's order (SUMMARY_FIELDS)
+    info: dict[str, Any]  # counts, backend, timings, style targets
+
+    @property
+    def failed(self) -> int:
+        return sum(r["state"] == FAILED for r in self.rows)
+
+
+def _row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
+         losses: Optional[dict[str, float]] = None, error: str = "",
+         computed: Optional[int] = None, cpu_seconds: Optional[float] = None) -> dict[str, Any]:
+    losses = losses or {}
+
+    def part(prefix: str) -> Optional[float]:
+        values = [v for k, v in losses.items() if k.startswith(prefix)]
+        return sum(values) if values else None
+
+    return {"pair": pair.name, "content": str(pair.content), "style": str(pair.style),
+            "output": str(pair.output), "state": state, "seconds": round(seconds, 3),
+            "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 3),
+            "iterations": iterations, "loss_total": losses.get("total"),
+            "loss_content": part("content."), "loss_style": part("style."),
+            "style_targets_computed": computed, "error": error}
+
+
+def _skipped_row(pair: Pair, record: dict[str, Any]) -> dict[str, Any]:
+    """A pair a previous run finished: its figures come from its record."""
+    losses = record.get("losses") if isinstance(record.get("losses"), dict) else {}
+    seconds = (record.get("timings") or {}).get("total", 0.0)
+    return _row(pair, SKIPPED, seconds, record.get("iterations") or 0, losses,
+                computed=(record.get("batch") or {}).get("style_targets_computed"))
+
+
+def remove_stale_temporaries(plan: BatchPlan) -> int:
+    """Temporary files a killed run left half-written (``.NAME.*.tmp`` of this plan's
+    outputs and records; nothing else in the folder is touched)."""
+    names = {p.output.name for p in plan.pairs} | {p.record.name for p in plan.pairs}
+    removed = 0
+    for path in plan.out_dir.glob(".*.tmp"):
+        if any(path.name.startswith(f".{n}.") for n in names):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes], dict[Path, str]]:
+    """(style path -> id, id -> bytes, style path -> error) for the styles ``pairs`` use;
+    a style that cannot be read or decoded fails its pairs, not the batch."""
+    from .images import decode_image
+
+    ids, data, errors = {}, {}, {}
+    for path in dict.fromkeys(p.style for p in pairs):
+        try:
+            raw = path.read_bytes()
+            decode_image(raw, f"style image {str(path)!r}")
+        except OSError as exc:
+            errors[path] = f"style image {str(path)!r} cannot be read: {exc.strerror or exc}"
+            continue
+        except NStyleError as exc:
+            errors[path] = str(exc)
+            continue
+        ids[path] = hashlib.sha256(raw).hexdigest()
+        data[ids[path]] = raw
+    return ids, data, errors
+
+
+def shared_style_targets(config: Config, styles: dict[str, bytes]):
+    """Every style's Gram targets at every scale, computed here once; returns
+    (``StyleTargets``, estimated peak bytes of one run, seconds spent)."""
+    from .engine import StyleTargets, Stylizer
+    from .images import decode_image, to_tensor
+
+    t0 = time.perf_counter()
+    stylizer = Stylizer(config, style_targets=StyleTargets())
+    tensors = [to_tensor(decode_image(b, "style image")) for b in styles.values()]
+    side = config.output_size
+    plans = stylizer.memory_plan((side, side), [tuple(t.shape[-2:]) for t in tensors])
+    peak = int(max(p["estimated_peak_gib"] for p in plans) * 2 ** 30)
+    stylizer.prepare_style_targets(tensors)
+    return stylizer.shared_targets, peak, time.perf_counter() - t0
+
+
+def _tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPlan,
+           unreadable: list[PairOutcome]) -> Iterator[PairTask]:
+    """Tasks read lazily (thousands of photos are never all in memory); a content that
+    cannot be read goes to ``unreadable``."""
+    for pair in pairs:
+        try:
+            content = pair.content.read_bytes()
+        except OSError as exc:
+            unreadable.append(PairOutcome(pair.name, FAILED, error=f"content image "
+                                          f"{str(pair.content)!r} cannot be read: {exc.strerror or exc}"))
+            continue
+        yield PairTask(pair.name, content, style_ids[pair.style], pair.output.suffix,
+                       {"content": str(pair.content), "styles": [str(pair.style)]},
+                       str(pair.output), pair.key, plan.command)
+
+
+def _write(pair: Pair, outcome: PairOutcome) -> PairOutcome:
+    """The image, then its record (whose presence marks the pair done), each atomically."""
+    from .images import save_bytes, save_json
+
+    if outcome.state != DONE:
+        return outcome
+    try:
+        save_bytes(outcome.image, pair.output)
+        save_json(outcome.record, pair.record)
+    except OSError as exc:
+        outcome.state, outcome.error = FAILED, f"cannot write {str(pair.output)!r}: {exc.strerror or exc}"
+    return outcome
+
+
+def run_batch(plan: BatchPlan, *, workers: Optional[int] = None, threads: Optional[int] = None,
+              cluster: Optional[str] = None, share_style_targets: bool = True,
+              progress: bool = True, pool: Optional[LocalPool] = None) -> BatchSummary:
+    """Runs the plan's pending pairs and writes ``summary.csv`` and ``summary.json``.
+    ``cluster``: a Ray address (``nstyle.cluster``), else a local pool of ``workers``
+    processes with ``threads`` each (defaults: ``local_pool_size``)."""
+    t0 = time.time()
+    remove_stale_temporaries(plan)
+    rows = {p.name: (_skipped_row(p, plan.done[p.name]) if p.name in plan.done else _row(p, NOT_RUN))
+            for p in plan.pairs}
+    by_name = {p.name: p for p in plan.pairs}
+    pending = plan.pending
+    style_ids, style_bytes, style_errors = _read_styles(pending)
+    for p in pending:
+        if p.style in style_errors:
+            rows[p.name] = _row(p, FAILED, error=style_errors[p.style])
+    runnable = [p for p in pending if p.style not in style_errors]
+    info: dict[str, Any] = {"backend": "ray" if cluster else "local", "cluster": cluster,
+                            "style_targets": {"shared": share_style_targets}}
+    bar = _progress_bar(len(plan.pairs), len(plan.pairs) - len(runnable), progress)
+    try:
+        if runnable:
+            targets, peak, seconds = shared_style_targets(plan.config, style_bytes)
+            info["style_targets"].update(computed=len(targets), seconds=round(seconds, 3))
+            backend, info["workers"], info["threads"] = _backend(plan.config, len(runnable), workers,
+                                                                 threads, cluster, peak, pool)
+            unreadable: list[PairOutcome] = []
+            outcomes = backend.run(plan.config.to_dict(), targets if share_style_targets else None,
+                                   style_bytes, _tasks(runnable, style_ids, plan, unreadable))
+            started = time.time()
+            for outcome in _with_unreadable(outcomes, unreadable):
+                o = _write(by_name[outcome.name], outcome)
+                rows[o.name] = _row(by_name[o.name], o.state, o.seconds, o.iterations, o.losses,
+                                    o.error, o.style_targets_computed if o.state == DONE else None,
+                                    o.cpu_seconds if o.state == DONE else None)
+                bar.update(1)
+                bar.set_postfix_str(f"failed={sum(r['state'] == FAILED for r in rows.values())}",
+                                    refresh=False)
+            info["run_seconds"] = round(time.time() - started, 3)
+    finally:
+        bar.close()
+        summary = _summarize(plan, [rows[p.name] for p in plan.pairs], info, t0)
+        write_summary(plan.out_dir, summary)
+    return summary
+
+
+def _with_unreadable(outcomes: Iterable[PairOutcome], unreadable: list[PairOutcome]
+                     ) -> Iterator[PairOutcome]:
+    for outcome in outcomes:
+        while unreadable:
+            yield unreadable.pop()
+        yield outcome
+    while unreadable:
+        yield unreadable.pop()
+
+
+def _backend(config: Config, pairs: int, workers: Optional[int], threads: Optional[int],
+             cluster: Optional[str], peak: int, pool: Optional[LocalPool]):
+    """(backend, workers, threads): Ray tasks, or a local pool sized to the machine."""
+    if cluster:
+        from .cluster import RayPool
+
+        ray_pool = RayPool(cluster, threads=threads or 1, peak_bytes=peak, device=config.model.device)
+        return ray_pool, ray_pool.slots, ray_pool.threads
+    workers, threads = local_pool_size(config, pairs, workers, threads, peak)
+    if pool is None:
+        pool = LocalPool(workers, threads)
+    return pool, pool.workers, pool.threads
+
+
+def _summarize(plan: BatchPlan, rows: list[dict[str, Any]], info: dict[str, Any],
+               t0: float) -> BatchSummary:
+    counts = {state: sum(r["state"] == state for r in rows) for state in (DONE, SKIPPED, FAILED, NOT_RUN)}
+    seconds = time.time() - t0
+    run_seconds = info.get("run_seconds") or seconds
+    info.update(pairs=len(rows), **{k.replace(" ", "_"): v for k, v in counts.items()},
+                seconds=round(seconds, 3),
+                images_per_minute=round(60 * counts[DONE] / run_seconds, 3) if counts[DONE] else 0.0,
+                config=plan.config.to_dict(), command=plan.command)
+    return BatchSummary(rows, info)
+
+
+def write_summary(out_dir: Path, summary: BatchSummary) -> None:
+    from .images import save_bytes, save_json
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in summary.rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    save_bytes(text.getvalue().encode(), out_dir / "summary.csv")
+    save_json({**summary.info, "results": summary.rows}, out_dir / "summary.json")
+
+
+def _progress_bar(total: int, initial: int, show: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="pair", desc="batch", dynamic_ncols=True,
+                file=sys.stderr, disable=not show or not sys.stderr.isatty())

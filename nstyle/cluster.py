@@ -1,0 +1,300 @@
+"""Ray: batch pairs and service jobs as Ray tasks, for work past one machine.
+
+Addresses (``--cluster``): ``auto`` joins the cluster this machine is part of (``ray start``
+set it up), ``ray://HOST:PORT`` reaches one through Ray Client, ``local`` starts a private
+Ray instance on this machine (several GPUs, or trying it out). Where Ray is already
+initialized in this process (a notebook, a test), that instance is used as it is.
+
+Tasks get bytes and tensors, never paths, and send back encoded images, so the workers
+need no shared disk: only nstyle[cluster] installed, at the same version. A task asks for
+a GPU where the cluster has them (and the device is not forced to cpu), ``threads`` CPUs,
+and the memory its run is estimated to need, so Ray never packs more runs on a node than
+it can hold. Ray itself is imported only here, and only when asked for.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+from . import errors
+from .batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
+from .errors import BadOption, Cancelled, NStyleError, RunFailed
+
+INSTALL_HINT = "--cluster needs Ray, which is not installed here: pip install 'nstyle[cluster]'"
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise BadOption(INSTALL_HINT) from None
+    return ray
+
+
+def check_address(address: str) -> str:
+    if address in ("auto", "local") or (address.startswith("ray://") and len(address) > 6):
+        return address
+    raise BadOption(f"--cluster {address!r}: use auto, local or ray://HOST:PORT")
+
+
+def connect(address: str):
+    """The ``ray`` module, initialized for ``address`` (see the module doc)."""
+    check_address(address)
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **quiet)
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        hint = " (start one with 'ray start --head')" if address == "auto" else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadOption(f"cannot reach the Ray cluster at {address!r}{hint}: {first}") from None
+    return ray
+
+
+def task_options(ray, threads: int, peak_bytes: int, device: str) -> tuple[dict[str, Any], int]:
+    """Ray resources of one run, and how many such runs the cluster holds at once."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
+    options: dict[str, Any] = {"num_cpus": threads, "max_retries": 1}
+    if gpus:
+        options["num_gpus"] = 1
+    memory = peak_bytes + WORKER_OVERHEAD_BYTES
+    largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    if largest and memory > largest:
+        raise errors.TooLarge(f"one run needs about {memory / 2 ** 30:.1f} GiB (estimated), more than "
+                              f"any Ray node has ({largest / 2 ** 30:.1f} GiB); use a smaller --size")
+    options["memory"] = memory
+    slots = gpus if gpus else max(1, int(resources.get("CPU", 1) // threads))
+    return options, slots
+
+
+# --------------------------------------------------------------------------- batch pairs
+
+
+_STATE: Optional[WorkerState] = None
+
+
+def _ray_pair(config_dict, task: PairTask, style_bytes: bytes, targets, threads: int) -> PairOutcome:
+    """One pair on a Ray worker; the worker process keeps its Stylizer (VGG) between tasks."""
+    import torch
+
+    global _STATE
+    torch.set_num_threads(threads)
+    if _STATE is None:
+        _STATE = WorkerState()
+    return _STATE.run(config_dict, task, style_bytes, targets)
+
+
+class RayPool:
+    """``batch.LocalPool``'s counterpart: pairs as Ray tasks, a bounded number in flight."""
+
+    def __init__(self, address: str, threads: int, peak_bytes: int, device: str) -> None:
+        self.ray = connect(address)
+        self.threads = threads
+        self.options, self.slots = task_options(self.ray, threads, peak_bytes, device)
+
+    def run(self, config_dict, targets, styles: dict[str, bytes],
+            tasks: Iterator[PairTask]) -> Iterator[PairOutcome]:
+        ray = self.ray
+        remote = ray.remote(_ray_pair).options(**self.options)
+        # put once: every task refers to the same copy in the object store
+        config_ref, targets_ref = ray.put(config_dict), ray.put(targets)
+        style_refs = {sid: ray.put(data) for sid, data in styles.items()}
+        inflight: dict[Any, PairTask] = {}
+        try:
+            while True:
+                while len(inflight) < 2 * self.slots:
+                    task = next(tasks, None)
+                    if task is None:
+                        break
+                    ref = remote.remote(config_ref, task, style_refs[task.style_id], targets_ref,
+                                        self.threads)
+                    inflight[ref] = task
+                if not inflight:
+                    return
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                for ref in ready:
+                    task = inflight.pop(ref)
+                    try:
+                        yield ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the worker died, the node went away
+                        yield PairOutcome(task.name, FAILED, error=f"the Ray task failed: {_first_line(exc)}")
+        finally:
+            for ref in inflight:
+                ray.cancel(ref)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+# --------------------------------------------------------------------------- service jobs
+
+
+@dataclass
+class RemoteProgress:
+    """A ``Progress`` event that came from a Ray task: the same fields, and the latest
+    preview the task sent."""
+
+    iteration: int
+    iterations: int
+    losses: dict[str, float]
+    elapsed: float
+    scale: int = 1
+    scales: int = 1
+    size: int = 0
+    phase: str = "stylize"
+    _preview: Callable[[], Any] = field(default=lambda: None, repr=False)
+
+    @property
+    def total(self) -> float:
+        return self.losses["total"]
+
+    @property
+    def eta(self) -> float:
+        return self.elapsed / self.iteration * (self.iterations - self.iteration)
+
+    def preview(self):
+        return self._preview()
+
+    def stop(self) -> None:  # the service cancels instead
+        pass
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _ray_job(config_dict, loaded, preview_seconds: float):
+    """A service job on a Ray worker, as a stream: progress events (with a preview every
+    ``preview_seconds``), then the result or the error. The engine runs in a thread so
+    that a cancel (Ray interrupts this generator) reaches it as a ``CancelToken``."""
+    from .engine import CancelToken
+
+    global _STATE
+    if _STATE is None:
+        _STATE = WorkerState()
+    stylizer = _STATE.stylizer(config_dict, None)
+    events: queue.Queue = queue.Queue()
+    token = CancelToken()
+    last_preview = [float("-inf")]
+
+    def on_progress(event) -> None:
+        item = {"kind": "progress", "iteration": event.iteration, "iterations": event.iterations,
+                "losses": event.losses, "elapsed": event.elapsed, "scale": event.scale,
+                "scales": event.scales, "size": event.size, "phase": event.phase}
+        now = time.monotonic()
+        if event.iteration in (1, event.iterations) or now - last_preview[0] >= preview_seconds:
+            item["preview"], last_preview[0] = _png(event.preview()), now
+        events.put(item)
+
+    def work() -> None:
+        try:
+            r = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
+                             callback=on_progress, cancel=token)
+            events.put({"kind": "result", "png": _png(r.to_pil()), "losses": r.losses,
+                        "iterations": r.iterations, "stopped_early": r.stopped_early,
+                        "device": r.device, "timings": r.timings, "plan": r.plan,
+                        "precision": r.precision})
+        except NStyleError as exc:
+            events.put({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
+        except BaseException as exc:  # noqa: BLE001 - reported to the service as the job's failure
+            events.put({"kind": "error", "type": "RunFailed",
+                        "message": f"internal error on the Ray worker: {type(exc).__name__}: {exc}"})
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = events.get()
+            yield item
+            if item["kind"] != "progress":
+                return
+    finally:  # also when Ray cancels this task: the run stops within one iteration
+        token.cancel()
+        thread.join()
+
+
+class RayJobRunner:
+    """Runs service jobs as Ray tasks instead of in the server's worker threads
+    (``nstyle serve --cluster``); the job manager sees the same progress and result."""
+
+    def __init__(self, address: str, preview_seconds: float = 1.0) -> None:
+        self.ray = connect(address)
+        self.preview_seconds = preview_seconds
+        gpus = self.ray.cluster_resources().get("GPU", 0)
+        self.options = {"num_cpus": 1, "num_gpus": 1 if gpus else 0, "max_retries": 0}
+
+    def plan(self, config, loaded):
+        """The job's sizes and iterations (its progress total); its tiles and memory are
+        planned where it runs."""
+        from .plan import schedule
+
+        mixing = loaded.fine_style is not None and loaded.coarse_style is not None
+        return schedule(config, tuple(loaded.content.shape[-2:]),
+                        tuple(loaded.coarse_style.shape[-2:]) if mixing else None)
+
+    def run(self, config, loaded, *, callback, cancel):
+        ray = self.ray
+        options = dict(self.options, num_gpus=0 if config.model.device == "cpu" else self.options["num_gpus"])
+        stream = ray.remote(_ray_job).options(**options).remote(config.to_dict(), loaded,
+                                                                self.preview_seconds)
+        preview: dict[str, Any] = {}
+        last: Optional[RemoteProgress] = None
+        while True:
+            if cancel is not None and cancel.cancelled:
+                ray.cancel(stream)
+                done = f"after {last.iteration} of {last.iterations} iterations" if last else "before it started"
+                raise Cancelled(f"cancelled {done}")
+            ready, _ = ray.wait([stream], timeout=0.2)
+            if not ready:
+                continue
+            try:
+                item = ray.get(next(stream))
+            except StopIteration:
+                raise RunFailed("the Ray task ended without a result") from None
+            except ray.exceptions.RayError as exc:
+                raise RunFailed(f"the Ray task failed: {_first_line(exc)}") from None
+            if item["kind"] == "progress":
+                if "preview" in item:
+                    preview.update(png=item.pop("preview"), image=None)
+                last = RemoteProgress(**{k: v for k, v in item.items() if k != "kind"},
+                                      _preview=lambda: _decoded(preview))
+                callback(last)
+            elif item["kind"] == "result":
+                return _result(item)
+            else:
+                cls = getattr(errors, item["type"], RunFailed)
+                raise (cls if isinstance(cls, type) and issubclass(cls, NStyleError) else RunFailed)(item["message"])
+
+
+def _decoded(preview: dict[str, Any]):
+    from PIL import Image
+
+    if preview.get("image") is None and preview.get("png"):
+        with Image.open(io.BytesIO(preview["png"])) as img:
+            preview["image"] = img.convert("RGB")
+    return preview.get("image")
+
+
+def _result(item: dict[str, Any]):
+    from .engine import Result
+    from .images import decode_image, to_tensor
+
+    image = to_tensor(decode_image(item["png"], "result"))
+    return Result(image, item["losses"], item["iterations"], item["stopped_early"], item["device"],
+                  item["timings"], plan=item["plan"], precision=item["precision"])
