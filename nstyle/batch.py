@@ -382,7 +382,7 @@ def local_pool_size(config: Config, pairs: int, workers: Optional[int],
     """(workers, threads per worker): by default as many workers as cores, fewer when
     their estimated memory does not fit or there are fewer pairs; threads so that
     workers x threads = cores. A GPU gets one worker (several would share it)."""
-    from .tiling import available_memory
+    from .plan import available_memory
 
     cores = os.cpu_count() or 1
     if workers is None:

@@ -39,7 +39,7 @@ from .grid import Cell, Figure, Grid
 from .images import ImageSource, load_image, to_pil, to_tensor
 from .inputs import describe
 from .record import versions
-from .tiling import layer_stride, receptive_radius
+from .vgg import layer_stride, receptive_radius
 from .vgg import CONV_LAYERS, VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
 
 #: option overrides of 'nstyle reconstruct' (the user's flags still win): start from noise,
