@@ -354,7 +354,8 @@ def reconstructions(image: ImageSource, config: Optional[Config] = None, *,
         result = Stylizer(cfg).run(content, [] if mode == "content" else [style],
                                    callback=step, cancel=cancel)
         device = result.device
-        label = subset[0] if len(subset) == 1 else f"{subset[0]}–{subset[-1]}"
+        # an ASCII hyphen: the built-in font has no en dash
+        label = subset[0] if len(subset) == 1 else f"{subset[0]}-{subset[-1]}"
         cells.append(Cell(result.to_pil(), label))
         runs.append({"mode": mode, "layers": list(subset), "iterations": result.iterations,
                      "losses": result.losses, "seconds": round(result.timings["total"], 3)})

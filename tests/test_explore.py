@@ -68,7 +68,7 @@ def test_reconstruction_grid_has_the_papers_layout(tmp_path, content_img, style_
     record = json.loads((tmp_path / "fig.png.json").read_text())
     assert record["layout"]["rows"] == ["content", "style"]
     assert record["layout"]["cells"] == [["input", "conv1_1", "conv2_1", "conv3_1"],
-                                         ["input", "conv1_1", "conv1_1–conv2_1", "conv1_1–conv3_1"]]
+                                         ["input", "conv1_1", "conv1_1-conv2_1", "conv1_1-conv3_1"]]
     assert [(r["mode"], r["layers"]) for r in record["runs"]] == [
         ("content", ["conv1_1"]), ("content", ["conv2_1"]), ("content", ["conv3_1"]),
         ("style", ["conv1_1"]), ("style", ["conv1_1", "conv2_1"]),
