@@ -388,6 +388,8 @@ def cmd_batch(argv: Sequence[str]) -> None:
     for name in ("workers", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise BadOption(f"--{name} must be at least 1")
+    if args.style_blend_weights is not None:
+        raise BadOption("--style-blend-weights: every pair of a batch has one style; nothing to blend")
     if args.cluster is not None:
         from .cluster import check_address, connect, import_ray
 

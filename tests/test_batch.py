@@ -181,6 +181,8 @@ def test_bad_arguments_are_one_line_errors(tmp_path, styles, capsys, monkeypatch
     assert "matches no file" in error([str(tmp_path / "*.gif"), "--style", styles[0], "-o", str(tmp_path / "o")])
     assert "--style" in error([styles[0], "-o", str(tmp_path / "o")])
     assert "does not exist" in error([styles[0], "--style", str(tmp_path / "x.png"), "-o", str(tmp_path / "o")])
+    assert "nothing to blend" in error([styles[0], "--style", styles[0], "-o", str(tmp_path / "o"),
+                                        "--style-blend-weights", "1,2"])
     assert "--workers" in error([styles[0], "--style", styles[0], "-o", str(tmp_path / "o"), "--workers", "0"])
     assert "ray://" in error([styles[0], "--style", styles[0], "-o", str(tmp_path / "o"), "--cluster", "x"])
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
