@@ -431,7 +431,7 @@ class JobManager:
                          "uploads": [e["name"] for e in input_entries(row.inputs)]}
         save_json(record, self.store.file(job_id, RECORD_FILE))
         return {"state": SUCCEEDED, "iterations": result.iterations,
-                "iterations_total": plan.total_iterations, "losses": result.losses,
+                "iterations_total": live.iterations, "losses": result.losses,
                 "output_size": [image.width, image.height]}
 
     def _set_preview(self, live: LiveState, event: Progress) -> None:
