@@ -175,14 +175,17 @@ def test_cli_refuses_a_run_too_large_with_exit_2_and_writes_nothing(tmp_path, co
 
 def test_mix_scales_keeps_coarse_structure_and_takes_fine_texture(style_img, style_img2):
     fine, coarse = to_t(style_img), to_t(style_img2)  # Hubble texture on the coffee cup
-    cfg = Config.from_options(size=48, mix_iterations=25)
+    # max pooling: under average pooling (the default) 25 iterations move the deep features
+    # much further from the coarse image's (correlation 0.14 against 0.45 here), see the
+    # closing note of the quality change; this test is about the mixing mechanism
+    cfg = Config.from_options(size=48, mix_iterations=25, pooling="max", tv_weight=0)
     st = Stylizer(cfg)
     mixed = st.mix_scales(fine, coarse)
     assert max(mixed.shape[-2:]) == 48
     layers = ["relu1_1", "relu2_1", "relu4_1"]
     from nstyle.vgg import VGG19Features
 
-    vgg = VGG19Features("relu4_1")
+    vgg = VGG19Features("relu4_1", cfg.model.pooling, padding=cfg.model.padding)  # the run's network
     f_mixed = vgg(preprocess(mixed), layers)
     f_fine = vgg(preprocess(resize_tensor(fine, 48)), layers)
     f_coarse = vgg(preprocess(resize_tensor(coarse, 48)), layers)

@@ -236,8 +236,8 @@ def test_mask_upload_comparison_and_full_size(server, browser, tmp_path, content
     assert page.eval_on_selector("#live-image", "e => e.style.clipPath") == "inset(0px 0px 0px 70%)"
     expect(page.locator("#divider")).to_be_visible()
     # the loss plot from the record's history, and the bundle
-    # content, style and total: no TV term at its default weight of 0
-    expect(page.locator("#plot svg polyline")).to_have_count(3)
+    # content, style, TV (default weight 5) and total
+    expect(page.locator("#plot svg polyline")).to_have_count(4)
     expect(page.locator("#bundle")).to_have_attribute("href", job["links"]["bundle"])
     page.click("#frame")  # click: full size
     expect(page.locator("#viewer")).to_be_visible()
