@@ -185,7 +185,7 @@ def test_mix_scales_keeps_coarse_structure_and_takes_fine_texture(style_img, sty
     layers = ["relu1_1", "relu2_1", "relu4_1"]
     from nstyle.vgg import VGG19Features
 
-    vgg = VGG19Features("relu4_1", cfg.model.pooling, padding=cfg.model.padding)  # the run's network
+    vgg = VGG19Features("relu4_1")
     f_mixed = vgg(preprocess(mixed), layers)
     f_fine = vgg(preprocess(resize_tensor(fine, 48)), layers)
     f_coarse = vgg(preprocess(resize_tensor(coarse, 48)), layers)

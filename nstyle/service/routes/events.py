@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from ..errors import NotFound
 from ..jobs import JobManager
 from ..settings import ServiceSettings
+from ..sheets import is_sheet
 from ..store import FINISHED, SUCCEEDED, JobRow
 from .common import job_view, manager_of
 
@@ -103,6 +104,8 @@ def _final_progress(row: JobRow) -> dict[str, Any]:
     elapsed = (row.finished or 0.0) - (row.started or row.finished or 0.0)
     return {"id": row.id, "iteration": row.iterations, "iterations": total,
             "percent": round(100.0 * (row.iterations or 0) / total, 1), "elapsed": round(elapsed, 3),
-            "eta": 0.0, "losses": row.losses or {}, "preview_iteration": row.iterations}
+            "eta": 0.0, "losses": row.losses or {}, "preview_iteration": row.iterations,
+            # the live events' last phase: a run ends stylizing, a contact sheet on its cells
+            "phase": "sheet" if is_sheet(row.options) else "stylize"}
 
 
