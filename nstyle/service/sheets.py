@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
 
 from ..config import MIN_SIZE, Config
 from ..errors import BadOption, NStyleError
@@ -30,7 +29,7 @@ from ..images import fit_size, save_image, save_json
 from ..inputs import LoadedInputs
 from ..sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
 from .store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
-from .uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission
+from .uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission, read_form
 
 #: the option that marks a stored job as a sheet: its columns, as the client gave them
 SHEET_OPTION = "sheet_style_weights"
@@ -40,7 +39,6 @@ FOR_SIZE_OPTION = "sheet_for_size"
 SHEET_FILES = (CONTENT_FIELD, *STYLE_FIELDS)
 #: options that belong to the sheet itself (its columns, its rows)
 NOT_FOR_SHEETS = ("style_weight", "style_blend_weights")
-MAX_FIELDS, MAX_PART_BYTES = 100, 64 * 1024
 
 
 def is_sheet(options: dict[str, Any]) -> bool:
@@ -65,7 +63,7 @@ def sheet_router(settings) -> APIRouter:
         from .routes.common import job_view, manager_of  # the job's view is the API's
 
         manager = manager_of(request)
-        uploads, fields = await _read_form(request, settings)
+        uploads, fields = await read_form(request, settings, "sheet")
         sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
                                       request.app.state.decode_gate)
         row = await run_in_threadpool(manager.submit, sub)
@@ -75,23 +73,6 @@ def sheet_router(settings) -> APIRouter:
     return router
 
 
-async def _read_form(request: Request, settings) -> tuple[list[Upload], list[tuple[str, str, int]]]:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadOption("send the sheet as multipart/form-data: a file 'content', files "
-                        "'style' and options as text fields")
-    uploads: list[Upload] = []
-    fields: list[tuple[str, str, int]] = []
-    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
-                            max_part_size=MAX_PART_BYTES) as form:
-        for position, (key, value) in enumerate(form.multi_items()):
-            if isinstance(value, UploadFile):
-                if not value.filename and not value.size:
-                    continue  # an <input type=file> left empty
-                data = await value.read(settings.max_upload_bytes + 1)
-                uploads.append(Upload(key, value.filename or "", data, value.size or len(data), position))
-            else:
-                fields.append((key, value, position))
-    return uploads, fields
 
 
 def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], settings,

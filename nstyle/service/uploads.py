@@ -371,3 +371,34 @@ def _field_of(message: str) -> str:
         if needle in message:
             return name
     return "style"
+
+
+#: most text fields one request may carry (there are about 30 options)
+MAX_FIELDS = 100
+#: a text part longer than this is refused by the form parser itself; shorter ones over
+#: the server's --max-field-chars get a message that names the field
+MAX_PART_BYTES = 64 * 1024
+
+
+async def read_form(request: Any, settings: ServiceSettings, what: str
+                    ) -> tuple[list[Upload], list[tuple[str, str, int]]]:
+    """A job's multipart form (``what``: the job or the sheet, for the message): its
+    uploads and its text fields, each with its position in the form."""
+    from starlette.datastructures import UploadFile
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadOption(f"send the {what} as multipart/form-data: a file 'content', files "
+                        "'style' and options as text fields")
+    uploads: list[Upload] = []
+    fields: list[tuple[str, str, int]] = []
+    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
+                            max_part_size=MAX_PART_BYTES) as form:
+        for position, (key, value) in enumerate(form.multi_items()):
+            if isinstance(value, UploadFile):
+                if not value.filename and not value.size:
+                    continue  # an <input type=file> left empty
+                data = await value.read(settings.max_upload_bytes + 1)
+                uploads.append(Upload(key, value.filename or "", data, value.size or len(data), position))
+            else:
+                fields.append((key, value, position))
+    return uploads, fields

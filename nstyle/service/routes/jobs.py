@@ -7,7 +7,6 @@ from typing import Any, Optional
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
 
 from ...errors import BadOption
 from ...inputs import INPUT_FIELDS
@@ -15,14 +14,9 @@ from ..jobs import JobManager
 from ..schemas import JobList, JobView
 from ..settings import ServiceSettings
 from ..store import QUEUED, RUNNING, STATES
-from ..uploads import CONTENT_FIELD, MASK_FIELD, Upload, check_submission, client_options
+from ..uploads import CONTENT_FIELD, MASK_FIELD, check_submission, client_options, read_form
 from .common import job_view, manager_of, settings_of
 
-#: most text fields one request may carry (there are about 30 options)
-MAX_FIELDS = 100
-#: a text part longer than this is refused by the form parser itself; shorter ones over
-#: the server's --max-field-chars get a message that names the field
-MAX_PART_BYTES = 64 * 1024
 
 
 def router(settings: ServiceSettings) -> APIRouter:
@@ -57,23 +51,8 @@ async def create_job(request: Request) -> JSONResponse:
     `keep_mask`, `init_image`, `fine_style` and `coarse_style`, and any engine option as a
     text field (see GET /api/info; lists are comma-separated). The job is checked
     completely before anything is stored: a refused job leaves nothing behind."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadOption("send the job as multipart/form-data: a file 'content', files "
-                        "'style' and options as text fields")
     settings, manager = settings_of(request), manager_of(request)
-    uploads: list[Upload] = []
-    fields: list[tuple[str, str, int]] = []
-    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
-                            max_part_size=MAX_PART_BYTES) as form:
-        for position, (key, value) in enumerate(form.multi_items()):
-            if isinstance(value, UploadFile):
-                if not value.filename and not value.size:
-                    continue  # an <input type=file> left empty
-                data = await value.read(settings.max_upload_bytes + 1)
-                uploads.append(Upload(key, value.filename or "", data,
-                                      value.size or len(data), position))
-            else:
-                fields.append((key, value, position))
+    uploads, fields = await read_form(request, settings, "job")
     sub = await run_in_threadpool(check_submission, uploads, fields, settings,
                                   request.app.state.decode_gate)
     row = await run_in_threadpool(manager.submit, sub)
