@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 
 from .color import COLOR_MATCH, PRESERVE_COLORS
 from .errors import BadOption
+from .losses import STYLE_LOSSES
 from .vgg import ALIGN, PADDING_MODES, check_layer_names, layer_channels
 
 #: documented range of ``size`` (longest side of the output, in pixels)
@@ -31,6 +32,11 @@ SINGLE_SCALE_MAX = 256
 #: tile cores are multiples of this (the network's geometry: ``nstyle.vgg.ALIGN``)
 TILE_ALIGN = ALIGN
 PRECISIONS = ("auto", "fp32", "bf16")
+#: why --style-loss neighbors refuses tiles (one line, for every front end)
+NEIGHBORS_UNTILED = (
+    "style_loss neighbors cannot run tiled: its targets are nearest neighbours matched on "
+    "every style layer resampled to one grid over the whole image, which a tile's edges would "
+    "change; use gram or meancov, a smaller size, or tile_size 0")
 #: the built-in starting images (a starting image file is an input: ``nstyle.inputs``)
 INITS = ("content", "noise", "gray")
 #: options of records written before input files left the config (``nstyle.inputs``)
@@ -84,6 +90,11 @@ class LossOptions:
     style_layer_weights: Optional[tuple[float, ...]] = option(
         None, "weight w_l of each style layer (default: proportional to 1/channels², summing "
         "to 1, so early layers count as much as deep ones)")
+    style_loss: str = option(
+        "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
+        "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
+        "neighbors (each position's features pulled towards their nearest neighbour among the "
+        "style's, matched again at each scale; cannot run tiled)", choices=STYLE_LOSSES)
     content_weight: float = option(1.0, "alpha: weight of the content loss")
     style_weight: float = option(1e5, "beta: weight of the style loss")
     tv_weight: float = option(
@@ -93,6 +104,8 @@ class LossOptions:
     def __post_init__(self) -> None:
         check_layer_names(self.content_layers, "content layer")
         check_layer_names(self.style_layers, "style layer")
+        if self.style_loss not in STYLE_LOSSES:
+            raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             _check_weight(name, getattr(self, name))
         _check_weights("content_layer_weights", self.content_layer_weights,
@@ -330,6 +343,8 @@ class Config:
         if counts is not None and len(counts) not in (1, len(sizes)):
             raise BadOption(f"scale_iterations has {len(counts)} values for {len(sizes)} scales "
                             f"({','.join(map(str, sizes))}); give one value or one per scale")
+        if self.loss.style_loss == "neighbors" and self.memory.tile_size:
+            raise BadOption(NEIGHBORS_UNTILED)
 
     # ---- the coarse-to-fine schedule -------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 import hashlib
 import math
 import threading
@@ -45,7 +46,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import color, losses, regions, tiling
+from . import color, losses, neighbors, regions, tiling
 from .config import Config
 from .errors import BadOption, Cancelled, OutOfMemory, RunFailed
 from .images import fit_size, to_pil
@@ -283,8 +284,21 @@ class Stylizer:
                                 memory_format=self.memory_format), layers)
 
     @torch.no_grad()
-    def _grams(self, image_bgr: torch.Tensor, layers, tile: int = 0) -> dict[str, torch.Tensor]:
-        """Gram/M of ``layers`` for one image (tile by tile when ``tile``)."""
+    def _grams(self, image_bgr: torch.Tensor, layers, tile: int = 0, kind: str = "gram") -> dict:
+        """The style statistics of ``layers`` for one image (tile by tile when ``tile``): per
+        layer Gram/M (``kind`` gram) or ``losses.FeatureMoments`` (meancov); for neighbors
+        one ``neighbors.StyleBank`` of its hypercolumns (``layers``: {layer: weight})."""
+        if kind == "neighbors":  # never tiled (the plan refuses)
+            h, w = image_bgr.shape[-2:]
+            columns = neighbors.hypercolumns(self._features(image_bgr, list(layers)), layers,
+                                             neighbors.grid_size(h, w))
+            return {neighbors.TARGET_KEY: neighbors.StyleBank.of(columns)}
+        if kind == "meancov":
+            if tile:
+                h, w = image_bgr.shape[-2:]
+                tiles = tiling.make_tiles(h, w, tile, halo_for(list(layers)))
+                return tiling.moment_sums(self.vgg, image_bgr, list(layers), tiles)[0]
+            return {layer: losses.moments(f) for layer, f in self._features(image_bgr, layers).items()}
         if tile:
             h, w = image_bgr.shape[-2:]
             tiles = tiling.make_tiles(h, w, tile, halo_for(list(layers)))
@@ -312,12 +326,13 @@ class Stylizer:
         return grams
 
     def _shared_or_computed_grams(self, x: torch.Tensor, tile: int) -> dict[str, torch.Tensor]:
+        kind = self.config.loss.style_loss
         if self.shared_targets is None:
-            return self._grams(x, self.style_weights, tile)
+            return self._grams(x, self.style_weights, tile, kind)
         key = self.shared_targets.key(x, tile, self.config, list(self.style_weights))
         grams = self.shared_targets.get(key, self.device)
         if grams is None:
-            grams = self._grams(x, self.style_weights, tile)
+            grams = self._grams(x, self.style_weights, tile, kind)
             self.shared_targets.put(key, grams)
         return grams
 
@@ -545,6 +560,7 @@ class Stylizer:
                 else:  # the coarser result, upsampled, is where this scale starts
                     start = F.interpolate(x, size=step.content_bgr.shape[-2:], mode="bicubic",
                                           align_corners=False)
+                step.objective = self._matched(step, start)
             timings[f"targets_{scale.size}"] = time.perf_counter() - t
             step.render = self._renderer(resize_tensor(content, scale.size))
             t = time.perf_counter()
@@ -569,6 +585,19 @@ class Stylizer:
                               positions_factor=plan.output.height * plan.output.width / (h * w))
         return _Step(scale, objective, content_bgr, keep, self._tiles(h, w, scale.tile, objective),
                      self.config.optim.tolerance, index=index, count=len(plan.scales))
+
+    def _matched(self, step: _Step, start: torch.Tensor) -> Objective:
+        """``step``'s objective with its neighbour targets (if any) matched to the image the
+        step starts from (``neighbors.NeighborTerm.matched``)."""
+        objective = step.objective
+        if not any(isinstance(t, neighbors.NeighborTerm) for t in objective.style):
+            return objective
+        image = regions.compose(start, step.content_bgr, step.keep)
+        layers = [layer for t in objective.style for layer in t.layers]
+        features = self._features(image, layers)
+        style = tuple(t.matched(features, tuple(image.shape[-2:]), objective.regions)
+                      if isinstance(t, neighbors.NeighborTerm) else t for t in objective.style)
+        return dataclasses.replace(objective, style=style)
 
     @staticmethod
     def _tiles(height: int, width: int, tile: int, objective: Objective) -> list[tiling.Tile]:
@@ -776,7 +805,7 @@ class StyleTargets:
         pixels = style_bgr.detach().float().cpu().contiguous().numpy()
         digest = hashlib.blake2b(pixels.tobytes(), digest_size=16).hexdigest()
         return (digest, tuple(pixels.shape), tile, tuple(layers), config.model.pooling,
-                config.model.padding)
+                config.model.padding, config.loss.style_loss)
 
     def get(self, key: tuple, device: torch.device) -> Optional[dict[str, torch.Tensor]]:
         grams = self._grams.get(key)

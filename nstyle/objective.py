@@ -4,7 +4,10 @@ An ``Objective`` holds every term a scale (or the scale mixing) optimizes, alrea
 
 - ``content.<layer>``: ``ContentTerm``, α·w_l·½Σ(F − P)², a sum over feature positions;
 - ``style.<layer>``: ``StyleTerm``, β·w_l·Σ_regions E_l, one per style layer, over the
-  objective's style ``regions`` (``nstyle.regions``: each region's Gram targets and mask);
+  objective's style ``regions`` (``nstyle.regions``: each region's targets and mask); E_l
+  is the ``--style-loss``: ``gram`` (the paper's) or ``meancov`` (mean and covariance);
+- ``style.neighbors``: ``nstyle.neighbors.NeighborTerm``, the one term of ``--style-loss
+  neighbors`` over all style layers at once (nearest-neighbour targets, matched per scale);
 - ``tv``: total variation on the pixels.
 
 The terms are named as they are reported (``Progress.losses``, the run record), in this
@@ -24,7 +27,12 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from . import losses, regions
+from .neighbors import NeighborTerm
 from .regions import Region
+
+#: what each style loss is multiplied by besides β, so that one --style-weight gives a
+#: similar balance with the content for every loss (chosen by ablation, docs/quality.md)
+STYLE_LOSS_SCALE = {"gram": 1.0, "meancov": 1.0, "neighbors": 1.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,19 +55,30 @@ class ContentTerm:
 
 @dataclass(frozen=True, eq=False)
 class StyleTerm:
-    """Style at one layer: ``weight`` · Σ over the objective's regions of their E_l."""
+    """Style at one layer: ``weight`` · Σ over the objective's regions of their E_l, the
+    ``kind`` of style loss (gram or meancov)."""
 
     layer: str
     weight: float  # β · w_l
+    kind: str = "gram"
 
     @property
     def name(self) -> str:
         return f"style.{self.layer}"
 
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return (self.layer,)
+
     def value(self, features: torch.Tensor, style_regions: Sequence[Region]) -> torch.Tensor:
         """Unweighted loss of whole-image ``features`` (no region: zero, all is kept)."""
-        return sum((regions.style_loss(r, self.layer, features) for r in style_regions),
+        return sum((regions.style_loss(r, self.layer, features, self.kind) for r in style_regions),
                    features.new_zeros((), dtype=torch.float32))
+
+    def evaluate(self, features: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
+                 image_hw: tuple[int, int]) -> torch.Tensor:
+        """``value`` at this term's layer of a whole image's ``features``."""
+        return self.value(features[self.layer], style_regions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,14 +86,15 @@ class Objective:
     """Every term of one optimization, weighted; see the module docstring."""
 
     content: tuple[ContentTerm, ...] = ()
-    style: tuple[StyleTerm, ...] = ()
+    style: tuple[StyleTerm | NeighborTerm, ...] = ()
     regions: tuple[Region, ...] = ()
     tv_weight: float = 0.0  # 0: no tv term
 
     @property
     def layers(self) -> tuple[str, ...]:
         """The network layers the terms read, content layers first."""
-        return tuple(dict.fromkeys([t.layer for t in self.content] + [t.layer for t in self.style]))
+        return tuple(dict.fromkeys([t.layer for t in self.content] +
+                                   [layer for t in self.style for layer in t.layers]))
 
     def pixel_terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted terms computed on the pixels alone (the same whole or tiled)."""
@@ -89,7 +109,7 @@ class Objective:
         for c in self.content:
             terms[c.name] = c.weight * c.value(features[c.layer])
         for s in self.style:
-            terms[s.name] = s.weight * s.value(features[s.layer], self.regions)
+            terms[s.name] = s.weight * s.evaluate(features, self.regions, tuple(image.shape[-2:]))
         terms.update(self.pixel_terms(image))
         return with_total(terms)
 
@@ -111,7 +131,12 @@ def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: 
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items())
-    style = tuple(StyleTerm(layer, loss.style_weight * w) for layer, w in style_weights(loss).items())
+    beta = loss.style_weight * STYLE_LOSS_SCALE[loss.style_loss]
+    if loss.style_loss == "neighbors":
+        style = (NeighborTerm(style_weights(loss), beta),) if style_weights(loss) else ()
+    else:
+        style = tuple(StyleTerm(layer, beta * w, loss.style_loss)
+                      for layer, w in style_weights(loss).items())
     tv = loss.tv_weight * positions_factor if loss.tv_weight > 0 else 0.0
     return Objective(content, style, tuple(style_regions), tv)
 

@@ -114,9 +114,13 @@ def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Se
     return kept
 
 
-def style_loss(region: Region, layer: str, features: torch.Tensor) -> torch.Tensor:
-    """The region's weighted style loss E_l at ``layer`` (before the layer weight and beta)."""
+def style_loss(region: Region, layer: str, features: torch.Tensor, kind: str = "gram") -> torch.Tensor:
+    """The region's weighted style loss E_l at ``layer`` (before the layer weight and beta):
+    ``kind`` gram (Gram matrices) or meancov (``losses.meancov_loss``)."""
     target = region.targets[layer]
+    if kind == "meancov":
+        mask = None if region.mask is None else region.layer_masks[layer]
+        return region.weight * losses.meancov_loss(features, target, mask)
     if region.mask is None:
         return region.weight * losses.style_loss(features, target)
     return region.weight * losses.guided_style_loss(features, region.layer_masks[layer], target)

@@ -131,6 +131,36 @@ def gram_sums(vgg, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[T
     return grams
 
 
+@torch.no_grad()
+def moment_sums(vgg, image: torch.Tensor, layers: Sequence[str], tiles: Sequence[Tile],
+                masks: Sequence[Optional[Mapping[str, torch.Tensor]]] = (None,)
+                ) -> list[dict[str, losses.FeatureMoments]]:
+    """As ``gram_sums``, the weighted mean and second moment (``losses.moments``) of every
+    mask and layer over the whole image, from its tiles: both are sums over positions."""
+    h, w = image.shape[-2:]
+    sums: list[dict[str, list[torch.Tensor]]] = [{} for _ in masks]
+    for tile in tiles:
+        feats = vgg(_window(image, tile), layers)
+        for layer in layers:
+            ly, lx, gy, gx = tile.core(layer, h, w)
+            for i, m in enumerate(masks):
+                weight = None if m is None else m[layer][..., gy, gx].reshape(1, 1, -1).float()
+                flat = _masked_core(feats[layer], None if m is None else m[layer], ly, lx, gy, gx)
+                mean = (flat if weight is None else flat * weight).sum(2)
+                parts = [mean, torch.bmm(flat, flat.transpose(1, 2))]
+                sums[i][layer] = parts if layer not in sums[i] else \
+                    [a + b for a, b in zip(sums[i][layer], parts)]
+    out = []
+    for i, m in enumerate(masks):
+        stats = {}
+        for layer, (mean, second) in sums[i].items():
+            s = layer_stride(layer)
+            mass = max((h // s) * (w // s) if m is None else float(m[layer].float().pow(2).sum()), 1e-8)
+            stats[layer] = losses.FeatureMoments(mean / mass, second / mass)
+        out.append(stats)
+    return out
+
+
 def loss_and_grad(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objective,
                   need_grad: bool = True) -> tuple[dict[str, torch.Tensor], Optional[torch.Tensor]]:
     """The objective's network terms (content and style, weighted, as ``Objective.evaluate``
@@ -158,6 +188,8 @@ def _style_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Obje
     diffs: list[dict[str, torch.Tensor]] = [{} for _ in objective.regions]
     if not objective.style:
         return terms, diffs
+    if objective.style[0].kind == "meancov":
+        return _moment_style_pass(vgg, image, tiles, objective, masks)
     grams = gram_sums(vgg, image, [s.layer for s in objective.style], tiles, masks)
     for term in objective.style:
         n = layer_channels(term.layer)
@@ -170,6 +202,40 @@ def _style_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Obje
                 float(region.layer_masks[term.layer].float().pow(2).sum()) / positions
             value = value + losses.gram_distance(d, n, region.weight * share)
             diffs[i][term.layer] = d * (term.weight * region.weight / (2.0 * n * n * positions))
+        terms[term.name] = term.weight * value
+    return terms, diffs
+
+
+def _moment_style_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objective, masks
+                       ) -> tuple[dict[str, torch.Tensor], list[dict[str, tuple]]]:
+    """Pass 1 of the meancov loss: every region's global mean μ and second moment S, hence
+    the terms, and per region and layer the derivatives (dL/dS, dL/dμ) at them, divided by
+    the region's mass: the surrogate ⟨dL/dS, Σ_core (m f)(m f)ᵀ⟩ + ⟨dL/dμ, Σ_core m² f⟩ then
+    has the loss's exact gradient at every core position (the loss is a function of μ and S
+    alone, and both are sums over positions)."""
+    h, w = image.shape[-2:]
+    terms: dict[str, torch.Tensor] = {}
+    diffs: list[dict[str, tuple]] = [{} for _ in objective.regions]
+    stats = moment_sums(vgg, image, [s.layer for s in objective.style], tiles, masks)
+    for term in objective.style:
+        s = layer_stride(term.layer)
+        positions = (h // s) * (w // s)
+        value = image.new_zeros((), dtype=torch.float32)
+        for i, region in enumerate(objective.regions):
+            mass = positions if region.mask is None else \
+                float(region.layer_masks[term.layer].float().pow(2).sum())
+            if mass <= 0:
+                continue
+            mean = stats[i][term.layer].mean.detach().requires_grad_(True)
+            second = stats[i][term.layer].second.detach().requires_grad_(True)
+            with torch.enable_grad():
+                distance = losses.meancov_distance(losses.FeatureMoments(mean, second),
+                                                   region.targets[term.layer])
+                distance.backward()
+            scale = region.weight * mass / positions  # the region's weight and share
+            value = value + scale * distance.detach()
+            factor = term.weight * scale / max(mass, 1e-8)
+            diffs[i][term.layer] = (second.grad * factor, mean.grad * factor)
         terms[term.name] = term.weight * value
     return terms, diffs
 
@@ -198,8 +264,16 @@ def _tile_pass(vgg, image: torch.Tensor, tiles: Sequence[Tile], objective: Objec
         for s in objective.style:
             ly, lx, gy, gx = tile.core(s.layer, h, w)
             for i, m in enumerate(masks):
+                if s.layer not in diffs[i]:
+                    continue  # an empty region
                 flat = _masked_core(feats[s.layer], None if m is None else m[s.layer], ly, lx, gy, gx)
-                surrogate = surrogate + (torch.bmm(diffs[i][s.layer], flat) * flat).sum()
+                d = diffs[i][s.layer]
+                if isinstance(d, tuple):  # meancov: (dL/dS, dL/dμ), see _moment_style_pass
+                    weight = 1.0 if m is None else m[s.layer][..., gy, gx].reshape(1, 1, -1).float()
+                    surrogate = surrogate + (torch.bmm(d[0], flat) * flat).sum() + \
+                        (d[1].unsqueeze(2) * flat * weight).sum()
+                else:
+                    surrogate = surrogate + (torch.bmm(d, flat) * flat).sum()
         surrogate.backward()
         grad[..., tile.y0:tile.y1, tile.x0:tile.x1] += window.grad
         del feats, surrogate, window

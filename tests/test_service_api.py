@@ -96,6 +96,7 @@ def test_options_are_checked_by_the_config_code(settings, images):
         "style_wieght": ("5", "did you mean style_weight?"),
         "style_weight": ("-1", "style_weight must be a finite number >= 0"),
         "optimizer": ("newton", "optimizer must be one of"),
+        "style_loss": ("wasserstein", "style_loss must be one of gram, meancov, neighbors"),
         "style_layers": ("relu9_9", "relu9_9"),
         "init": ("/etc/passwd", "init must be one of content, noise, gray, got '/etc/passwd'"),
         "save_dir": ("/tmp", "names a file on the server"),
