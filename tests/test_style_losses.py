@@ -112,7 +112,7 @@ def test_meancov_tiled_equals_whole_with_regions_and_blend(content_img, style_im
             grad = image.grad
         if tile:
             terms = with_total(dict(terms))
-        values.append({k: float(v) for k, v in terms.items()})
+        values.append({k: float(v.detach()) for k, v in terms.items()})
         grads.append(grad)
     assert [k for k in values[0] if k.startswith("style.")] == ["style.relu1_1", "style.relu2_1"]
     for k in values[0]:
