@@ -32,7 +32,7 @@ from .regions import Region
 
 #: what each style loss is multiplied by besides β, so that one --style-weight gives a
 #: similar balance with the content for every loss (chosen by ablation, docs/quality.md)
-STYLE_LOSS_SCALE = {"gram": 1.0, "meancov": 100.0, "neighbors": 1e8}
+STYLE_LOSS_SCALE = {"gram": 1.0, "meancov": 400.0, "neighbors": 1e8}
 
 
 @dataclass(frozen=True, eq=False)
