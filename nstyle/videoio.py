@@ -102,10 +102,13 @@ def parse_fps(value: Union[str, float, Fraction]) -> Fraction:
 class Clip:
     """An input clip, checked: ``info`` says what it is, ``frames()`` decodes it."""
 
-    def __init__(self, path: Path, info: ClipInfo, files: Optional[list[Path]] = None) -> None:
+    def __init__(self, path: Path, info: ClipInfo, files: Optional[list[Path]] = None,
+                 label: Optional[str] = None, container: Optional[str] = None) -> None:
         self.path = path
         self.info = info
         self._files = files  # a folder's frames, in order
+        self.label = label or str(path)  # what messages call it
+        self.container = container  # the PyAV format to read it as (None: FFmpeg guesses)
 
     def frames(self) -> Iterator[Image.Image]:
         """Every frame as an RGB PIL image, in order (a damaged frame raises BadImage)."""
@@ -131,11 +134,11 @@ class Clip:
     def _video_frames(self) -> Iterator[Image.Image]:
         av = import_av()
         try:
-            with av.open(str(self.path)) as container:
+            with av.open(str(self.path), format=self.container) as container:
                 for frame in container.decode(video=0):
                     yield Image.fromarray(frame.to_ndarray(format="rgb24"), "RGB")
         except av.FFmpegError as exc:
-            raise BadImage(f"video {str(self.path)!r} is damaged or truncated ({exc})") from None
+            raise BadImage(f"video {self.label!r} is damaged or truncated ({exc})") from None
 
     def digest(self) -> str:
         """SHA-256 of the clip's bytes (every frame file's, in order, for a folder)."""
@@ -157,6 +160,8 @@ def open_clip(source: Source, fps: Optional[Fraction] = None,
     ``fps``: the rate of a folder of frames (ignored for files, which have their own)."""
     text = os.fspath(source)
     path = Path(text)
+    if not text:
+        raise BadImage("input is empty: give a video, a GIF or a folder of frames")
     if "%" in path.name:
         return _open_frames(path.parent, _pattern_regex(path.name), text, fps or DEFAULT_FPS, max_pixels)
     if not path.exists():
@@ -176,11 +181,42 @@ def _check_frame_size(width: int, height: int, what: str, max_pixels: int) -> No
                        f"the limit of {max_pixels:,}; downscale it first")
 
 
-def _open_video(path: Path, max_pixels: int) -> Clip:
+def open_upload(path: Path, label: str, max_pixels: int) -> Clip:
+    """A clip a client uploaded (stored at ``path``, called ``label`` in messages), read only
+    as one of the containers of ``sniff_container``: FFmpeg is never left to guess, since
+    some of its formats (playlists, concatenation lists) would open other files or URLs."""
+    kind = sniff_container(path)
+    if kind is None:
+        raise BadImage(f"{label!r} is not a video this server takes (MP4/MOV, MKV/WebM, AVI or GIF)")
+    if kind == "gif":
+        clip = _open_gif(path, max_pixels, label)
+    else:
+        clip = _open_video(path, max_pixels, label, kind)
+    return clip
+
+
+#: containers by their first bytes: (offset, magic, PyAV format)
+_MAGIC = ((4, b"ftyp", "mp4"), (4, b"moov", "mp4"), (4, b"mdat", "mp4"), (4, b"wide", "mp4"),
+          (0, b"\x1aE\xdf\xa3", "matroska"), (8, b"AVI ", "avi"), (0, b"GIF87a", "gif"),
+          (0, b"GIF89a", "gif"))
+
+
+def sniff_container(path: Path) -> Optional[str]:
+    """'mp4' (also MOV), 'matroska' (also WebM), 'avi' or 'gif' from a file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for offset, magic, kind in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def _open_video(path: Path, max_pixels: int, label: Optional[str] = None,
+                container_format: Optional[str] = None) -> Clip:
     av = import_av()
-    what = f"video {str(path)!r}"
+    what = f"video {label or str(path)!r}"
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), format=container_format) as container:
             if not container.streams.video:
                 kinds = sorted({s.type for s in container.streams}) or ["nothing"]
                 raise BadImage(f"{what} has no video stream (it holds {', '.join(kinds)})")
@@ -198,11 +234,12 @@ def _open_video(path: Path, max_pixels: int) -> Clip:
     if frames == 0:
         raise BadImage(f"{what} has no frames")
     fps = Fraction(rate).limit_denominator(100_000) if rate else DEFAULT_FPS
-    return Clip(path, ClipInfo("video", frames, fps, width, height, audio))
+    return Clip(path, ClipInfo("video", frames, fps, width, height, audio), label=label,
+                container=container_format)
 
 
-def _open_gif(path: Path, max_pixels: int) -> Clip:
-    what = f"GIF {str(path)!r}"
+def _open_gif(path: Path, max_pixels: int, label: Optional[str] = None) -> Clip:
+    what = f"GIF {label or str(path)!r}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -222,7 +259,7 @@ def _open_gif(path: Path, max_pixels: int) -> Clip:
     # browsers play delays under 20 ms at 100 ms; a GIF without delays is 10 fps
     mean = sum(known) / len(known) if known else 100
     fps = Fraction(1000) / Fraction(mean).limit_denominator(1000)
-    return Clip(path, ClipInfo("gif", len(durations), fps, width, height))
+    return Clip(path, ClipInfo("gif", len(durations), fps, width, height), label=label)
 
 
 def _pattern_regex(name: str) -> re.Pattern:
@@ -456,7 +493,7 @@ class _AudioCopy:
     def __init__(self, container, clip: Clip, fmt: str, fallback_codec: str) -> None:
         self.av = import_av()
         self.container = container
-        self.source = self.av.open(str(clip.path))
+        self.source = self.av.open(str(clip.path), format=clip.container)
         self.source_stream = self.source.streams.audio[0]
         allowed = AUDIO_COPY.get(fmt)
         self.copy = allowed is None or self.source_stream.codec_context.name in allowed
@@ -464,6 +501,7 @@ class _AudioCopy:
         self.stream = None
         self.pending: Iterator = iter(())
         self.note = None
+        self.label = clip.label
 
     def add_stream(self) -> None:
         """Called once the video stream exists (so the video is stream 0)."""
@@ -499,7 +537,7 @@ class _AudioCopy:
                 self.container.mux(p)
                 self._next = next(self.pending, None)
         except self.av.FFmpegError as exc:
-            raise BadImage(f"the sound of {str(self.source.name)!r} cannot be copied ({exc})") from None
+            raise BadImage(f"the sound of {self.label!r} cannot be copied ({exc})") from None
         finally:
             if self._next is None:
                 self.source.close()
