@@ -152,9 +152,11 @@ def _round(x: Optional[float], digits: int = 4) -> Optional[float]:
 
 def later_frames_config(config: Config, options: VideoOptions) -> Config:
     """The config of every frame after the first: one scale, the output size, starting
-    close (the warped previous frame), so ``frame_iterations`` iterations."""
+    close (the warped previous frame), so ``frame_iterations`` iterations, all of them."""
+    # every planned iteration: the image is mostly settled from the start, so the mean
+    # change the tolerance looks at would end a frame while what it uncovered is still raw
     return Config.from_options(config, scales=(config.output_size,),
-                               scale_iterations=(options.frame_iterations,))
+                               scale_iterations=(options.frame_iterations,), tolerance=0.0)
 
 
 class VideoStylizer:
