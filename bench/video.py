@@ -126,7 +126,7 @@ def side_by_side_gif(left: list[Image.Image], right: list[Image.Image], labels: 
 def speed(size: int, frames: int, args, style) -> dict:
     """Seconds of the first frame and of the later ones at ``size`` (defaults otherwise)."""
     clip = make_clip("pan", frames, size)
-    config = Config.from_options(size=size, seed=0)
+    config = Config.from_options(size=size, seed=0, iterations=args.speed_first_iterations)
     options = VideoOptions(temporal_weight=args.weight, frame_iterations=args.speed_frame_iterations)
     stylizer = VideoStylizer(config, [to_tensor(style)], options)
     done = list(stylizer.frames(clip))
@@ -153,6 +153,8 @@ def main() -> None:
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--speed-frames", type=int, default=3, help="frames of the 512 px speed run")
     p.add_argument("--speed-frame-iterations", type=int, default=VideoOptions().frame_iterations)
+    p.add_argument("--speed-first-iterations", type=int, default=100,
+                   help="the first frame's --iterations in the speed runs (512 px: half as many again at 512)")
     p.add_argument("--gif", default=None, help="side-by-side GIF of (a) and (c) for the first clip")
     p.add_argument("--out", default=None)
     args = p.parse_args()
@@ -167,7 +169,7 @@ def main() -> None:
                                             "cores": os.cpu_count(), "load_before": os.getloadavg()},
               "args": vars(args), "clips": {}}
     rows = []
-    for kind in args.clips.split(","):
+    for kind in [c for c in args.clips.split(",") if c]:
         frames = make_clip(kind, args.frames, args.size)
         strip(frames, every=max(1, args.frames // 8)).save(out / f"{kind}-content.jpg", quality=90)
         first = next(VideoStylizer(config, [to_tensor(style)]).frames(frames[:1]))

@@ -141,3 +141,15 @@ def temporal_error(previous_output: np.ndarray, current_output: np.ndarray, flow
     diff = np.abs(cur - warp(prev, flow.backward)).mean(axis=-1)
     weight = flow.mask.sum()
     return float((diff * flow.mask).sum() / weight) if weight > 0 else float("nan")
+
+
+def soften_mask(mask: np.ndarray, margin: int) -> np.ndarray:
+    """``mask`` with its trusted region pulled back by ``margin`` px from every untrusted
+    pixel and its edge blurred over about as much: the pixels next to what a frame
+    uncovers are repainted with it, so its seam is not frozen into the next frames."""
+    if margin <= 0:
+        return mask
+    cv2 = import_cv2()
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    eroded = cv2.erode(mask.astype(np.float32), kernel, borderType=cv2.BORDER_REPLICATE)
+    return np.clip(cv2.GaussianBlur(eroded, (0, 0), margin / 2), 0.0, 1.0).astype(np.float32) * mask

@@ -5,10 +5,16 @@ time, even where the picture did not change. After Ruder, Dosovitskiy & Brox ("A
 style transfer for videos", 2016), every frame after the first
 
 - starts from the previous stylized frame, warped to this one by the optical flow
-  between the two content frames (``nstyle.flow``), where that warp is trusted, and from
-  the content frame elsewhere (what was just uncovered, or moved unpredictably);
+  between the two content frames (``nstyle.flow``): the paper's best start. Where the
+  warp is not trusted (what was just uncovered, or moved unpredictably) that start is only
+  a smear of stylized colour, repainted by the style and content terms; starting there
+  from the content frame instead left a band of barely stylized photo along a pan's new
+  edge within a frame's few iterations (bench/video.py, docs/video.md);
 - adds a temporal term to its objective (``objective.TemporalTerm``): weight ·
-  Σ c · (x − ω)², which keeps those trusted pixels close to the warped frame ω;
+  Σ c · (x − ω)², which keeps the trusted pixels close to the warped frame ω. c is the
+  consistency mask pulled back a few pixels from untrusted ones and blurred
+  (``flow.soften_mask``): with a hard mask, each frame's seam along what it uncovered
+  was frozen into the next ones, and a pan left a comb of vertical lines;
 - runs fewer iterations (``frame_iterations``, at the output size only: it starts close).
 
 The first frame is an ordinary still-image run with the run's options. ``independent``
@@ -41,8 +47,14 @@ from .images import ImageSource, load_image, to_pil, to_tensor
 from .plan import Plan
 
 #: the temporal term's weight: it must hold the unchanged pixels against the style term,
-#: which would repaint them anew; measured in bench/video.py (docs/video.md)
-DEFAULT_TEMPORAL_WEIGHT = 20.0
+#: which would repaint them anew. On a 256 px pan (bench/video.py, docs/video.md) 1e3,
+#: 1e4 and 1e5 took the consistency figure from 4.5 (none) to 3.5, 2.3 and 1.1 levels;
+#: at 1e5 the frames were frozen copies (below the content's own figure) with speckle
+#: along the new edge
+DEFAULT_TEMPORAL_WEIGHT = 1e4
+#: how far (px per 64 px of the output's longest side) the temporal term's mask is pulled
+#: back from untrusted pixels (``flow.soften_mask``)
+MASK_MARGIN_PER_64 = 1
 #: iterations of every frame after the first (it starts from the warped previous frame)
 DEFAULT_FRAME_ITERATIONS = 40
 
@@ -238,10 +250,11 @@ class VideoStylizer:
         """The frame's starting image and temporal target, from the previous output warped."""
         warped = flow.warp(prev_output[0].permute(1, 2, 0).numpy(), fl.backward)
         warped_t = torch.from_numpy(warped).permute(2, 0, 1)[None].clamp(0, 1).contiguous()
-        mask = torch.from_numpy(fl.mask)[None, None]
-        start = mask * warped_t + (1 - mask) * content
+        margin = round(MASK_MARGIN_PER_64 * max(content.shape[-2:]) / 64)
+        mask = torch.from_numpy(flow.soften_mask(fl.mask, margin))[None, None]
+        start = warped_t
         if self.config.color.preserve_colors == "luminance":  # what its optimization sees
-            start, warped_t = color.gray(start), color.gray(warped_t)
+            start = warped_t = color.gray(warped_t)
         weight = self.options.temporal_weight
         return start, (TemporalTarget(warped_t, mask, weight) if weight > 0 else None)
 
