@@ -102,6 +102,9 @@ class VideoOptions:
 
 
 VIDEO_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(VideoOptions))
+#: engine options a clip has no use for: the scale mixing's (a clip takes style images
+#: only; intermediate saves are the ``output`` section, which no video front end offers)
+NOT_FOR_VIDEO = ("fine_layers", "mix_iterations")
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .cli import PROG, _Parser, add_config_options, config_from_args
+from .config import iter_options
 from .errors import BadOption, Cancelled
 from .images import load_image, to_tensor
-from .video import VideoOptions
+from .video import NOT_FOR_VIDEO, VideoOptions
 from .video_run import ClipRun, digest_bytes, record_path_for
 from .videoio import check_clip_output, open_clip, parse_fps
 
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    "a video or GIF keeps its own")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_video_options(p)
-    add_config_options(p, skip_sections=("output",))
+    add_config_options(p, only=[o.name for o in iter_options() if o.section != "output"
+                                and o.name not in NOT_FOR_VIDEO])
     return p
 
 

@@ -100,6 +100,7 @@ def _m3u8() -> bytes:
     ("flow", 400, "flow", "flow must be one of dis, farneback"),
     ("independent", 400, "independent", "expected true or false"),
     ("mask", 400, "style_mask", "takes only the clip"),
+    ("mixing", 400, "mix_iterations", "cannot be set for a video"),
 ])
 def test_bad_videos_are_refused_with_the_field_and_store_nothing(tmp_path, clip_bytes, style_img, content_img,
                                                                 case, status, field, message):
@@ -123,6 +124,8 @@ def test_bad_videos_are_refused_with_the_field_and_store_nothing(tmp_path, clip_
         data["flow"] = "lucas"
     elif case == "independent":
         data["independent"] = "maybe"
+    elif case == "mixing":
+        data["mix_iterations"] = "5"
     elif case == "mask":
         files.append(("style_mask", ("m.png", encode(content_img), "image/png")))
     with client_for(settings) as client:

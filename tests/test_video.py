@@ -100,6 +100,15 @@ def test_warp_and_consistency_mask_directions():
     assert mask.max() == 0
 
 
+def test_soften_mask_pulls_back_from_untrusted_pixels():
+    mask = np.ones((32, 64), np.float32)
+    mask[:, :4] = 0  # an uncovered strip
+    soft = flow.soften_mask(mask, 4)
+    assert soft[:, :8].max() < 0.5  # the strip and its seam are free again
+    assert soft[:, 20:].min() == pytest.approx(1.0) and np.all(np.diff(soft[16]) >= -1e-6)
+    assert np.array_equal(flow.soften_mask(mask, 0), mask)
+
+
 def test_flow_refuses_unknown_methods_and_mismatched_frames():
     a, b = panned(texture(), 2, SHIFT)
     with pytest.raises(BadOption, match="flow must be one of dis, farneback"):

@@ -35,7 +35,7 @@ from ..config import Config
 from ..errors import BadImage, BadOption, NStyleError
 from ..images import decode_image, load_image, save_image, save_json, to_tensor
 from ..plan import schedule
-from ..video import VIDEO_OPTION_NAMES, VideoOptions
+from ..video import NOT_FOR_VIDEO, VIDEO_OPTION_NAMES, VideoOptions
 from ..video_run import ClipRun, digest_bytes
 from ..videoio import ClipOutput, open_upload
 from .errors import OverLimit
@@ -102,6 +102,10 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
     if len(clips) != 1:
         raise blame(BadImage("send exactly one clip, as the file field 'clip'" if not clips
                              else "send only one clip"), CLIP_FIELD)
+    for name, value, _ in fields:
+        if name in NOT_FOR_VIDEO and value.strip():
+            raise blame(BadOption(f"{name} cannot be set for a video: it takes style images "
+                                  "only, no scale-mixing pair"), name)
     video_fields = {name: value for name, value, _ in fields if name in VIDEO_OPTION_NAMES}
     options = _video_options(video_fields)
     engine_fields = [f for f in fields if f[0] not in VIDEO_OPTION_NAMES]

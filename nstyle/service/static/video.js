@@ -10,6 +10,7 @@ function buildVideoForm(file) {
   form.delete("content");
   form.delete("style_mask");
   for (const field of ["keep_mask", "init_image", "fine_style", "coarse_style"]) form.delete(field);
+  for (const name of ["fine_layers", "mix_iterations"]) form.delete(name);  // scale mixing's
   form.append("clip", file, file.name);
   const perFrame = $("video-frame-iterations").value.trim();
   if (perFrame) form.append("frame_iterations", perFrame);
