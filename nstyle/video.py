@@ -182,6 +182,7 @@ class VideoStylizer:
 
     def __init__(self, config: Config, styles: Sequence[torch.Tensor],
                  options: Optional[VideoOptions] = None, device: Optional[torch.device] = None) -> None:
+        flow.import_cv2()  # (the video extra) missing: said now, not after the first frame
         self.config = config
         self.options = options or VideoOptions()
         self.styles = [s.float() for s in styles]

@@ -121,7 +121,9 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
         try:
             clip = open_upload(path, name, settings.max_video_pixels)
             _check_clip(clip.info, name, settings)
-            first = next(clip.frames())
+            frames = clip.frames()
+            first = next(frames)
+            frames.close()  # the decoder, before the file goes
         except NStyleError as exc:
             raise blame(exc, CLIP_FIELD) from None
     data = _png(first)
