@@ -5,12 +5,11 @@
     fig.save("sheet.png")                        # + sheet.png.json, the run record
 
 Every cell is an ordinary ``Stylizer`` run with the sheet's options and its column's style
-weight (defaults: 256 px, 60 iterations: a short schedule). The work is shared where the
-public engine allows: the VGG weights are decoded once per process, each style image is
-decoded once, and one ``Stylizer`` (one network) serves a whole column. A style's Gram
-targets are still computed by each run (``Stylizer.run`` takes images, not targets, and
-the style weight is fixed when a Stylizer is made); the record's ``timings.targets`` says
-what that costs (a few percent of a cell at 256 px).
+weight (defaults: 256 px, 60 iterations: a short schedule). The work is shared: the VGG
+weights are decoded once per process, each image is decoded once, one ``Stylizer`` (one
+network) serves a whole column, and all columns share one ``StyleTargets``, so each
+style's Gram targets are computed once, in the first column, and looked up in the others
+(the record's ``style_targets`` counts the lookups: hits and misses).
 
 A cell whose run fails (the loss diverged, no memory) is drawn as a grey "failed" box and
 the others go on; ``Figure.record['failed']`` counts them. A cancel token or a refusal
@@ -29,7 +28,7 @@ import torch
 from PIL import Image
 
 from .config import MAX_SIZE, MIN_SIZE, Config
-from .engine import CancelToken, Progress, Stylizer, resize_tensor
+from .engine import CancelToken, Progress, StyleTargets, Stylizer, resize_tensor
 from .errors import BadOption, RunFailed
 from .grid import Cell, Figure, Grid
 from .images import ImageSource, fit_size, load_image, to_pil, to_tensor
@@ -177,12 +176,15 @@ class _SheetRun:
         self.cells: list[dict[str, Any]] = []
         self.device, self.precision, self.per_cell = "cpu", "fp32", 0
         self.timings = {"networks": 0.0, "targets": 0.0, "optimize": 0.0}
+        # targets do not depend on the style weight: every column shares them
+        self.targets = StyleTargets()
         self.t0 = time.perf_counter()
 
     def all_cells(self) -> None:
         for column, weight in enumerate(self.weights):
             t = time.perf_counter()
-            stylizer = Stylizer(Config.from_options(self.config, style_weight=weight))
+            stylizer = Stylizer(Config.from_options(self.config, style_weight=weight),
+                                style_targets=self.targets)
             self.timings["networks"] += time.perf_counter() - t
             for row in range(len(self.styles)):
                 self.one_cell(stylizer, row, column)
@@ -244,4 +246,5 @@ class _SheetRun:
         timings["total"] = round(time.perf_counter() - self.t0, 3)
         return {"cells": self.cells, "failed": failed, "device": self.device,
                 "precision": self.precision, "iterations_per_cell": self.per_cell,
+                "style_targets": {"computed": self.targets.misses, "reused": self.targets.hits},
                 "timings": timings}

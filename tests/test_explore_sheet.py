@@ -36,6 +36,8 @@ def test_sheet_of_two_styles_by_two_weights(tmp_path, content_path, style_path, 
     assert sorted(cells) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert all(c["iterations"] >= 1 and c["losses"]["total"] > 0 for c in cells.values())
     assert record["config"]["image"]["size"] == 64
+    # each style's targets are computed once (first column) and reused by the other column
+    assert record["style_targets"] == {"computed": 2, "reused": 2}
     with Image.open(out) as img:
         # a photo row and two style rows of 64 px cells; an input column and two weights
         assert 3 * 64 < img.width < 5 * 64 and 3 * 64 < img.height < 5 * 64
