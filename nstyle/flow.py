@@ -103,8 +103,9 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     total = forward_back + backward
     occluded = (total ** 2).sum(-1) > CONSISTENCY_SCALE * ((forward_back ** 2).sum(-1)
                                                           + (backward ** 2).sum(-1)) + CONSISTENCY_OFFSET
-    gx = cv2.Sobel(backward, cv2.CV_32F, 1, 0, ksize=1)
-    gy = cv2.Sobel(backward, cv2.CV_32F, 0, 1, ksize=1)
+    # central differences (OpenCV's ksize=1 kernel is [-1, 0, 1]: twice the derivative)
+    gx = cv2.Sobel(backward, cv2.CV_32F, 1, 0, ksize=1) * 0.5
+    gy = cv2.Sobel(backward, cv2.CV_32F, 0, 1, ksize=1) * 0.5
     gradient = (gx ** 2).sum(-1) + (gy ** 2).sum(-1)
     boundary = gradient > BOUNDARY_SCALE * (backward ** 2).sum(-1) + BOUNDARY_OFFSET
     map_x, map_y = _sample_points(backward)
