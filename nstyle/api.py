@@ -14,7 +14,7 @@ with underscores).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from PIL import Image
 
@@ -55,3 +55,22 @@ def stylize(content: ImageSource, styles: Union[None, ImageSource, Sequence[Imag
     call ``.stop()``.
     """
     return run(content, styles, config, callback=callback, cancel=cancel, **options).to_pil()
+
+
+def stylize_video(frames: Iterable[ImageSource],
+                  styles: Union[None, ImageSource, Sequence[ImageSource]] = None,
+                  config: Optional[Config] = None, *,
+                  callback: Optional[Callable[[Any], None]] = None,
+                  cancel: Optional[CancelToken] = None, **options: Any) -> Iterator[Image.Image]:
+    """Stylize a clip's frames (an iterable of paths, PIL images or arrays of one size),
+    yielding each stylized frame (a PIL image) as it is done, without flicker: every frame
+    after the first starts from the previous output warped by the optical flow and keeps
+    close to it (``nstyle.video``; needs ``nstyle[video]``). ``options``: the engine's and
+    ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``; ``callback``
+    receives a ``video.FrameProgress`` (frame index and the engine's event) every iteration.
+    Options and styles are checked before the first frame. For how each frame was made
+    (losses, temporal error), use ``nstyle.video.stylize_frames``."""
+    from .video import stylize_frames
+
+    done = stylize_frames(frames, styles, config, callback=callback, cancel=cancel, **options)
+    return (frame.image for frame in done)

@@ -8,6 +8,7 @@
     nstyle sheet CONTENT --style S1 --style S2 [--style-weights 1e4,1e5,1e6] -o OUTPUT
     nstyle layers
     nstyle batch CONTENT... --style S [--style S2 ...] -o OUT_DIR [--workers N] [--cluster ADDRESS]
+    nstyle video IN STYLE [STYLE ...] -o OUT [--temporal-weight W] [--frame-iterations N]   (see video_cli)
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
     nstyle gui [--data DIR]
 
@@ -264,7 +265,7 @@ def _stylize_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle explore units|activations|reconstruct', "
-                "'nstyle sheet', 'nstyle batch', 'nstyle serve', 'nstyle gui' (each has --help).",
+                "'nstyle sheet', 'nstyle batch', 'nstyle video', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=_PrintVersions, nargs=0,
                    help="print the versions of nstyle, torch and the weights' source, and exit")
@@ -444,12 +445,18 @@ def cmd_sheet(argv: Sequence[str]) -> None:
     sheet(argv)
 
 
+def cmd_video(argv: Sequence[str]) -> None:
+    from .video_cli import cmd_video as video
+
+    video(argv)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
                 "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore, "sheet": cmd_sheet,
-                "batch": cmd_batch}
+                "batch": cmd_batch, "video": cmd_video}
     command = commands.get(argv[0]) if argv else None
     try:
         if command is not None:

@@ -50,8 +50,8 @@ from . import color, losses, neighbors, regions, tiling
 from .config import Config
 from .errors import BadOption, Cancelled, OutOfMemory, RunFailed
 from .images import fit_size, to_pil
-from .objective import (Objective, StyleTerm, content_weights, equal_weights, for_scale,
-                        style_weights, with_total)
+from .objective import (Objective, StyleTerm, TemporalTerm, content_weights, equal_weights,
+                        for_scale, style_weights, with_total)
 from .plan import Plan, ScalePlan, make as make_plan, mix_step, style_size
 from .regions import Region
 from .vgg import (LAYER_NAMES, VGG19Features, deprocess, halo_for, last_needed_layer, load_weights,
@@ -124,6 +124,19 @@ class Progress:
             self._stop()
 
 
+@dataclass(frozen=True, eq=False)
+class TemporalTarget:
+    """What a video frame's pixels are kept close to (``nstyle.video``): ``image`` the
+    previous stylized frame warped to this one, RGB (1, 3, H, W) in [0, 1], as the
+    optimization sees colours (gray under --preserve-colors luminance); ``mask`` (1, 1, H, W)
+    in [0, 1], where that warp is trusted; ``weight`` the term's weight at the output size
+    (a sum over pixels, like tv: coarser scales get it times their positions factor)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    weight: float
+
+
 @dataclass
 class Result:
     image: torch.Tensor  # (1, 3, H, W) RGB in [0, 1], on the CPU
@@ -192,6 +205,20 @@ def _check_image_tensor(t: torch.Tensor, what: str) -> None:
         raise BadOption(f"{what}: expected a tensor of shape (1, 3, H, W) in [0, 1], got {shape}")
     if min(t.shape[-2:]) < 1:
         raise BadOption(f"{what} has no pixels")
+
+
+def _check_temporal(temporal: Optional[TemporalTarget]) -> None:
+    if temporal is None:
+        return
+    _check_image_tensor(temporal.image, "temporal target")
+    m = temporal.mask
+    if not isinstance(m, torch.Tensor) or m.ndim != 4 or m.shape[:2] != (1, 1) \
+            or m.shape[-2:] != temporal.image.shape[-2:]:
+        raise BadOption("temporal mask: expected a tensor of shape (1, 1, H, W) in [0, 1], the "
+                        "size of its image")
+    if not (isinstance(temporal.weight, (int, float)) and math.isfinite(temporal.weight)
+            and temporal.weight >= 0):
+        raise BadOption(f"temporal weight must be a finite number >= 0, got {temporal.weight!r}")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -427,7 +454,9 @@ class Stylizer:
             h, w = content_bgr.shape[-2:]
             init_image = F.interpolate(init_image.float(), size=(h, w), mode="bicubic",
                                        antialias=True, align_corners=False).clamp(0, 1)
-            return preprocess(init_image.to(self.device))
+            # contiguous: L-BFGS views the gradient flat, which an image built channels-last
+            # (e.g. from an HxWx3 array) would not allow
+            return preprocess(init_image.to(self.device)).contiguous()
         if init == "content":
             return content_bgr.clone()
         if init == "gray":  # the ImageNet mean colour: zero in VGG's input space
@@ -460,7 +489,8 @@ class Stylizer:
             coarse_style: Optional[torch.Tensor] = None,
             callback: Optional[Callable[[Progress], None]] = None,
             cancel: Optional[CancelToken] = None,
-            plan: Optional[Plan] = None) -> Result:
+            plan: Optional[Plan] = None,
+            temporal: Optional[TemporalTarget] = None) -> Result:
         """Optimize an image with ``content``'s content and ``styles``' style.
 
         content: (1, 3, H, W) RGB in [0, 1], any size: it is resized so its longest side is
@@ -469,10 +499,12 @@ class Stylizer:
         or None per style (see ``regions``); keep_mask: likewise, content kept there.
         fine_style/coarse_style: two images mixed into one more style (``mix_scales``).
         plan: this Stylizer's ``plan()`` for the same images (made here when not given).
+        temporal: a video frame's temporal term (``TemporalTarget``), at every scale.
         """
         t_start = time.perf_counter()
         styles, masks = self._checked_inputs(content, styles, style_masks, keep_mask,
                                              fine_style, coarse_style)
+        _check_temporal(temporal)
         mixing = fine_style is not None
         if plan is None:
             plan = self.plan(content, styles, fine_style=fine_style, coarse_style=coarse_style)
@@ -488,7 +520,7 @@ class Stylizer:
                 styles, masks = styles + [mixed], masks + [None]
                 timings["mix"] = time.perf_counter() - t
             x, result_losses, scales_run = self._run_scales(content.float(), styles, masks, keep_mask,
-                                                            init_image, plan, events, timings)
+                                                            init_image, plan, events, timings, temporal)
         except RuntimeError as exc:
             if _is_oom(exc):
                 raise OutOfMemory(f"out of memory on {self.device.type} at size {self.config.output_size}; "
@@ -539,7 +571,8 @@ class Stylizer:
     def _run_scales(self, content: torch.Tensor, styles: list[torch.Tensor],
                     masks: list[Optional[torch.Tensor]], keep_mask: Optional[torch.Tensor],
                     init_image: Optional[torch.Tensor], plan: Plan, events: _Events,
-                    timings: dict[str, float]) -> tuple[torch.Tensor, dict[str, float], list[int]]:
+                    timings: dict[str, float], temporal: Optional[TemporalTarget] = None
+                    ) -> tuple[torch.Tensor, dict[str, float], list[int]]:
         """The coarse-to-fine schedule: optimize at each size, the upsampled result starting
         the next. Returns the last image (VGG space), its losses and the iterations each
         scale ran. ``content`` is the original photo: what the optimization sees of it and
@@ -553,7 +586,8 @@ class Stylizer:
             if events.stopped:
                 break
             t = time.perf_counter()
-            step = self._scale_step(scale, index, plan, seen_content, seen_styles, masks, keep_mask)
+            step = self._scale_step(scale, index, plan, seen_content, seen_styles, masks, keep_mask,
+                                    temporal)
             with torch.no_grad():
                 if x is None:
                     start = self.initial_image(step.content_bgr, init_image)
@@ -575,7 +609,8 @@ class Stylizer:
     @torch.no_grad()
     def _scale_step(self, scale: ScalePlan, index: int, plan: Plan, content: torch.Tensor,
                     styles: list[torch.Tensor], masks: list[Optional[torch.Tensor]],
-                    keep_mask: Optional[torch.Tensor]) -> _Step:
+                    keep_mask: Optional[torch.Tensor], temporal: Optional[TemporalTarget] = None
+                    ) -> _Step:
         """One scale of the schedule, its targets made: what ``_optimize`` needs."""
         content_bgr = preprocess(resize_tensor(content, scale.size).to(self.device))
         h, w = content_bgr.shape[-2:]
@@ -583,6 +618,9 @@ class Stylizer:
         objective = for_scale(self.config.loss, self.content_targets(content_bgr, scale.tile),
                               self.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
                               positions_factor=plan.output.height * plan.output.width / (h * w))
+        if temporal is not None:
+            factor = plan.output.height * plan.output.width / (h * w)
+            objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factor))
         return _Step(scale, objective, content_bgr, keep, self._tiles(h, w, scale.tile, objective),
                      self.config.optim.tolerance, index=index, count=len(plan.scales))
 
@@ -598,6 +636,15 @@ class Stylizer:
         style = tuple(t.matched(features, tuple(image.shape[-2:]), objective.regions)
                       if isinstance(t, neighbors.NeighborTerm) else t for t in objective.style)
         return dataclasses.replace(objective, style=style)
+
+    def _temporal_term(self, temporal: TemporalTarget, height: int, width: int,
+                       positions_factor: float) -> TemporalTerm:
+        """The temporal term at one scale: target and mask at its size, the weight times its
+        positions factor (see ``objective.for_scale``)."""
+        # resize_mask resizes any number of channels (antialiased, kept in [0, 1])
+        target = regions.resize_mask(temporal.image.float(), height, width).to(self.device)
+        mask = regions.resize_mask(temporal.mask.float(), height, width).to(self.device)
+        return TemporalTerm(temporal.weight * positions_factor, preprocess(target), mask)
 
     @staticmethod
     def _tiles(height: int, width: int, tile: int, objective: Objective) -> list[tiling.Tile]:

@@ -275,3 +275,12 @@ def meancov_loss(features: torch.Tensor, target: FeatureMoments,
     if float(share) <= 0:
         return features.new_zeros((), dtype=torch.float32)
     return share * meancov_distance(moments(features, mask), target)
+
+
+def temporal_loss(image: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ c · (x − ω)² over pixels and channels (Ruder et al. 2016, eq. 2, as a sum like the
+    content and tv terms rather than a mean): ``target`` ω is the previous stylized video
+    frame warped to this one, ``mask`` c (B or 1, 1, H, W) in [0, 1] where that warp is
+    trusted."""
+    diff = _accumulation_dtype(image) - _accumulation_dtype(target)
+    return (mask.to(diff.dtype) * diff.pow(2)).sum()

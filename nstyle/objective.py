@@ -8,7 +8,9 @@ An ``Objective`` holds every term a scale (or the scale mixing) optimizes, alrea
   is the ``--style-loss``: ``gram`` (the paper's) or ``meancov`` (mean and covariance);
 - ``style.neighbors``: ``nstyle.neighbors.NeighborTerm``, the one term of ``--style-loss
   neighbors`` over all style layers at once (nearest-neighbour targets, matched per scale);
-- ``tv``: total variation on the pixels.
+- ``tv``: total variation on the pixels;
+- ``temporal``: ``TemporalTerm``, a video frame's pixels kept close to the previous
+  stylized frame warped to it, where the warp is trusted (``nstyle.video``).
 
 The terms are named as they are reported (``Progress.losses``, the run record), in this
 order, with ``total`` their sum. The whole-image path is ``evaluate``; ``nstyle.tiling``
@@ -82,6 +84,20 @@ class StyleTerm:
 
 
 @dataclass(frozen=True, eq=False)
+class TemporalTerm:
+    """A video frame's temporal consistency: ``weight`` · Σ mask · (x − target)², on the
+    pixels (so the same whole or tiled); ``target`` in the network's input space."""
+
+    weight: float
+    target: torch.Tensor  # (1, 3, H, W): the previous output warped to this frame
+    mask: torch.Tensor  # (1, 1, H, W) in [0, 1]: where that warp is trusted
+    name = "temporal"
+
+    def value(self, image: torch.Tensor) -> torch.Tensor:
+        return losses.temporal_loss(image, self.target, self.mask)
+
+
+@dataclass(frozen=True, eq=False)
 class Objective:
     """Every term of one optimization, weighted; see the module docstring."""
 
@@ -89,6 +105,7 @@ class Objective:
     style: tuple[StyleTerm | NeighborTerm, ...] = ()
     regions: tuple[Region, ...] = ()
     tv_weight: float = 0.0  # 0: no tv term
+    temporal: Optional[TemporalTerm] = None  # video frames after the first
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -98,9 +115,12 @@ class Objective:
 
     def pixel_terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The weighted terms computed on the pixels alone (the same whole or tiled)."""
+        terms: dict[str, torch.Tensor] = {}
         if self.tv_weight > 0:
-            return {"tv": self.tv_weight * losses.total_variation(image)}
-        return {}
+            terms["tv"] = self.tv_weight * losses.total_variation(image)
+        if self.temporal is not None:
+            terms[self.temporal.name] = self.temporal.weight * self.temporal.value(image)
+        return terms
 
     def evaluate(self, features: Mapping[str, torch.Tensor], image: torch.Tensor
                  ) -> dict[str, torch.Tensor]:

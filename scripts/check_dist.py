@@ -16,6 +16,7 @@ from pathlib import Path
 
 EXTRAS = ("service", "video", "cluster", "bench", "test", "all")
 WHEEL_FILES = ("nstyle/service/static/index.html", "nstyle/service/static/app.js",
+               "nstyle/service/static/video.js",
                "nstyle/service/static/style.css", "nstyle/data/starry_night.jpg",
                "nstyle/data/PROVENANCE.md", "nstyle/cli.py")
 SDIST_FILES = ("pyproject.toml", "README.md", "LICENSE", "nstyle/service/static/app.js",

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Creates .venv and installs nstyle with everything it needs. Idempotent.
-#   bash scripts/setup.sh          the tool, its Python API and its web service
+#   bash scripts/setup.sh          the tool, its Python API, its web service and video (PyAV, OpenCV)
 #   bash scripts/setup.sh --test   also the test tools, Ray (the cluster extra, whose tests start a
 #                                  local Ray instance) and Debian's chromium for the browser test
 # torch is pinned to the CPU wheel that lies on this kind of machine (2.13.0); the package
 # itself only asks for torch>=2.1, so elsewhere any recent torch works.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=service
+EXTRAS=service,video
+TEST=0
 for arg in "$@"; do
   case "$arg" in
-    --test) EXTRAS=test,cluster ;;
+    --test) EXTRAS=test,cluster,video; TEST=1 ;;
     *) echo "usage: bash scripts/setup.sh [--test]" >&2; exit 2 ;;
   esac
 done
@@ -28,7 +29,7 @@ python -c "import torch, nstyle; print('nstyle', nstyle.__version__, 'with torch
 # The browser test (tests/test_service_e2e.py) drives Debian's chromium through Playwright;
 # Playwright's own browser download cannot work offline, so the system package is used.
 # Only for a test set-up, only if missing; NSTYLE_NO_BROWSER=1 skips it.
-if [ "$EXTRAS" != service ] && [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
+if [ "$TEST" = 1 ] && [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
   if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
     echo "note: /usr/bin/chromium is missing and cannot be installed here (needs apt-get as root);" \
@@ -39,6 +40,6 @@ if [ "$EXTRAS" != service ] && [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bi
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends chromium >/dev/null
   fi
 fi
-if [ "$EXTRAS" != service ] && [ -x /usr/bin/chromium ]; then
+if [ "$TEST" = 1 ] && [ -x /usr/bin/chromium ]; then
   /usr/bin/chromium --version 2>/dev/null || true  # (Debian's wrapper warns harmlessly on stderr)
 fi

@@ -269,3 +269,37 @@ def test_phone_width_run_keeps_the_job_in_view(server, browser, tmp_path, conten
     expect(page.locator("#jobs .job .del")).to_have_css("opacity", "1")  # no hover on touch
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     assert errors == []
+
+
+def test_page_stylizes_a_video_and_plays_it(server, browser, tmp_path, style_img):
+    """Styles and options from the form, a clip picked with the video button: progress per
+    frame, then the MP4 plays on the stage and downloads."""
+    from test_video import panned, texture, write_video
+
+    clip = write_video(tmp_path / "walk.mp4", panned(texture(96, 48), 3, 2), fps=10)
+    style = tmp_path / "hubble.png"
+    style_img.save(style)
+    expect = playwright_api.expect
+    page, errors = _open_page(browser, server)
+    expect(page.locator("#server-status")).to_contain_text("0 running")
+    expect(page.locator("#video-start")).to_be_disabled()  # no style yet
+    page.set_input_files("#style-input", str(style))
+    expect(page.locator("#video-start")).to_be_enabled()  # no photo needed
+    page.fill("#opt-size", "64")
+    page.fill("#opt-iterations", "10")  # the slider's minimum
+    page.fill("#video-frame-iterations", "2")
+    page.set_input_files("#video-input", str(clip))
+    expect(page.locator("#stage-title")).to_contain_text("Video: walk.mp4 in the style of hubble.png")
+    expect(page.locator("#progress-text")).to_contain_text("frame", timeout=120_000)
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=180_000)
+    expect(page.locator("#progress-text")).to_have_text("Done — 14 iterations")  # 10 + 2 x 2
+    expect(page.locator("#result-video")).to_be_visible()
+    # playable here: the browser has read its duration (3 frames at 10 fps)
+    page.wait_for_function("document.getElementById('result-video').readyState >= 1", timeout=30_000)
+    assert page.evaluate("document.getElementById('result-video').duration") == pytest.approx(0.3, abs=0.05)
+    with page.expect_download() as download_info:
+        page.click("#download")
+    assert download_info.value.suggested_filename.endswith(".mp4")
+    expect(page.locator("#jobs .job")).to_have_count(1)
+    page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+    assert errors == []

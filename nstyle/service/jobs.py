@@ -37,6 +37,7 @@ from ..record import LossHistory, build_record
 from .errors import Conflict, NotFound, QueueFull
 from .settings import ServiceSettings
 from .sheets import is_sheet, run_sheet_job
+from .videos import is_video, run_video_job
 from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
                     RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
 from .uploads import Submission, release_memory
@@ -403,6 +404,9 @@ class JobManager:
     def _run(self, job_id: str, live: LiveState) -> dict[str, Any]:
         row = self.get(job_id)
         config = Config.from_dict(row.config)
+        if is_video(row.options):  # a clip: its frames in turn, resumable
+            return run_video_job(row, config, live, self.store, lambda: self._changed(job_id),
+                                 self.settings.preview_seconds)
         inputs, names = self._inputs(job_id, row)
         loaded = inputs.load(config, allow_paths=False)
         if is_sheet(row.options):  # a contact sheet: many small runs in one job

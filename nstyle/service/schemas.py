@@ -26,6 +26,8 @@ class Inputs(BaseModel):
     init_image: Optional[InputInfo] = None
     fine_style: Optional[InputInfo] = None
     coarse_style: Optional[InputInfo] = None
+    clip: Optional[InputInfo] = Field(None, description="a video job's clip (its first frame is "
+                                      "the content)")
 
 
 class ProgressInfo(BaseModel):
@@ -110,6 +112,16 @@ class Limits(BaseModel):
     max_megapixel_iterations: float
     max_field_chars: int
     formats: list[str]
+    video: dict[str, float] = Field(default_factory=dict, description="video jobs: max_upload_bytes, "
+                                    "max_seconds, max_frames, max_pixels, max_size, max_iterations")
+
+
+class VideoOptionView(BaseModel):
+    name: str
+    type: str = Field(description="int, float, str or bool")
+    default: Any
+    help: str
+    choices: Optional[list[str]] = None
 
 
 class ServerInfo(BaseModel):
@@ -119,3 +131,5 @@ class ServerInfo(BaseModel):
     limits: Limits
     options: list[OptionView]
     inputs: list[InputFieldView] = Field(description="the image inputs besides content and style")
+    video_options: list[VideoOptionView] = Field(default_factory=list, description="the options "
+                                                 "of POST /api/videos besides the job options")

@@ -58,6 +58,20 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                    f"their headers before decoding (default: {DEFAULTS.max_request_pixels:,})")
     p.add_argument("--max-field-chars", type=int, default=DEFAULTS.max_field_chars,
                    help=f"longest option value (default: {DEFAULTS.max_field_chars} characters)")
+    p.add_argument("--max-video-mb", type=float, default=DEFAULTS.max_video_upload_bytes / MB,
+                   help="largest clip upload of a video job in MB (default: "
+                   f"{DEFAULTS.max_video_upload_bytes // MB})")
+    p.add_argument("--max-video-seconds", type=float, default=DEFAULTS.max_video_seconds,
+                   help=f"longest clip of a video job (default: {DEFAULTS.max_video_seconds:g} s)")
+    p.add_argument("--max-video-frames", type=int, default=DEFAULTS.max_video_frames,
+                   help=f"most frames of a video job (default: {DEFAULTS.max_video_frames})")
+    p.add_argument("--max-video-pixels", type=int, default=DEFAULTS.max_video_pixels,
+                   help=f"largest frame of an uploaded clip in pixels (default: {DEFAULTS.max_video_pixels:,})")
+    p.add_argument("--max-video-size", type=int, default=DEFAULTS.max_video_size,
+                   help=f"largest output size of a video job (default: {DEFAULTS.max_video_size})")
+    p.add_argument("--max-video-iterations", type=int, default=DEFAULTS.max_video_iterations,
+                   help="most iterations of a video job, over all its frames (default: "
+                   f"{DEFAULTS.max_video_iterations:,})")
     p.add_argument("--memory-limit", type=float, default=None, metavar="GIB",
                    help="GiB one job may use; a job estimated to need more fails with a message "
                    "(default: the memory available when it starts). Clients cannot set it")
@@ -77,7 +91,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
             max_size=args.max_size, max_iterations=args.max_iterations,
             max_megapixel_iterations=args.max_megapixel_iterations,
             max_request_pixels=args.max_request_pixels, max_field_chars=args.max_field_chars,
-            memory_limit_gib=args.memory_limit, cluster=args.cluster)
+            memory_limit_gib=args.memory_limit, cluster=args.cluster,
+            max_video_upload_bytes=int(args.max_video_mb * MB), max_video_seconds=args.max_video_seconds,
+            max_video_frames=args.max_video_frames, max_video_pixels=args.max_video_pixels,
+            max_video_size=args.max_video_size, max_video_iterations=args.max_video_iterations)
     except ValueError as exc:
         raise BadOption(str(exc)) from None
 

@@ -53,6 +53,15 @@ class ServiceSettings:
     #: a Ray address (auto, ray://HOST:PORT, local): jobs run as Ray tasks there, up to
     #: ``workers`` at a time, instead of in this process (``nstyle.cluster``)
     cluster: Optional[str] = None
+    #: video jobs (POST /api/videos): the largest clip upload, its longest duration, most
+    #: frames and largest frame (pixels, from the stream's header before decoding), the
+    #: largest output size, and the most iterations over every frame of the clip
+    max_video_upload_bytes: int = 50 * MB
+    max_video_seconds: float = 10.0
+    max_video_frames: int = 300
+    max_video_pixels: int = 1920 * 1088
+    max_video_size: int = 512
+    max_video_iterations: int = 20_000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -60,9 +69,12 @@ class ServiceSettings:
             raise ValueError("workers must be >= 1")
         for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size", "max_iterations",
                      "max_megapixel_iterations", "max_request_pixels", "max_field_chars",
-                     "decode_slots"):
+                     "decode_slots", "max_video_upload_bytes", "max_video_frames", "max_video_pixels", "max_video_size",
+                     "max_video_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not self.max_video_seconds > 0:
+            raise ValueError("max_video_seconds must be > 0")
         if self.max_queue < 0:
             raise ValueError("max_queue must be >= 0")
         if self.memory_limit_gib is not None and not self.memory_limit_gib > 0:
@@ -77,4 +89,5 @@ class ServiceSettings:
     @property
     def max_request_bytes(self) -> int:
         """Whole request body: every image at its limit, plus room for the option fields."""
-        return self.max_upload_bytes * self.max_files + MB
+        return max(self.max_upload_bytes * self.max_files,
+                   self.max_video_upload_bytes + self.max_upload_bytes * self.max_styles) + MB

@@ -380,14 +380,17 @@ MAX_FIELDS = 100
 MAX_PART_BYTES = 64 * 1024
 
 
-async def read_form(request: Any, settings: ServiceSettings, what: str
+async def read_form(request: Any, settings: ServiceSettings, what: str,
+                    max_bytes: Optional[dict[str, int]] = None
                     ) -> tuple[list[Upload], list[tuple[str, str, int]]]:
     """A job's multipart form (``what``: the job or the sheet, for the message): its
-    uploads and its text fields, each with its position in the form."""
+    uploads and its text fields, each with its position in the form. ``max_bytes``: a
+    field's own upload limit (a video job's clip), instead of the images' limit."""
     from starlette.datastructures import UploadFile
 
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadOption(f"send the {what} as multipart/form-data: a file 'content', files "
+        first = "a file 'clip'" if what == "video" else "a file 'content'"
+        raise BadOption(f"send the {what} as multipart/form-data: {first}, files "
                         "'style' and options as text fields")
     uploads: list[Upload] = []
     fields: list[tuple[str, str, int]] = []
@@ -397,7 +400,8 @@ async def read_form(request: Any, settings: ServiceSettings, what: str
             if isinstance(value, UploadFile):
                 if not value.filename and not value.size:
                     continue  # an <input type=file> left empty
-                data = await value.read(settings.max_upload_bytes + 1)
+                limit = (max_bytes or {}).get(key, settings.max_upload_bytes)
+                data = await value.read(limit + 1)
                 uploads.append(Upload(key, value.filename or "", data, value.size or len(data), position))
             else:
                 fields.append((key, value, position))

@@ -4,7 +4,8 @@
 - ``jobs``: the job queue (submit, list, read, cancel, retry, delete);
 - ``files``: what a job has made or was given (result, record, bundle, preview, inputs);
 - ``events``: a job's server-sent event stream;
-- ``sheets`` (in ``service/sheets.py``): contact sheets, submitted as jobs.
+- ``sheets`` (in ``service/sheets.py``): contact sheets, submitted as jobs;
+- ``videos`` (in ``service/videos.py``): stylized clips, submitted as jobs.
 
 Endpoints are plain functions; what they share (the job manager, the settings, the token
 check, the JSON view of a job) comes from ``common``, read from the application's state,
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Depends
 
 from ..settings import ServiceSettings
 from ..sheets import sheet_router
+from ..videos import video_router
 from . import events, files, info, jobs
 from .common import ERROR_RESPONSES, require_token
 
@@ -27,4 +29,5 @@ def api_router(settings: ServiceSettings) -> APIRouter:
     for module in (info, jobs, files, events):
         api.include_router(module.router(settings))
     api.include_router(sheet_router(settings))  # contact sheets: jobs of their own kind
+    api.include_router(video_router(settings))  # videos: likewise
     return api

@@ -63,9 +63,9 @@ def job_view(row: JobRow, manager: JobManager) -> dict[str, Any]:
     live = manager.live(row.id) if row.state == RUNNING else None
     if row.state == SUCCEEDED:
         links.update(result=base + "/result", record=base + "/record", bundle=base + "/bundle")
-    elif (live is not None and live.preview_png is not None) or (
+    if (live is not None and live.preview_png is not None) or (
             row.state in FINISHED and manager.store.file(row.id, PREVIEW_FILE).exists()):
-        links["preview"] = base + "/preview"
+        links["preview"] = base + "/preview"  # (a succeeded video's: one of its frames)
     return {
         "id": row.id, "state": row.state, "created": _iso(row.created), "started": _iso(row.started),
         "finished": _iso(row.finished),

@@ -14,6 +14,7 @@ from ..errors import NotFound
 from ..jobs import JobManager
 from ..settings import ServiceSettings
 from ..sheets import is_sheet
+from ..videos import is_video
 from ..store import FINISHED, SUCCEEDED, JobRow
 from .common import job_view, manager_of
 
@@ -105,7 +106,14 @@ def _final_progress(row: JobRow) -> dict[str, Any]:
     return {"id": row.id, "iteration": row.iterations, "iterations": total,
             "percent": round(100.0 * (row.iterations or 0) / total, 1), "elapsed": round(elapsed, 3),
             "eta": 0.0, "losses": row.losses or {}, "preview_iteration": row.iterations,
-            # the live events' last phase: a run ends stylizing, a contact sheet on its cells
-            "phase": "sheet" if is_sheet(row.options) else "stylize"}
+            # the live events' last phase: a run ends stylizing, a contact sheet on its
+            # cells, a video on its frames
+            "phase": _last_phase(row.options)}
+
+
+def _last_phase(options: dict[str, Any]) -> str:
+    if is_sheet(options):
+        return "sheet"
+    return "video" if is_video(options) else "stylize"
 
 

@@ -13,6 +13,7 @@ from ..errors import NotFound
 from ..jobs import JobManager
 from ..settings import ServiceSettings
 from ..store import RECORD_FILE, RESULT_FILE, JobRow, input_entries
+from ..videos import VIDEO_RESULT_FILE, is_video
 from .common import finished, manager_of
 
 NO_RESULT = {409: {"description": "no result (yet)"}}
@@ -20,7 +21,8 @@ NO_RESULT = {409: {"description": "no result (yet)"}}
 
 def router(settings: ServiceSettings) -> APIRouter:
     r = APIRouter()
-    r.add_api_route("/jobs/{job_id}/result", get_result, methods=["GET"], summary="The result image (PNG)",
+    r.add_api_route("/jobs/{job_id}/result", get_result, methods=["GET"],
+                    summary="The result image (PNG), or a video job's clip (MP4)",
                     response_class=FileResponse, responses=NO_RESULT)
     r.add_api_route("/jobs/{job_id}/record", get_record, methods=["GET"], responses=NO_RESULT,
                     summary="The run record (config, versions, timings, losses)")
@@ -34,9 +36,16 @@ def router(settings: ServiceSettings) -> APIRouter:
 
 
 def get_result(job_id: str, manager: JobManager = Depends(manager_of)) -> FileResponse:
-    finished(manager.get(job_id))
-    return FileResponse(manager.store.file(job_id, RESULT_FILE), media_type="image/png",
-                        filename=f"nstyle-{job_id}.png")
+    """The result: a PNG, or an MP4 for a video job."""
+    row = finished(manager.get(job_id))
+    name, media_type = result_file(row)
+    return FileResponse(manager.store.file(job_id, name), media_type=media_type,
+                        filename=f"nstyle-{job_id}{name[name.rindex('.'):]}")
+
+
+def result_file(row: JobRow) -> tuple[str, str]:
+    """(stored file name, media type) of a job's result."""
+    return (VIDEO_RESULT_FILE, "video/mp4") if is_video(row.options) else (RESULT_FILE, "image/png")
 
 
 def get_record(job_id: str, manager: JobManager = Depends(manager_of)) -> FileResponse:
@@ -71,11 +80,12 @@ def get_input(job_id: str, key: str, thumbnail: bool = False,
 
 
 def _bundle(row: JobRow, manager: JobManager) -> bytes:
-    """result.png, record.json and inputs/<key>-<name> in one zip (images are stored, not
+    """result.png (result.mp4), record.json and inputs/<key>-<name> in one zip (images are stored, not
     deflated: they are compressed already)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.write(manager.store.file(row.id, RESULT_FILE), "result.png")
+        name = result_file(row)[0]
+        z.write(manager.store.file(row.id, name), name)
         z.write(manager.store.file(row.id, RECORD_FILE), "record.json", zipfile.ZIP_DEFLATED)
         for e in input_entries(row.inputs):
             name = e["name"].replace("/", "_")

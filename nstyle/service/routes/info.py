@@ -3,6 +3,7 @@ from), the OpenAPI schema, and the page."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ... import __version__
 from ...inputs import INPUT_FIELDS
+from ...video import VideoOptions
 from ..labels import SECTIONS, label, readable
 from ..schemas import ServerInfo
 from ..settings import ServiceSettings
@@ -45,7 +47,13 @@ def info(settings: ServiceSettings = Depends(settings_of)) -> dict[str, Any]:
                    "max_iterations": settings.max_iterations,
                    "max_megapixel_iterations": settings.max_megapixel_iterations,
                    "max_field_chars": settings.max_field_chars,
-                   "formats": [f.lower() for f in settings.formats]},
+                   "formats": [f.lower() for f in settings.formats],
+                   "video": {"max_upload_bytes": settings.max_video_upload_bytes,
+                             "max_seconds": settings.max_video_seconds,
+                             "max_frames": settings.max_video_frames,
+                             "max_pixels": settings.max_video_pixels,
+                             "max_size": settings.max_video_size,
+                             "max_iterations": settings.max_video_iterations}},
         "options": [{"name": o.name, "label": label(o.name), "section": o.section,
                      "section_label": SECTIONS.get(o.section, o.section.capitalize()),
                      "type": o.base_type.__name__, "is_list": o.is_list,
@@ -56,6 +64,10 @@ def info(settings: ServiceSettings = Depends(settings_of)) -> dict[str, Any]:
         "inputs": [{"name": MASK_FIELD if f.per_style else f.name, "label": label(f.name),
                     "help": readable(f.help), "mask": f.mask, "per_style": f.per_style}
                    for f in INPUT_FIELDS],
+        "video_options": [{"name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
+                           "default": f.default, "help": readable(f.metadata["help"]),
+                           "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None}
+                          for f in dataclasses.fields(VideoOptions)],
     }
 
 

@@ -386,6 +386,7 @@ function updateStart() {
   const mixing = state.extras.has("fine_style") && state.extras.has("coarse_style");
   $("start").disabled = !(state.info && state.content && (state.styles.length || mixing));
   if ($("sheet-start")) $("sheet-start").disabled = !(state.info && state.content && state.styles.length);
+  if ($("video-start")) $("video-start").disabled = !(state.info && state.styles.length);
 }
 
 // ---------------------------------------------------------------- painting a mask
@@ -452,7 +453,7 @@ function wirePainter() {
 
 function buildForm() {
   const form = new FormData();
-  form.append("content", state.content, state.content.name);
+  if (state.content) form.append("content", state.content, state.content.name);  // (a video has none)
   for (const s of state.styles) form.append("style", s.file, s.file.name);
   if (state.styles.some((s) => s.mask)) {  // one per style, in order; 'none' for the others
     for (const s of state.styles) {
@@ -512,6 +513,7 @@ async function showJob(job) {
     setCompare(false);
     $("live-image").hidden = true;
     $("live-image").removeAttribute("src");
+    hideVideo();
   }
   await renderJob(job);
   if (ACTIVE.has(job.state)) followJob(job.id);
@@ -553,7 +555,15 @@ async function renderJob(job) {
   $("retry").hidden = !["failed", "cancelled", "interrupted"].includes(job.state);
   $("reuse").hidden = false;
   for (const id of ["download", "record", "bundle"]) $(id).hidden = job.state !== "succeeded";
-  if (job.state === "succeeded") {
+  if (job.state === "succeeded" && isVideo(job)) {
+    const [resultUrl, recordUrl, bundleUrl] = await Promise.all([
+      videoUrl(job.links.result), imageUrl(job.links.record), imageUrl(job.links.bundle)]);
+    Object.assign($("download"), { href: resultUrl, download: `nstyle-${job.id}.mp4`, textContent: "Download MP4" });
+    Object.assign($("record"), { href: recordUrl, download: `nstyle-${job.id}.json` });
+    Object.assign($("bundle"), { href: bundleUrl, download: `nstyle-${job.id}.zip` });
+    setVideo(resultUrl);
+  } else if (job.state === "succeeded") {
+    $("download").textContent = "Download PNG";
     const [resultUrl, recordUrl, bundleUrl, beforeUrl] = await Promise.all([
       imageUrl(job.links.result), imageUrl(job.links.record), imageUrl(job.links.bundle),
       imageUrl(job.inputs.content.original)]);
@@ -578,9 +588,38 @@ async function renderJob(job) {
 
 // a contact sheet (POST /api/sheets) is a job whose options carry its columns
 const isSheet = (job) => Boolean(job.options && job.options.sheet_style_weights);
+// a video (POST /api/videos) is a job whose options carry its video options
+const isVideo = (job) => Boolean(job.options && job.options.video_options);
+
+// a video plays from a URL: behind a token, from the fetched file (a blob URL)
+async function videoUrl(path) {
+  if (!state.token) return path;
+  return imageUrl(path);
+}
+
+function setVideo(src) {
+  const video = $("result-video");
+  video.src = src;
+  video.hidden = false;
+  $("live-image").hidden = true;
+  $("frame").hidden = false;
+  $("placeholder").hidden = true;
+  $("image-tag").hidden = true;
+  setCompare(false);
+  fitFrame();
+}
+
+function hideVideo() {
+  const video = $("result-video");
+  if (video.hidden) return;
+  video.pause();
+  video.removeAttribute("src");
+  video.hidden = true;
+}
 
 function jobTitle(job) {
   const c = job.inputs.content.name, s = job.inputs.styles.map((x) => x.name).join(" + ");
+  if (isVideo(job)) return `Video: ${job.inputs.clip ? job.inputs.clip.name : c} in the style of ${s}`;
   if (isSheet(job)) return `Contact sheet: ${c} with ${s} at style weights ${job.options.sheet_style_weights}`;
   return s ? `${c} in the style of ${s}` : `${c}, mixed styles`;
 }
@@ -610,6 +649,7 @@ function fitFrame() {
 window.addEventListener("resize", fitFrame);
 
 function setImage(src, tag) {
+  hideVideo();
   const img = $("live-image");
   img.src = src;
   img.hidden = false;
@@ -693,6 +733,7 @@ function updateProgress(p) {
   let text = `Iteration ${p.iteration} / ${p.iterations}`;
   if (p.phase === "mix") text += " · mixing the styles";
   else if (p.phase === "sheet") text += ` · picture ${p.scale} of ${p.scales}`;
+  else if (p.phase === "video") text += ` · frame ${p.scale} of ${p.scales}`;
   else if (p.scales > 1) text += ` · size ${p.scale} of ${p.scales}`;
   setProgress(p.percent, text, eta, p.losses.total != null ? lossSummary(p.losses) : "");
   if (p.losses.total != null && (!state.points.length || state.points.at(-1).iteration < p.iteration)) {
@@ -825,6 +866,7 @@ function clearStage() {
   $("job-state").hidden = true;
   $("stage-title").textContent = "Result";
   $("live-image").hidden = true;
+  hideVideo();
   $("frame").hidden = true;
   setCompare(false);
   $("placeholder").hidden = false;
@@ -889,7 +931,7 @@ async function refreshJobs() {
 
 async function jobCard(job) {
   const result = job.state === "succeeded";
-  const picture = result ? job.links.result : job.links.preview || job.inputs.content.thumbnail;
+  const picture = result && !isVideo(job) ? job.links.result : job.links.preview || job.inputs.content.thumbnail;
   const strip = el("div", { className: "styles-strip" });
   for (const s of job.inputs.styles.slice(0, 4)) {
     strip.append(el("img", { src: await imageUrl(s.thumbnail), alt: "", title: s.name }));
