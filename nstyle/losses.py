@@ -6,6 +6,7 @@ returns a 0-dim tensor (summed over the batch).
 
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 import torch
@@ -136,18 +137,24 @@ def guided_style_loss(features: torch.Tensor, mask: torch.Tensor,
 # ---- mean and covariance (the 2-Wasserstein distance between Gaussians) -----------------
 
 
+_EIGH_THREADS_LOCK = threading.Lock()
+
+
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.eigh`` on one CPU thread: LAPACK's threaded eigensolver on these
     N <= 512 matrices is slower than one thread, and on a loaded two-core machine 50x
     slower (7 s against 0.15 s for N = 512, measured), as its threads wait on each other."""
     if matrix.device.type != "cpu":
         return torch.linalg.eigh(matrix)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.eigh(matrix)
-    finally:
-        torch.set_num_threads(threads)
+    # The thread count is process-wide: without the lock two service jobs could each save
+    # the other's 1 and leave the whole process on one thread for good.
+    with _EIGH_THREADS_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return torch.linalg.eigh(matrix)
+        finally:
+            torch.set_num_threads(threads)
 
 
 class FeatureMoments:

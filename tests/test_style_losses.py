@@ -196,3 +196,30 @@ def test_cli_style_loss_is_recorded_and_validated(tmp_path, content_path, style_
     assert not (tmp_path / "bad.png").exists()
     with pytest.raises(BadOption, match="style_loss must be one of"):
         Config.from_options(style_loss="WASSERSTEIN")
+
+
+def test_concurrent_eigendecompositions_restore_the_thread_count(monkeypatch):
+    """Service jobs run in threads; each eigh drops to one thread and must put back the
+    process-wide count it found, never another job's temporary 1."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    real_eigh = torch.linalg.eigh
+
+    def slow_eigh(matrix):  # a real 512-channel eigh takes ~0.1 s: long enough to interleave
+        time.sleep(0.005)
+        return real_eigh(matrix)
+
+    monkeypatch.setattr(torch.linalg, "eigh", slow_eigh)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        matrix = torch.eye(8, dtype=torch.float64)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: losses._eigh(matrix), range(64)))
+        # torch keeps the count per OpenMP thread and seeds new threads from the last set:
+        # a fresh thread (the next job) shows what the jobs left behind
+        with ThreadPoolExecutor(1) as fresh:
+            assert fresh.submit(torch.get_num_threads).result() == 2
+    finally:
+        torch.set_num_threads(before)
