@@ -258,6 +258,56 @@ class _Step:
     render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # for previews
 
 
+#: a later video frame's L-BFGS restarts when the loss rises this much above its best
+RISE_TO_RESTART = 1e-3
+
+
+def _restarts_on_rise(step: _Step, optimizer: torch.optim.Optimizer) -> bool:
+    """L-BFGS without a line search, projected by the clamp, can climb away from a good
+    image: on a zooming clip the temporal term (stiff, and fighting the style term over the
+    blur the warp leaves) made later frames' loss rise after 15 iterations and the images
+    turn to noise by the fourth frame (bench/video.py, docs/video.md). Still images keep
+    the plain optimizer their judged defaults were chosen with."""
+    return step.objective.temporal is not None and isinstance(optimizer, torch.optim.LBFGS)
+
+
+class _BestIterate:
+    """The lowest-loss image seen by one L-BFGS optimization, and a restart from it.
+
+    Called in the closure, before L-BFGS reads its history: when the loss has risen above
+    the best, the image and its gradient go back to the best's and the history is
+    dropped, so the step is taken afresh from there (a gradient step, then the curvature
+    is learnt again). Costs no extra evaluation: the best's gradient is kept."""
+
+    def __init__(self) -> None:
+        self.loss = math.inf  # as the optimizer sees it (scaled, see ``Stylizer._closure``)
+        self.restarts = 0
+
+    @property
+    def total(self) -> float:
+        """The best image's total loss, unscaled."""
+        return float(self.terms["total"]) if self.loss < math.inf else math.inf
+
+    def check(self, x: torch.Tensor, loss: torch.Tensor, terms: dict[str, torch.Tensor],
+              optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        value = float(loss)
+        if value > self.loss * (1 + RISE_TO_RESTART):
+            with torch.no_grad():
+                x.copy_(self.x)
+                x.grad.copy_(self.grad)
+            # torch's LBFGS keeps all its state under its one parameter; step() counts from
+            # these two and takes the first, history-free branch at n_iter 1
+            state = optimizer.state[x]
+            state.clear()
+            state.update(func_evals=0, n_iter=0)
+            self.restarts += 1
+            return self.best_loss, self.terms
+        if value < self.loss:
+            self.loss, self.best_loss, self.terms = value, loss, terms
+            self.x, self.grad = x.detach().clone(), x.grad.detach().clone()
+        return loss, terms
+
+
 class Stylizer:
     """Runs Gatys et al.'s optimization for one ``Config``; reusable across runs."""
 
@@ -721,8 +771,10 @@ class Stylizer:
         return with_total({k: v.detach() for k, v in terms.items()})
 
     def _closure(self, x: torch.Tensor, step: _Step, optimizer: torch.optim.Optimizer,
-                 last: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
-        """The optimizer's closure; it leaves the evaluated terms in ``last``.
+                 last: dict[str, torch.Tensor], best: Optional["_BestIterate"] = None
+                 ) -> Callable[[], torch.Tensor]:
+        """The optimizer's closure; it leaves the evaluated terms in ``last`` (and, given
+        ``best``, restarts from the best image when the loss rises).
 
         The paper's loss values are huge (1e10+ on VGG's 0..255 scale). L-BFGS is scale
         invariant except where it falls back to a plain gradient step of length lr, which
@@ -738,9 +790,13 @@ class Stylizer:
                 mean_grad = float(x.grad.abs().mean())
                 factor.append(1.0 / mean_grad if math.isfinite(mean_grad) and mean_grad > 0 else 1.0)
             x.grad.mul_(factor[0])
+            terms = {k: v.detach() for k, v in terms.items()}
+            loss = terms["total"] * factor[0]
+            if best is not None:
+                loss, terms = best.check(x, loss, terms, optimizer)
             last.clear()
-            last.update({k: v.detach() for k, v in terms.items()})
-            return terms["total"].detach() * factor[0]
+            last.update(terms)
+            return loss
 
         return closure
 
@@ -750,7 +806,8 @@ class Stylizer:
         than planned when stopped or settled)."""
         optimizer = self._make_optimizer(x)
         last: dict[str, torch.Tensor] = {}
-        closure = self._closure(x, step, optimizer, last)
+        best = _BestIterate() if _restarts_on_rise(step, optimizer) else None
+        closure = self._closure(x, step, optimizer, last, best)
         # the valid pixel range, per channel, in VGG's input space
         lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
         highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
@@ -772,7 +829,11 @@ class Stylizer:
                 events.callback(self._progress(x, step, events, values))
             if events.stopped or self._settled(changes, step.tolerance):
                 break
-        final = self._final_losses(x, step, last)
+        final = self._final_losses(x, step, last, exact=best is not None)
+        if best is not None and final["total"] > best.total:  # the last step climbed
+            with torch.no_grad():
+                x.copy_(best.x)
+            final = {k: float(v) for k, v in best.terms.items()}
         with torch.no_grad():
             image = regions.compose(x.detach(), step.content_bgr, step.keep)
         return image, final, it
@@ -800,11 +861,12 @@ class Stylizer:
                         scales=step.count, size=step.plan.size, phase=step.phase,
                         _stop=events.request_stop, _render=step.render)
 
-    def _final_losses(self, x: torch.Tensor, step: _Step, last: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _final_losses(self, x: torch.Tensor, step: _Step, last: dict[str, torch.Tensor],
+                      exact: bool = False) -> dict[str, float]:
         """The final image's own losses (those in ``last`` are of the iterate before the last
         step), except on tiled (large) steps, where that would cost two more passes over the
-        image for a report."""
-        if step.tiles and last:
+        image for a report, unless ``exact`` (they decide which image is kept)."""
+        if step.tiles and last and not exact:
             return {k: float(v) for k, v in last.items()}
         with torch.no_grad():
             return {k: float(v) for k, v in self._evaluate(x, step, backward=False).items()}

@@ -382,3 +382,65 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, style_pa
         code, _, err = run_cli([*argv, *FAST], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
         assert not out.exists()
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def test_best_iterate_restarts_lbfgs_from_the_best_image_when_the_loss_rises():
+    """A later frame's L-BFGS goes back to its best image, with that image's gradient, and
+    drops its history when the loss rises (a zoom's frames turned to noise without it)."""
+    from nstyle.engine import _BestIterate
+
+    x = torch.zeros(4, requires_grad=True)
+    optimizer = torch.optim.LBFGS([x], max_iter=1)
+    best = _BestIterate()
+
+    def seen(value, fill):
+        with torch.no_grad():
+            x.fill_(fill)
+        x.grad = torch.full((4,), fill * 10)
+        terms = {"total": torch.tensor(value * 100)}
+        return best.check(x, torch.tensor(value), terms, optimizer)
+
+    seen(5.0, 1.0)
+    loss, terms = seen(3.0, 2.0)
+    assert float(loss) == 3.0 and best.restarts == 0 and best.total == 300.0
+    optimizer.state[x].update(n_iter=7, func_evals=9, d=torch.ones(4), old_dirs=[torch.ones(4)])
+    loss, terms = seen(3.002, 3.0)  # within the allowed rise: kept, not the new best
+    assert best.restarts == 0 and x.tolist() == [3.0] * 4 and best.total == 300.0
+    loss, terms = seen(9.0, 4.0)  # risen: back to the best
+    assert float(loss) == 3.0 and float(terms["total"]) == 300.0 and best.restarts == 1
+    assert x.tolist() == [2.0] * 4 and x.grad.tolist() == [20.0] * 4
+    assert dict(optimizer.state[x]) == {"n_iter": 0, "func_evals": 0}
+
+
+def zoomed(photo: Image.Image, frames: int, size: int) -> list[Image.Image]:
+    """A window shrinking by 8 % a frame towards the photo's centre (bench/video.py's zoom)."""
+    w, h = photo.size
+    out = []
+    for i in range(frames):
+        ch = h * (1 - 0.08 * i)
+        cw = ch * 4 / 3
+        x0, y0 = min(max(w * 0.45 - cw / 2, 0), w - cw), min(max(h * 0.45 - ch / 2, 0), h - ch)
+        out.append(photo.resize((size, size * 3 // 4), Image.Resampling.LANCZOS, box=(x0, y0, x0 + cw, y0 + ch)))
+    return out
+
+
+def test_a_later_frame_ends_on_its_best_image():
+    """A zooming frame with a temporal term returns the lowest-loss image its run
+    evaluated, never one its last steps climbed to (at 128 px this frame's plain L-BFGS
+    ends 1 % above its best)."""
+    from nstyle.example import example_images
+
+    photo, painting = example_images()
+    frames = zoomed(photo, 2, 128)
+    config = Config.from_options(size=128, iterations=30, seed=0)
+    styles = [to_tensor(painting)]
+    first = next(video.VideoStylizer(config, styles).frames(frames[:1]))
+    totals = []
+    stylizer = video.VideoStylizer(config, styles, video.VideoOptions(frame_iterations=40))
+    (frame,) = stylizer.frames(frames, start=1, previous=first.image,
+                               callback=lambda p: totals.append(p.event.losses["total"]))
+    assert len(totals) == 40
+    assert frame.result.losses["total"] <= min(totals) * (1 + 1e-5)
