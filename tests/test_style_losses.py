@@ -223,3 +223,21 @@ def test_concurrent_eigendecompositions_restore_the_thread_count(monkeypatch):
             assert fresh.submit(torch.get_num_threads).result() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_neighbors_runs_restart_lbfgs_when_the_loss_rises_and_gram_runs_do_not(style_img):
+    """The neighbors loss climbed into noise under plain L-BFGS (Golden Gate x The Scream);
+    its runs restart from their best image (``engine._BestIterate``), Gram and meancov
+    runs keep the optimizer their defaults were judged with."""
+    from types import SimpleNamespace
+
+    from nstyle.engine import _restarts_on_rise
+
+    lbfgs = torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
+    adam = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    start = preprocess(torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0)))
+    for kind, restarts in (("gram", False), ("meancov", False), ("neighbors", True)):
+        st = _stylizer(kind)
+        step = SimpleNamespace(objective=_objective(st, to_t(style_img), start))
+        assert _restarts_on_rise(step, lbfgs) is restarts
+        assert not _restarts_on_rise(step, adam)
