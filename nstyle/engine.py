@@ -258,7 +258,8 @@ class _Step:
     render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # for previews
 
 
-#: a later video frame's L-BFGS restarts when the loss rises this much above its best
+#: how far (relative) the loss may rise above its best before L-BFGS restarts from there
+#: (``_restarts_on_rise``: later video frames and the neighbors loss)
 RISE_TO_RESTART = 1e-3
 
 
