@@ -273,9 +273,7 @@ def _restarts_on_rise(step: _Step, optimizer: torch.optim.Optimizer) -> bool:
     plain optimizer their judged defaults were chosen with."""
     if not isinstance(optimizer, torch.optim.LBFGS):
         return False
-    objective = step.objective
-    return objective.temporal is not None or any(isinstance(t, neighbors.NeighborTerm)
-                                                 for t in objective.style)
+    return step.objective.temporal is not None or step.objective.has_neighbor_terms
 
 
 class _BestIterate:
@@ -685,7 +683,7 @@ class Stylizer:
         """``step``'s objective with its neighbour targets (if any) matched to the image the
         step starts from (``neighbors.NeighborTerm.matched``)."""
         objective = step.objective
-        if not any(isinstance(t, neighbors.NeighborTerm) for t in objective.style):
+        if not objective.has_neighbor_terms:
             return objective
         image = regions.compose(start, step.content_bgr, step.keep)
         layers = [layer for t in objective.style for layer in t.layers]

@@ -108,6 +108,12 @@ class Objective:
     temporal: Optional[TemporalTerm] = None  # video frames after the first
 
     @property
+    def has_neighbor_terms(self) -> bool:
+        """Whether a style term is ``--style-loss neighbors``' (its targets are matched to
+        the image each scale starts from)."""
+        return any(isinstance(t, NeighborTerm) for t in self.style)
+
+    @property
     def layers(self) -> tuple[str, ...]:
         """The network layers the terms read, content layers first."""
         return tuple(dict.fromkeys([t.layer for t in self.content] +
