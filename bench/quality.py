@@ -19,7 +19,7 @@ four paintings in rotation, six pairs nobody picked for the result) it
    candidate and the baseline below as X and Y in random order, no names; the key goes to
    OUT/sheets-BASELINE/key.json, which the judge never sees (../shared/JUDGING.md);
 4. prints and saves (OUT/quality.json) proxies per image: chroma speckle relative to the
-   painting's own grain, edge-band detail ratio and luminance step (nstyle.metrics), the
+   painting's own grain, edge-band detail ratio and luminance step (nstyle.io.metrics), the
    paper's loss (alpha L_c + beta L_s with the paper's equal layer weights, alpha = 1,
    beta = 1e4, the same evaluator for every tool) and wall time.
 
@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 import nstyle  # noqa: E402
 from nstyle import losses, metrics  # noqa: E402
-from nstyle.images import fit_size, load_image, to_tensor  # noqa: E402
-from nstyle.vgg import VGG19Features, preprocess  # noqa: E402
+from nstyle.io.images import fit_size, load_image, to_tensor  # noqa: E402
+from nstyle.core.vgg import VGG19Features, preprocess  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "images"
 PHOTOS = ("tubingen", "golden_gate", "hoovertowernight")

@@ -38,10 +38,10 @@ def one(loss: str, size: int, iterations: int) -> dict:
     import torch
     from skimage import data
 
-    from nstyle.config import Config
-    from nstyle.engine import Stylizer
-    from nstyle.example import example_painting
-    from nstyle.images import to_tensor
+    from nstyle.options.config import Config
+    from nstyle.core.stylizer import Stylizer
+    from nstyle.io.example import example_painting
+    from nstyle.io.images import to_tensor
     from PIL import Image
 
     content = to_tensor(Image.fromarray(data.astronaut()))

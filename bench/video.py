@@ -43,10 +43,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from nstyle import flow  # noqa: E402
-from nstyle.config import Config  # noqa: E402
-from nstyle.example import example_images  # noqa: E402
-from nstyle.images import to_tensor  # noqa: E402
-from nstyle.video import VideoOptions, VideoStylizer  # noqa: E402
+from nstyle.options.config import Config  # noqa: E402
+from nstyle.io.example import example_images  # noqa: E402
+from nstyle.io.images import to_tensor  # noqa: E402
+from nstyle.tasks.video import VideoOptions, VideoStylizer  # noqa: E402
 
 
 def make_clip(kind: str, frames: int, size: int) -> list[Image.Image]:

@@ -2,14 +2,14 @@
 
 __version__ = "0.1.0"
 
-from .api import prepare, run, stylize, stylize_video  # noqa: E402
-from .config import Config  # noqa: E402
-from .engine import CancelToken, Progress, Result, Stylizer  # noqa: E402
-from .inputs import Inputs  # noqa: E402
-from . import explore  # noqa: E402  (nstyle.explore.units / activations / reconstructions)
-from . import video  # noqa: E402  (nstyle.video.stylize_frames, VideoStylizer; needs nstyle[video] to run)
-from .sheet import contact_sheet  # noqa: E402
-from .errors import (BadImage, BadOption, BadOutput, Cancelled, NStyleError,  # noqa: E402
+from nstyle.api import prepare, run, stylize, stylize_video  # noqa: E402
+from nstyle.options.config import Config  # noqa: E402
+from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer  # noqa: E402
+from nstyle.io.inputs import Inputs  # noqa: E402
+from nstyle.tasks import explore  # noqa: E402  (nstyle.explore.units / activations / reconstructions)
+from nstyle.tasks import video  # noqa: E402  (nstyle.video.stylize_frames, VideoStylizer; needs nstyle[video] to run)
+from nstyle.tasks.sheet import contact_sheet  # noqa: E402
+from nstyle.errors import (BadImage, BadOption, BadOutput, Cancelled, NStyleError,  # noqa: E402
                      OutOfMemory, RunFailed, TooLarge)
 
 __all__ = ["stylize", "stylize_video", "run", "prepare", "contact_sheet", "explore", "video", "Inputs", "Config", "Stylizer", "Progress", "Result", "CancelToken",

@@ -6,9 +6,9 @@
     img = nstyle.stylize("photo.jpg", ["sky.jpg", "ground.jpg"], style_masks=["sky_mask.png", None],
                          preserve_colors="luminance", size=1024)
 
-Images (content, styles and the input files of ``nstyle.inputs``: ``style_masks``,
+Images (content, styles and the input files of ``nstyle.io.inputs``: ``style_masks``,
 ``keep_mask``, ``init_image``, ``fine_style``, ``coarse_style``) may be paths, PIL images or
-NumPy arrays; the other keywords are the options of ``nstyle.config`` (the CLI's flags,
+NumPy arrays; the other keywords are the options of ``nstyle.options.config`` (the CLI's flags,
 with underscores).
 """
 
@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from PIL import Image
 
-from .config import Config
-from .engine import CancelToken, Progress, Result, Stylizer
-from .images import ImageSource
-from .inputs import Inputs, LoadedInputs, as_style_list
+from nstyle.options.config import Config
+from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer
+from nstyle.io.images import ImageSource
+from nstyle.io.inputs import Inputs, LoadedInputs, as_style_list
 
 
 def prepare(content: ImageSource, styles: Sequence[ImageSource] = (),
@@ -65,12 +65,12 @@ def stylize_video(frames: Iterable[ImageSource],
     """Stylize a clip's frames (an iterable of paths, PIL images or arrays of one size),
     yielding each stylized frame (a PIL image) as it is done, without flicker: every frame
     after the first starts from the previous output warped by the optical flow and keeps
-    close to it (``nstyle.video``; needs ``nstyle[video]``). ``options``: the engine's and
+    close to it (``nstyle.tasks.video``; needs ``nstyle[video]``). ``options``: the engine's and
     ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``; ``callback``
     receives a ``video.FrameProgress`` (frame index and the engine's event) every iteration.
     Options and styles are checked before the first frame. For how each frame was made
-    (losses, temporal error), use ``nstyle.video.stylize_frames``."""
-    from .video import stylize_frames
+    (losses, temporal error), use ``nstyle.tasks.video.stylize_frames``."""
+    from nstyle.tasks.video import stylize_frames
 
     done = stylize_frames(frames, styles, config, callback=callback, cancel=cancel, **options)
     return (frame.image for frame in done)

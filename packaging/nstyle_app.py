@@ -27,7 +27,7 @@ def _log_to_file_without_console() -> None:
 def main() -> int:
     multiprocessing.freeze_support()  # a frozen child process must not rerun the app
     _log_to_file_without_console()
-    from nstyle.cli import main as nstyle_main
+    from nstyle.cli.main import main as nstyle_main
 
     return nstyle_main(sys.argv[1:] or ["gui"])
 

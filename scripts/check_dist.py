@@ -54,7 +54,7 @@ def check_wheel(path: Path, readme: str) -> list[str]:
         if not any(n.startswith(f"{dist_info}/licenses/LICENSE") for n in names):
             problems.append("wheel lacks the LICENSE file")
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
-        if "nstyle = nstyle.cli:entry_point" not in entry_points:
+        if "nstyle = nstyle.cli.main:entry_point" not in entry_points:
             problems.append("wheel has no 'nstyle' console script")
         if any(n.startswith(("tests/", "bench/", "scripts/")) for n in names):
             problems.append("wheel installs tests/, bench/ or scripts/ as top-level packages")

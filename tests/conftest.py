@@ -62,6 +62,6 @@ def style_path(tmp_path, style_img):
 
 
 def to_t(img: Image.Image) -> torch.Tensor:
-    from nstyle.images import to_tensor
+    from nstyle.io.images import to_tensor
 
     return to_tensor(img)

@@ -17,10 +17,10 @@ from PIL import Image
 
 from conftest import to_t
 from nstyle import batch
-from nstyle.batch import DONE, FAILED, LocalPool, PairOutcome, PairTask
-from nstyle.cli import main
-from nstyle.config import Config
-from nstyle.engine import StyleTargets, Stylizer
+from nstyle.tasks.batch import DONE, FAILED, LocalPool, PairOutcome, PairTask
+from nstyle.cli.main import main
+from nstyle.options.config import Config
+from nstyle.core.stylizer import StyleTargets, Stylizer
 
 TINY = ["--size", "32", "--iterations", "3", "-q"]
 

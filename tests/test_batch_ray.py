@@ -13,8 +13,8 @@ import pytest
 ray = pytest.importorskip("ray", reason="the cluster extra (Ray) is not installed")
 
 from nstyle import batch  # noqa: E402
-from nstyle.cli import main  # noqa: E402
-from nstyle.config import Config  # noqa: E402
+from nstyle.cli.main import main  # noqa: E402
+from nstyle.options.config import Config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_ray_batch_gives_the_local_images(local_ray, tmp_path, content_img, styl
 
 def test_service_jobs_run_as_ray_tasks(local_ray, tmp_path, content_img, style_img):
     pytest.importorskip("fastapi", reason="the service extra is not installed")
-    from nstyle.cluster import RayJobRunner
+    from nstyle.exec.ray import RayJobRunner
     from nstyle.service.settings import ServiceSettings
     from service_helpers import (ALLOW_LONG, FAST, LONG, client_for, encode, files, wait_finished,
                                  wait_for, wait_running)

@@ -6,8 +6,8 @@ import sys
 import pytest
 from PIL import Image
 
-from nstyle.cli import main
-from nstyle.config import iter_options
+from nstyle.cli.main import main
+from nstyle.options.config import iter_options
 
 FAST = ["--size", "32", "--iterations", "2", "-q"]
 
@@ -147,13 +147,13 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, content_path, s
 
 
 def test_unwritable_output_folder(tmp_path, content_path, style_path, capsys, monkeypatch):
-    import nstyle.images
+    import nstyle.io.images
 
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
     # as root every folder is writable, so simulate a read-only one
-    monkeypatch.setattr(nstyle.images.os, "access",
+    monkeypatch.setattr(nstyle.io.images.os, "access",
                         lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
     code, _, err = run_cli([content_path, style_path, "-o", locked / "o.png", *FAST], capsys)
     assert code == 2 and "not writable" in err
@@ -232,7 +232,7 @@ def test_example_runs_with_its_own_defaults_and_user_flags_win(tmp_path, capsys)
 
 
 def test_example_paints_with_the_shipped_painting():
-    from nstyle.example import example_images
+    from nstyle.io.example import example_images
 
     content, style = example_images()
     assert style.size == (640, 400) and style.mode == "RGB"  # nstyle/data/starry_night.jpg

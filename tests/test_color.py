@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from nstyle import color
-from nstyle.config import Config
-from nstyle.engine import Stylizer, resize_tensor
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadOption
 from conftest import to_t
 

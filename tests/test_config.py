@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from nstyle.config import Config, iter_options
+from nstyle.options.config import Config, iter_options
 from nstyle.errors import BadOption
 
 

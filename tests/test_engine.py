@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nstyle import losses
-from nstyle.config import Config
-from nstyle.engine import CancelToken, Stylizer, resize_tensor
+from nstyle.options.config import Config
+from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor
 from nstyle.errors import BadOption, Cancelled, RunFailed
 from conftest import to_t
 
@@ -134,13 +134,13 @@ def test_style_scale_changes_the_style_images_size(style_img):
 def test_init_modes(content_img, style_img):
     c = to_t(content_img)
     st = Stylizer(Config.from_options(size=32, init="gray"))
-    from nstyle.vgg import preprocess
+    from nstyle.core.vgg import preprocess
     bgr = preprocess(resize_tensor(c, 32))
     assert float(st.initial_image(bgr, None).abs().max()) == 0.0
     assert torch.equal(Stylizer(Config.from_options(size=32)).initial_image(bgr, None), bgr)
     noise = Stylizer(Config.from_options(size=32, init="noise")).initial_image(bgr, None)
     assert noise.shape == bgr.shape and float(noise.std()) > 50  # white noise over 0..255
-    # a starting image is an input (nstyle.inputs), not an option: given, it wins
+    # a starting image is an input (nstyle.io.inputs), not an option: given, it wins
     given = Stylizer(Config.from_options(size=32)).initial_image(bgr, to_t(style_img))
     assert given.shape == bgr.shape and not torch.equal(given, bgr)
     with pytest.raises(BadOption, match="init must be one of"):

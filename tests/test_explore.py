@@ -1,4 +1,4 @@
-"""nstyle.explore and 'nstyle explore': units, activations, the paper's reconstruction grid."""
+"""nstyle.tasks.explore and 'nstyle explore': units, activations, the paper's reconstruction grid."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nstyle import explore
-from nstyle.cli import main
+from nstyle.cli.main import main
 from nstyle.errors import BadOption
 
 

@@ -1,4 +1,4 @@
-"""nstyle.sheet and 'nstyle sheet': the contact sheet of styles x style weights."""
+"""nstyle.tasks.sheet and 'nstyle sheet': the contact sheet of styles x style weights."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nstyle import sheet
-from nstyle.cli import main
+from nstyle.cli.main import main
 from nstyle.errors import BadOption, RunFailed
 
 

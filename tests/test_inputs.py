@@ -1,4 +1,4 @@
-"""nstyle.inputs: the images of a run, apart from the knobs; filled from paths, PIL images
+"""nstyle.io.inputs: the images of a run, apart from the knobs; filled from paths, PIL images
 or arrays; loaded without paths by a server."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 import nstyle
-from nstyle.cli import main
-from nstyle.config import INITS, Config, iter_options
-from nstyle.engine import BUILTIN_INITS
+from nstyle.cli.main import main
+from nstyle.options.config import INITS, Config, iter_options
+from nstyle.core.stylizer import BUILTIN_INITS
 from nstyle.errors import BadImage, BadOption
-from nstyle.inputs import INPUT_FIELDS, Inputs
+from nstyle.io.inputs import INPUT_FIELDS, Inputs
 
 
 def test_config_holds_no_input_files():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nstyle import metrics
-from nstyle.config import Config
-from nstyle.engine import Stylizer
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer
 from conftest import to_t
 
 

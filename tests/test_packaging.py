@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import nstyle
-from nstyle.cli import main
+from nstyle.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_SERVE = ROOT / "scripts" / "container_serve.sh"

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from nstyle import losses, regions
-from nstyle.cli import main, split_style_masks
-from nstyle.config import Config
-from nstyle.engine import Stylizer, resize_tensor
+from nstyle.cli.main import main, split_style_masks
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadImage, BadOption
-from nstyle.vgg import VGG19Features, preprocess
+from nstyle.core.vgg import VGG19Features, preprocess
 from conftest import to_t
 
 

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from nstyle import losses, regions, tiling
-from nstyle.cli import main
-from nstyle.config import Config
-from nstyle.engine import Stylizer, resize_tensor
+from nstyle.cli.main import main
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadOption, TooLarge
-from nstyle.objective import for_scale, with_total
-from nstyle.vgg import deprocess, preprocess
+from nstyle.core.objective import for_scale, with_total
+from nstyle.core.vgg import deprocess, preprocess
 from conftest import to_t
 
 
@@ -183,7 +183,7 @@ def test_mix_scales_keeps_coarse_structure_and_takes_fine_texture(style_img, sty
     mixed = st.mix_scales(fine, coarse)
     assert max(mixed.shape[-2:]) == 48
     layers = ["relu1_1", "relu2_1", "relu4_1"]
-    from nstyle.vgg import VGG19Features
+    from nstyle.core.vgg import VGG19Features
 
     vgg = VGG19Features("relu4_1")
     f_mixed = vgg(preprocess(mixed), layers)
@@ -237,7 +237,7 @@ def test_api_takes_the_new_options(content_img, style_img, tmp_path):
 
 
 def test_a_scale_ends_once_the_image_settles_and_the_plan_says_so(content_img, style_img):
-    from nstyle.engine import SETTLE_WINDOW
+    from nstyle.core.stylizer import SETTLE_WINDOW
 
     def run(tolerance):
         cfg = Config.from_options(scales="32,48", scale_iterations="12", tolerance=tolerance)

@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service extra is not installed")
 
-from nstyle.config import Config, iter_options  # noqa: E402
+from nstyle.options.config import Config, iter_options  # noqa: E402
 from nstyle.errors import BadOption  # noqa: E402
 from nstyle.service.settings import ServiceSettings  # noqa: E402
 from service_helpers import (ALLOW_LONG, FAST, LONG, client_for, decode_data_url, encode, events, files,  # noqa: E402
@@ -336,7 +336,7 @@ def test_openapi_and_info_document_every_option(settings):
 
 
 def test_serve_command_line(capsys):
-    from nstyle.cli import main
+    from nstyle.cli.main import main
     from nstyle.service.server import build_parser, settings_from_args
 
     with pytest.raises(SystemExit) as exit_info:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from nstyle import losses, neighbors, regions, tiling
-from nstyle.cli import main
-from nstyle.config import Config
-from nstyle.engine import Stylizer, resize_tensor
+from nstyle.cli.main import main
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadOption, TooLarge
-from nstyle.objective import for_scale, with_total
-from nstyle.vgg import preprocess
+from nstyle.core.objective import for_scale, with_total
+from nstyle.core.vgg import preprocess
 from conftest import to_t
 
 KINDS = ("gram", "meancov", "neighbors")
@@ -231,7 +231,7 @@ def test_neighbors_runs_restart_lbfgs_when_the_loss_rises_and_gram_runs_do_not(s
     runs keep the optimizer their defaults were judged with."""
     from types import SimpleNamespace
 
-    from nstyle.engine import _restarts_on_rise
+    from nstyle.core.stylizer import _restarts_on_rise
 
     lbfgs = torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
     adam = torch.optim.Adam([torch.zeros(1, requires_grad=True)])

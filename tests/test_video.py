@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from nstyle import flow, losses, video, videoio
-from nstyle.cli import main
-from nstyle.config import Config
-from nstyle.engine import Stylizer, TemporalTarget
+from nstyle.cli.main import main
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Stylizer, TemporalTarget
 from nstyle.errors import BadImage, BadOption, BadOutput
-from nstyle.images import to_tensor
+from nstyle.io.images import to_tensor
 
 av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
@@ -390,7 +390,7 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, style_pa
 def test_best_iterate_restarts_lbfgs_from_the_best_image_when_the_loss_rises():
     """A later frame's L-BFGS goes back to its best image, with that image's gradient, and
     drops its history when the loss rises (a zoom's frames turned to noise without it)."""
-    from nstyle.engine import _BestIterate
+    from nstyle.core.stylizer import _BestIterate
 
     x = torch.zeros(4, requires_grad=True)
     optimizer = torch.optim.LBFGS([x], max_iter=1)
@@ -432,7 +432,7 @@ def test_a_later_frame_ends_on_its_best_image():
     """A zooming frame with a temporal term returns the lowest-loss image its run
     evaluated, never one its last steps climbed to (at 128 px this frame's plain L-BFGS
     ends 1 % above its best)."""
-    from nstyle.example import example_images
+    from nstyle.io.example import example_images
 
     photo, painting = example_images()
     frames = zoomed(photo, 2, 128)

@@ -21,14 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from .. import __version__
-from ..errors import NStyleError
-from .errors import Unauthorized
-from .guard import RequestGuard
-from .jobs import JobManager, is_disk_full
-from .routes import api_router
-from .routes.info import add_page
-from .settings import ServiceSettings
+from nstyle import __version__
+from nstyle.errors import NStyleError
+from nstyle.service.errors import Unauthorized
+from nstyle.service.guard import RequestGuard
+from nstyle.service.jobs import JobManager, is_disk_full
+from nstyle.service.routes import api_router
+from nstyle.service.routes.info import add_page
+from nstyle.service.settings import ServiceSettings
 
 log = logging.getLogger("nstyle.service")
 

@@ -6,7 +6,7 @@ the cases only a server has: limits, unknown jobs, actions that do not fit a job
 
 from __future__ import annotations
 
-from ..errors import BadImage, NStyleError
+from nstyle.errors import BadImage, NStyleError
 
 
 class OverLimit(BadImage):

@@ -7,9 +7,9 @@ from typing import Optional
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BadOption
-from .errors import OverLimit
-from .uploads import fmt_bytes
+from nstyle.errors import BadOption
+from nstyle.service.errors import OverLimit
+from nstyle.service.uploads import fmt_bytes
 
 
 class RequestGuard:

@@ -27,20 +27,20 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from ..config import Config
-from ..engine import CancelToken, Progress, Stylizer
-from ..plan import Plan
-from ..errors import Cancelled, NStyleError
-from ..images import decode_image, save_image, save_json
-from ..inputs import Inputs
-from ..record import LossHistory, build_record
-from .errors import Conflict, NotFound, QueueFull
-from .settings import ServiceSettings
-from .sheets import is_sheet, run_sheet_job
-from .videos import is_video, run_video_job
-from .store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
+from nstyle.options.config import Config
+from nstyle.core.stylizer import CancelToken, Progress, Stylizer
+from nstyle.core.plan import Plan
+from nstyle.errors import Cancelled, NStyleError
+from nstyle.io.images import decode_image, save_image, save_json
+from nstyle.io.inputs import Inputs
+from nstyle.io.record import LossHistory, build_record
+from nstyle.service.errors import Conflict, NotFound, QueueFull
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.sheets import is_sheet, run_sheet_job
+from nstyle.service.videos import is_video, run_video_job
+from nstyle.service.store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
                     RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
-from .uploads import Submission, release_memory
+from nstyle.service.uploads import Submission, release_memory
 
 log = logging.getLogger("nstyle.service")
 
@@ -483,7 +483,7 @@ def job_runner(settings: ServiceSettings):
     connects now, so a server with an unreachable cluster does not start)."""
     if settings.cluster is None:
         return LocalRunner()
-    from ..cluster import RayJobRunner
+    from nstyle.exec.ray import RayJobRunner
 
     return RayJobRunner(settings.cluster, settings.preview_seconds)
 

@@ -1,6 +1,6 @@
 """What the page calls each option: a readable label, and help without command-line flags.
 
-The help texts in ``nstyle.config`` are written for the command line ("overrides --size");
+The help texts in ``nstyle.options.config`` are written for the command line ("overrides --size");
 a person on the page knows the fields by their labels, so each ``--flag`` becomes the label
 of the field it names. An option added to the config without a label here still gets one,
 made from its name.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from ..inputs import FILE_FIELDS
+from nstyle.io.inputs import FILE_FIELDS
 
 LABELS = {
     "content_layers": "Content layers", "content_layer_weights": "Content layer weights",

@@ -15,8 +15,8 @@ import webbrowser
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import BadOption
-from .settings import MB, ServiceSettings
+from nstyle.errors import BadOption
+from nstyle.service.settings import MB, ServiceSettings
 
 DEFAULTS = ServiceSettings()
 
@@ -114,7 +114,7 @@ def serve(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = arg
     try:
         import uvicorn
 
-        from .app import create_app
+        from nstyle.service.app import create_app
     except ImportError as exc:
         raise BadOption(f"'nstyle serve' needs the service extra ({exc.name} is missing): "
                         "pip install 'nstyle[service]'") from None
@@ -122,7 +122,7 @@ def serve(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = arg
     if not _is_loopback(args.host) and settings.token is None:
         print(f"nstyle serve: warning: listening on {args.host} without --token: anyone who "
               "can reach this port can submit and delete jobs", file=sys.stderr)
-    from .store import FolderInUse
+    from nstyle.service.store import FolderInUse
 
     try:
         app = create_app(settings)
@@ -155,8 +155,8 @@ def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argpa
     try:
         import uvicorn
 
-        from .app import create_app
-        from .store import FolderInUse
+        from nstyle.service.app import create_app
+        from nstyle.service.store import FolderInUse
     except ImportError as exc:
         raise BadOption(f"'nstyle gui' needs the service extra ({exc.name} is missing): "
                         "pip install 'nstyle[service]'") from None

@@ -51,7 +51,7 @@ class ServiceSettings:
     #: image formats accepted as uploads (Pillow format names)
     formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
     #: a Ray address (auto, ray://HOST:PORT, local): jobs run as Ray tasks there, up to
-    #: ``workers`` at a time, instead of in this process (``nstyle.cluster``)
+    #: ``workers`` at a time, instead of in this process (``nstyle.exec.ray``)
     cluster: Optional[str] = None
     #: video jobs (POST /api/videos): the largest clip upload, its longest duration, most
     #: frames and largest frame (pixels, from the stream's header before decoding), the

@@ -2,7 +2,7 @@
 
 A sheet is one job in the ordinary queue (one at a time with the others, listed, followed
 by the same event stream, cancelled, retried and deleted like them), whose result is the
-labelled sheet (``nstyle.sheet``) and whose record is the sheet's record. What makes a job
+labelled sheet (``nstyle.tasks.sheet``) and whose record is the sheet's record. What makes a job
 a sheet is its ``SHEET_OPTION`` (the columns' style weights) among the options it was
 submitted with. Its previews are the sheet so far; its progress counts the iterations of
 every cell.
@@ -23,17 +23,17 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..config import MIN_SIZE, Config
-from ..errors import BadOption, NStyleError
-from ..images import fit_size, save_image, save_json
-from ..inputs import LoadedInputs
-from ..sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
-from .store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
-from .uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission, read_form
+from nstyle.options.config import MIN_SIZE, Config
+from nstyle.errors import BadOption, NStyleError
+from nstyle.io.images import fit_size, save_image, save_json
+from nstyle.io.inputs import LoadedInputs
+from nstyle.tasks.sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
+from nstyle.service.store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
+from nstyle.service.uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission, read_form
 
 #: the option that marks a stored job as a sheet: its columns, as the client gave them
 SHEET_OPTION = "sheet_style_weights"
-#: the size of the run the sheet previews (``nstyle.sheet.content_balance``)
+#: the size of the run the sheet previews (``nstyle.tasks.sheet.content_balance``)
 FOR_SIZE_OPTION = "sheet_for_size"
 #: what a sheet takes besides the options: the photo and its style images
 SHEET_FILES = (CONTENT_FIELD, *STYLE_FIELDS)
@@ -60,7 +60,7 @@ def sheet_router(settings) -> APIRouter:
         style) and any other job option as
         a text field (size defaults to 256 and iterations to 60 here). Answers the job,
         as POST /api/jobs does; follow it at /api/jobs/{id}."""
-        from .routes.common import job_view, manager_of  # the job's view is the API's
+        from nstyle.service.routes.common import job_view, manager_of  # the job's view is the API's
 
         manager = manager_of(request)
         uploads, fields = await read_form(request, settings, "sheet")

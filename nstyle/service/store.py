@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .uploads import Submission
+from nstyle.service.uploads import Submission
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
@@ -204,7 +204,7 @@ class JobStore:
 
 def _write_inputs(sub: Submission, folder: Path) -> dict[str, Any]:
     """Each upload, byte for byte, and its thumbnail; returns the inputs' JSON: per field
-    of ``nstyle.inputs``, an entry (key, stored file, user's name, size), a list of them
+    of ``nstyle.io.inputs``, an entry (key, stored file, user's name, size), a list of them
     for styles and style masks (None for a style without a mask)."""
     n_styles = sum(1 for f in sub.files if f.field == "styles")
     inputs: dict[str, Any] = {"content": None, "styles": []}

@@ -5,7 +5,7 @@ it concerns: every image is sized from its header, then decoded, and every optio
 through ``Config.from_options`` (the code the CLI uses), then through this server's limits
 on work. So a job that reaches the queue can only fail for run-time reasons.
 
-Every image a job uses arrives here as an upload: the input files of ``nstyle.inputs``
+Every image a job uses arrives here as an upload: the input files of ``nstyle.io.inputs``
 (masks, keep mask, starting image, scale-mixing pair) are upload fields, and no text field
 can name a file, so the server never opens a path a client chose.
 """
@@ -22,15 +22,15 @@ from typing import Any, Iterable, Optional
 
 from PIL import Image
 
-from ..config import Config, OptionInfo, iter_options
-from ..engine import resolve_device
-from ..errors import BadImage, BadOption, NStyleError
-from ..images import decode_image
-from ..inputs import FILE_FIELDS, NO_MASK, Inputs
-from ..plan import schedule
-from ..regions import load_mask
-from .errors import OverLimit, UnsupportedFormat
-from .settings import MB, ServiceSettings
+from nstyle.options.config import Config, OptionInfo, iter_options
+from nstyle.core.stylizer import resolve_device
+from nstyle.errors import BadImage, BadOption, NStyleError
+from nstyle.io.images import decode_image
+from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs
+from nstyle.core.plan import schedule
+from nstyle.core.regions import load_mask
+from nstyle.service.errors import OverLimit, UnsupportedFormat
+from nstyle.service.settings import MB, ServiceSettings
 
 #: option sections a client may not set: ``output`` names files on the server's disk (the
 #: service keeps previews and results itself); ``memory`` is the server's to bound

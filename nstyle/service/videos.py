@@ -3,7 +3,7 @@
 A video is one job in the ordinary queue (listed, followed by the same event stream,
 cancelled, retried and deleted like the others), whose result is an MP4 (H.264, the clip's
 rate, its sound copied) that a browser plays, and whose record is the clip's
-(``nstyle.video_run``). What makes a job a video is its ``VIDEO_OPTION`` (the video
+(``nstyle.tasks.video_run``). What makes a job a video is its ``VIDEO_OPTION`` (the video
 options, as JSON) among the options it was submitted with. Its progress counts the
 iterations of every frame (``scale`` of ``scales`` is the frame of the clip, the phase
 'video'); its previews are the frame being stylized.
@@ -31,16 +31,16 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..config import Config
-from ..errors import BadImage, BadOption, NStyleError
-from ..images import decode_image, load_image, save_image, save_json, to_tensor
-from ..plan import schedule
-from ..video import NOT_FOR_VIDEO, VIDEO_OPTION_NAMES, VideoOptions
-from ..video_run import ClipRun, digest_bytes
-from ..videoio import ClipOutput, open_upload
-from .errors import OverLimit
-from .store import PREVIEW_FILE, RECORD_FILE, SUCCEEDED, JobRow
-from .uploads import (STYLE_FIELDS, InputImage, StoredInput, Submission, Upload, blame,
+from nstyle.options.config import Config
+from nstyle.errors import BadImage, BadOption, NStyleError
+from nstyle.io.images import decode_image, load_image, save_image, save_json, to_tensor
+from nstyle.core.plan import schedule
+from nstyle.tasks.video import NOT_FOR_VIDEO, VIDEO_OPTION_NAMES, VideoOptions
+from nstyle.tasks.video_run import ClipRun, digest_bytes
+from nstyle.io.video_files import ClipOutput, open_upload
+from nstyle.service.errors import OverLimit
+from nstyle.service.store import PREVIEW_FILE, RECORD_FILE, SUCCEEDED, JobRow
+from nstyle.service.uploads import (STYLE_FIELDS, InputImage, StoredInput, Submission, Upload, blame,
                       check_submission, fmt_bytes, read_form)
 
 #: the option that marks a stored job as a video: its video options, as JSON
@@ -70,7 +70,7 @@ def video_router(settings) -> APIRouter:
         files `style`, and options as text fields: any job option, and `temporal_weight`,
         `flow` (dis or farneback), `frame_iterations`, `independent` (true/false). Answers
         the job, as POST /api/jobs does; follow it at /api/jobs/{id}; its result is an MP4."""
-        from .routes.common import job_view, manager_of  # the job's view is the API's
+        from nstyle.service.routes.common import job_view, manager_of  # the job's view is the API's
 
         manager = manager_of(request)
         uploads, fields = await read_form(request, settings, "video",

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ..settings import ServiceSettings
-from ..sheets import sheet_router
-from ..videos import video_router
-from . import events, files, info, jobs
-from .common import ERROR_RESPONSES, require_token
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.sheets import sheet_router
+from nstyle.service.videos import video_router
+from nstyle.service.routes import events, files, info, jobs
+from nstyle.service.routes.common import ERROR_RESPONSES, require_token
 
 
 def api_router(settings: ServiceSettings) -> APIRouter:

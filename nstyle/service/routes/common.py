@@ -10,10 +10,10 @@ from typing import Any, Optional
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import Conflict, Unauthorized
-from ..jobs import JobManager
-from ..settings import ServiceSettings
-from ..store import FINISHED, PREVIEW_FILE, QUEUED, RUNNING, SUCCEEDED, JobRow
+from nstyle.service.errors import Conflict, Unauthorized
+from nstyle.service.jobs import JobManager
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.store import FINISHED, PREVIEW_FILE, QUEUED, RUNNING, SUCCEEDED, JobRow
 
 #: answers every /api route may give (documented once, on the /api router)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -10,13 +10,13 @@ from typing import Any, AsyncIterator, Optional
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import NotFound
-from ..jobs import JobManager
-from ..settings import ServiceSettings
-from ..sheets import is_sheet
-from ..videos import is_video
-from ..store import FINISHED, SUCCEEDED, JobRow
-from .common import job_view, manager_of
+from nstyle.service.errors import NotFound
+from nstyle.service.jobs import JobManager
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.sheets import is_sheet
+from nstyle.service.videos import is_video
+from nstyle.service.store import FINISHED, SUCCEEDED, JobRow
+from nstyle.service.routes.common import job_view, manager_of
 
 #: how often an event stream looks for news, and how long it may stay silent
 STREAM_POLL_SECONDS = 0.2

@@ -9,12 +9,12 @@ import zipfile
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, Response
 
-from ..errors import NotFound
-from ..jobs import JobManager
-from ..settings import ServiceSettings
-from ..store import RECORD_FILE, RESULT_FILE, JobRow, input_entries
-from ..videos import VIDEO_RESULT_FILE, is_video
-from .common import finished, manager_of
+from nstyle.service.errors import NotFound
+from nstyle.service.jobs import JobManager
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.store import RECORD_FILE, RESULT_FILE, JobRow, input_entries
+from nstyle.service.videos import VIDEO_RESULT_FILE, is_video
+from nstyle.service.routes.common import finished, manager_of
 
 NO_RESULT = {409: {"description": "no result (yet)"}}
 

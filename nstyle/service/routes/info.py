@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from ... import __version__
-from ...inputs import INPUT_FIELDS
-from ...video import VideoOptions
-from ..labels import SECTIONS, label, readable
-from ..schemas import ServerInfo
-from ..settings import ServiceSettings
-from ..uploads import MASK_FIELD, client_options
-from .common import settings_of
+from nstyle import __version__
+from nstyle.io.inputs import INPUT_FIELDS
+from nstyle.tasks.video import VideoOptions
+from nstyle.service.labels import SECTIONS, label, readable
+from nstyle.service.schemas import ServerInfo
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.uploads import MASK_FIELD, client_options
+from nstyle.service.routes.common import settings_of
 
 STATIC_DIR = Path(__file__).parent.parent / "static"
 

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from ...errors import BadOption
-from ...inputs import INPUT_FIELDS
-from ..jobs import JobManager
-from ..schemas import JobList, JobView
-from ..settings import ServiceSettings
-from ..store import QUEUED, RUNNING, STATES
-from ..uploads import CONTENT_FIELD, MASK_FIELD, check_submission, client_options, read_form
-from .common import job_view, manager_of, settings_of
+from nstyle.errors import BadOption
+from nstyle.io.inputs import INPUT_FIELDS
+from nstyle.service.jobs import JobManager
+from nstyle.service.schemas import JobList, JobView
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.store import QUEUED, RUNNING, STATES
+from nstyle.service.uploads import CONTENT_FIELD, MASK_FIELD, check_submission, client_options, read_form
+from nstyle.service.routes.common import job_view, manager_of, settings_of
 
 
 

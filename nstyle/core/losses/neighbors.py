@@ -36,8 +36,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .regions import Region, layer_mask
-from .vgg import layer_stride
+from nstyle.core.regions import Region, layer_mask
+from nstyle.core.vgg import layer_stride
 
 #: the key of a region's target (a ``StyleBank``) in ``Region.targets``
 TARGET_KEY = "neighbors"

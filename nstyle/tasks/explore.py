@@ -1,8 +1,8 @@
 """What the network sees: its units, an image's activations, the paper's reconstructions.
 
-    fig = nstyle.explore.units("relu3_1", channels=range(16))         # a Figure
-    fig = nstyle.explore.activations("photo.jpg", "relu2_1", top=16)
-    fig = nstyle.explore.reconstructions("photo.jpg", style_image="painting.jpg")
+    fig = nstyle.tasks.explore.units("relu3_1", channels=range(16))         # a Figure
+    fig = nstyle.tasks.explore.activations("photo.jpg", "relu2_1", top=16)
+    fig = nstyle.tasks.explore.reconstructions("photo.jpg", style_image="painting.jpg")
     fig.save("fig.png")                                               # + fig.png.json
 
 - ``units``: for each channel an image synthesized from noise to excite it (activation
@@ -32,15 +32,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .config import Config
-from .engine import CancelToken, Stylizer, resize_tensor, resolve_device
-from .errors import BadOption
-from .grid import Cell, Figure, Grid
-from .images import ImageSource, load_image, to_pil, to_tensor
-from .inputs import describe
-from .record import versions
-from .vgg import layer_stride, receptive_radius
-from .vgg import CONV_LAYERS, VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
+from nstyle.options.config import Config
+from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor, resolve_device
+from nstyle.errors import BadOption
+from nstyle.io.grid import Cell, Figure, Grid
+from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor
+from nstyle.io.inputs import describe
+from nstyle.io.record import versions
+from nstyle.core.vgg import layer_stride, receptive_radius
+from nstyle.core.vgg import CONV_LAYERS, VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
 
 #: option overrides of 'nstyle reconstruct' (the user's flags still win): start from noise,
 #: and only the mode's own term

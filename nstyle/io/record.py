@@ -16,12 +16,12 @@ import numpy
 import PIL
 import torch
 
-from .config import Config
-from .engine import Progress, Result
+from nstyle.options.config import Config
+from nstyle.core.stylizer import Progress, Result
 
 
 def versions() -> dict[str, str]:
-    from . import __version__
+    from nstyle import __version__
 
     return {"nstyle": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__}

@@ -2,7 +2,7 @@
 
     plan = plan_batch(["photos/", "more/*.jpg"], ["starry.jpg", "scream.jpg"], "out/", config)
     summary = run_batch(plan)                   # a local pool of worker processes
-    summary = run_batch(plan, cluster="auto")   # the same work as Ray tasks (nstyle.cluster)
+    summary = run_batch(plan, cluster="auto")   # the same work as Ray tasks (nstyle.exec.ray)
 
 Each pair's output is ``OUT/<content>__<style>.<ext>`` with its run record beside it
 (``.json``), both written atomically, the record last: a pair whose record exists and was
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
-from .config import Config
-from .errors import BadOption, BadOutput, NStyleError
-from .images import OUTPUT_FORMATS
+from nstyle.options.config import Config
+from nstyle.errors import BadOption, BadOutput, NStyleError
+from nstyle.io.images import OUTPUT_FORMATS
 
 #: files a folder argument contributes (an explicit file may have any name)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -223,8 +223,8 @@ class PairOutcome:
 def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
     """Runs one pair on a worker's ``Stylizer`` (``style``: the decoded style tensor).
     Every error becomes the pair's outcome: one pair never stops the batch."""
-    from .images import decode_image, encode_image, to_tensor
-    from .record import LossHistory, build_record
+    from nstyle.io.images import decode_image, encode_image, to_tensor
+    from nstyle.io.record import LossHistory, build_record
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     targets = stylizer.shared_targets
@@ -259,7 +259,7 @@ class WorkerState:
         self.styles: dict[str, Any] = {}
 
     def stylizer(self, config_dict: dict[str, Any], targets):
-        from .engine import Stylizer
+        from nstyle.core.stylizer import Stylizer
 
         key = json.dumps(config_dict, sort_keys=True)
         if key not in self.stylizers:
@@ -269,7 +269,7 @@ class WorkerState:
         return stylizer
 
     def style(self, style_id: str, data: bytes):
-        from .images import decode_image, to_tensor
+        from nstyle.io.images import decode_image, to_tensor
 
         if style_id not in self.styles:
             self.styles[style_id] = to_tensor(decode_image(data, "style image"))
@@ -277,7 +277,7 @@ class WorkerState:
 
     def run(self, config_dict, task: PairTask, style_bytes: bytes, targets) -> PairOutcome:
         """``targets``: the shared ``StyleTargets``; None: each pair computes its own."""
-        from .engine import StyleTargets
+        from nstyle.core.stylizer import StyleTargets
 
         try:
             stylizer = self.stylizer(config_dict, targets if targets is not None else StyleTargets())
@@ -382,11 +382,11 @@ def local_pool_size(config: Config, pairs: int, workers: Optional[int],
     """(workers, threads per worker): by default as many workers as cores, fewer when
     their estimated memory does not fit or there are fewer pairs; threads so that
     workers x threads = cores. A GPU gets one worker (several would share it)."""
-    from .plan import available_memory
+    from nstyle.core.plan import available_memory
 
     cores = os.cpu_count() or 1
     if workers is None:
-        from .engine import resolve_device
+        from nstyle.core.stylizer import resolve_device
 
         if resolve_device(config.model.device).type != "cpu":
             workers = 1
@@ -451,7 +451,7 @@ def remove_stale_temporaries(plan: BatchPlan) -> int:
 def _read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes], dict[Path, str]]:
     """(style path -> id, id -> bytes, style path -> error) for the styles ``pairs`` use;
     a style that cannot be read or decoded fails its pairs, not the batch."""
-    from .images import decode_image
+    from nstyle.io.images import decode_image
 
     ids, data, errors = {}, {}, {}
     for path in dict.fromkeys(p.style for p in pairs):
@@ -472,8 +472,8 @@ def _read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, byte
 def shared_style_targets(config: Config, styles: dict[str, bytes]):
     """Every style's Gram targets at every scale, computed here once; returns
     (``StyleTargets``, estimated peak bytes of one run, seconds spent)."""
-    from .engine import StyleTargets, Stylizer
-    from .images import decode_image, to_tensor
+    from nstyle.core.stylizer import StyleTargets, Stylizer
+    from nstyle.io.images import decode_image, to_tensor
 
     t0 = time.perf_counter()
     stylizer = Stylizer(config, style_targets=StyleTargets())
@@ -503,7 +503,7 @@ def _tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPlan,
 
 def _write(pair: Pair, outcome: PairOutcome) -> PairOutcome:
     """The image, then its record (whose presence marks the pair done), each atomically."""
-    from .images import save_bytes, save_json
+    from nstyle.io.images import save_bytes, save_json
 
     if outcome.state != DONE:
         return outcome
@@ -519,7 +519,7 @@ def run_batch(plan: BatchPlan, *, workers: Optional[int] = None, threads: Option
               cluster: Optional[str] = None, share_style_targets: bool = True,
               progress: bool = True, pool: Optional[LocalPool] = None) -> BatchSummary:
     """Runs the plan's pending pairs and writes ``summary.csv`` and ``summary.json``.
-    ``cluster``: a Ray address (``nstyle.cluster``), else a local pool of ``workers``
+    ``cluster``: a Ray address (``nstyle.exec.ray``), else a local pool of ``workers``
     processes with ``threads`` each (defaults: ``local_pool_size``)."""
     t0 = time.time()
     remove_stale_temporaries(plan)
@@ -575,7 +575,7 @@ def _backend(config: Config, pairs: int, workers: Optional[int], threads: Option
              cluster: Optional[str], peak: int, pool: Optional[LocalPool]):
     """(backend, workers, threads): Ray tasks, or a local pool sized to the machine."""
     if cluster:
-        from .cluster import RayPool
+        from nstyle.exec.ray import RayPool
 
         ray_pool = RayPool(cluster, threads=threads or 1, peak_bytes=peak, device=config.model.device)
         return ray_pool, ray_pool.slots, ray_pool.threads
@@ -598,7 +598,7 @@ def _summarize(plan: BatchPlan, rows: list[dict[str, Any]], info: dict[str, Any]
 
 
 def write_summary(out_dir: Path, summary: BatchSummary) -> None:
-    from .images import save_bytes, save_json
+    from nstyle.io.images import save_bytes, save_json
 
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadOption
+from nstyle.errors import BadOption
 
 FLOW_METHODS = ("dis", "farneback")
 

@@ -15,12 +15,12 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import explore, sheet
-from .cli import PROG, _common, _Parser, add_config_options, config_from_args
-from .config import iter_options
-from .errors import RunFailed
-from .grid import Figure
-from .images import check_output_path
+from nstyle.tasks import explore, sheet
+from nstyle.cli.main import PROG, _common, _Parser, add_config_options, config_from_args
+from nstyle.options.config import iter_options
+from nstyle.errors import RunFailed
+from nstyle.io.grid import Figure
+from nstyle.io.images import check_output_path
 
 #: the few options that mean something when no image is optimized against a loss
 UNIT_OPTIONS = ("size", "iterations", "lr", "seed", "pooling", "padding", "device")

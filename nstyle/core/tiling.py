@@ -20,9 +20,9 @@ then sees exactly the pixels it would see in the whole image, and the loss and g
 equal the untiled ones up to float rounding (the tests check this). Nothing is blended, so
 there are no seams. The cost is one extra forward pass plus the halos' overlap.
 
-The terms and their formulas are the objective's (``nstyle.objective``): this module only
+The terms and their formulas are the objective's (``nstyle.core.objective``): this module only
 decides which pixels go through the network together and adds the pieces up. How large a
-tile must be for a run to fit in memory is the plan's business (``nstyle.plan``).
+tile must be for a run to fit in memory is the plan's business (``nstyle.core.plan``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from . import losses
-from .objective import Objective
-from .vgg import ALIGN, halo_for, layer_channels, layer_stride, receptive_radius  # noqa: F401 (re-exported)
+from nstyle.core import losses
+from nstyle.core.objective import Objective
+from nstyle.core.vgg import ALIGN, halo_for, layer_channels, layer_stride, receptive_radius  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

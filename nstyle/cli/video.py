@@ -4,9 +4,9 @@
                  [--frame-iterations N] [--independent] [--fps F] [--overwrite] [engine options]
 
 IN and OUT are a video file, a GIF, or a folder / printf pattern of frames
-(``nstyle.videoio``). Progress is one bar over the whole clip (frame i of n, ETA); an
+(``nstyle.io.video_files``). Progress is one bar over the whole clip (frame i of n, ETA); an
 interrupted run keeps its finished frames in a work folder beside OUT and the same
-command continues from there (``nstyle.video_run``). OUT and OUT.json (the run record)
+command continues from there (``nstyle.tasks.video_run``). OUT and OUT.json (the run record)
 appear only when the clip is complete. Bad input is one line and exit code 2, through
 ``cli.main`` like every other command.
 """
@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import PROG, _Parser, add_config_options, config_from_args
-from .config import iter_options
-from .errors import BadOption, Cancelled
-from .images import load_image, to_tensor
-from .video import NOT_FOR_VIDEO, VideoOptions
-from .video_run import ClipRun, digest_bytes, record_path_for
-from .videoio import check_clip_output, open_clip, parse_fps
+from nstyle.cli.main import PROG, _Parser, add_config_options, config_from_args
+from nstyle.options.config import iter_options
+from nstyle.errors import BadOption, Cancelled
+from nstyle.io.images import load_image, to_tensor
+from nstyle.tasks.video import NOT_FOR_VIDEO, VideoOptions
+from nstyle.tasks.video_run import ClipRun, digest_bytes, record_path_for
+from nstyle.io.video_files import check_clip_output, open_clip, parse_fps
 
 
 def add_video_options(parser: argparse.ArgumentParser) -> None:

@@ -2,10 +2,10 @@
 
 ``Stylizer(config).run(content, styles)`` takes RGB tensors in [0, 1] (any size; they are
 resized here, so every front end gets the same sizing) and returns a ``Result``. It follows
-a ``Plan`` (``nstyle.plan``: scales, iterations, tiles, memory), which ``Stylizer.plan``
+a ``Plan`` (``nstyle.core.plan``: scales, iterations, tiles, memory), which ``Stylizer.plan``
 computes before any work, for a front end to read and pass back to ``run``. Each step of
-the plan minimizes an ``Objective`` (``nstyle.objective``: the named loss terms), on the
-whole image or tile by tile (``nstyle.tiling``). Progress is reported through a callback
+the plan minimizes an ``Objective`` (``nstyle.core.objective``: the named loss terms), on the
+whole image or tile by tile (``nstyle.core.tiling``). Progress is reported through a callback
 that receives a ``Progress`` event after every iteration; the callback can end the run
 early with ``event.stop()`` (the current image is returned), and a ``CancelToken`` aborts
 it from another thread (``Cancelled`` is raised). The engine never prints, never touches
@@ -46,15 +46,16 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import color, losses, neighbors, regions, tiling
-from .config import Config
-from .errors import BadOption, Cancelled, OutOfMemory, RunFailed
-from .images import fit_size, to_pil
-from .objective import (Objective, StyleTerm, TemporalTerm, content_weights, equal_weights,
+from nstyle.core import color, losses, regions, tiling
+from nstyle.core.losses import neighbors
+from nstyle.options.config import Config
+from nstyle.errors import BadOption, Cancelled, OutOfMemory, RunFailed
+from nstyle.io.images import fit_size, to_pil
+from nstyle.core.objective import (Objective, StyleTerm, TemporalTerm, content_weights, equal_weights,
                         for_scale, style_weights, with_total)
-from .plan import Plan, ScalePlan, make as make_plan, mix_step, style_size
-from .regions import Region
-from .vgg import (LAYER_NAMES, VGG19Features, deprocess, halo_for, last_needed_layer, load_weights,
+from nstyle.core.plan import Plan, ScalePlan, make as make_plan, mix_step, style_size
+from nstyle.core.regions import Region
+from nstyle.core.vgg import (LAYER_NAMES, VGG19Features, deprocess, halo_for, last_needed_layer, load_weights,
                   preprocess)
 
 BUILTIN_INITS = ("content", "noise", "gray")
@@ -84,7 +85,7 @@ class Progress:
     """One iteration's report: an immutable value, valid after the callback returns.
 
     ``losses`` holds each term's weighted contribution to ``total`` (named as in
-    ``nstyle.objective``: content.<layer>, style.<layer>, tv). ``image`` is the image being
+    ``nstyle.core.objective``: content.<layer>, style.<layer>, tv). ``image`` is the image being
     optimized, RGB (1, 3, H, W) in [0, 1] at this scale's size, on the run's device: a
     detached copy of its own (before the colour finishing of --preserve-colors luminance or
     swap; ``preview()`` applies it).
@@ -126,7 +127,7 @@ class Progress:
 
 @dataclass(frozen=True, eq=False)
 class TemporalTarget:
-    """What a video frame's pixels are kept close to (``nstyle.video``): ``image`` the
+    """What a video frame's pixels are kept close to (``nstyle.tasks.video``): ``image`` the
     previous stylized frame warped to this one, RGB (1, 3, H, W) in [0, 1], as the
     optimization sees colours (gray under --preserve-colors luminance); ``mask`` (1, 1, H, W)
     in [0, 1], where that warp is trusted; ``weight`` the term's weight at the output size

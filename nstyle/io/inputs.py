@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import INITS, Config
-from .errors import BadImage, BadOption
-from .images import ImageSource, load_image, to_tensor
-from .regions import load_mask
+from nstyle.options.config import INITS, Config
+from nstyle.errors import BadImage, BadOption
+from nstyle.io.images import ImageSource, load_image, to_tensor
+from nstyle.core.regions import load_mask
 
 #: the word that stands for "this style has no mask" in a list of masks
 NO_MASK = "none"

@@ -4,16 +4,16 @@ An ``Objective`` holds every term a scale (or the scale mixing) optimizes, alrea
 
 - ``content.<layer>``: ``ContentTerm``, α·w_l·½Σ(F − P)², a sum over feature positions;
 - ``style.<layer>``: ``StyleTerm``, β·w_l·Σ_regions E_l, one per style layer, over the
-  objective's style ``regions`` (``nstyle.regions``: each region's targets and mask); E_l
+  objective's style ``regions`` (``nstyle.core.regions``: each region's targets and mask); E_l
   is the ``--style-loss``: ``gram`` (the paper's) or ``meancov`` (mean and covariance);
-- ``style.neighbors``: ``nstyle.neighbors.NeighborTerm``, the one term of ``--style-loss
+- ``style.neighbors``: ``nstyle.core.losses.neighbors.NeighborTerm``, the one term of ``--style-loss
   neighbors`` over all style layers at once (nearest-neighbour targets, matched per scale);
 - ``tv``: total variation on the pixels;
 - ``temporal``: ``TemporalTerm``, a video frame's pixels kept close to the previous
-  stylized frame warped to it, where the warp is trusted (``nstyle.video``).
+  stylized frame warped to it, where the warp is trusted (``nstyle.tasks.video``).
 
 The terms are named as they are reported (``Progress.losses``, the run record), in this
-order, with ``total`` their sum. The whole-image path is ``evaluate``; ``nstyle.tiling``
+order, with ``total`` their sum. The whole-image path is ``evaluate``; ``nstyle.core.tiling``
 evaluates the same terms tile by tile, from the same formulas (``ContentTerm.value`` on a
 tile's core, ``losses.gram_distance`` on Grams summed over tiles), so a term is written
 once and works tiled. A new term that is a sum over feature positions works tiled as a
@@ -28,9 +28,9 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from . import losses, regions
-from .neighbors import NeighborTerm
-from .regions import Region
+from nstyle.core import losses, regions
+from nstyle.core.losses.neighbors import NeighborTerm
+from nstyle.core.regions import Region
 
 #: what each style loss is multiplied by besides β, so that one --style-weight gives a
 #: similar balance with the content for every loss (chosen by ablation, docs/quality.md)

@@ -14,10 +14,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from .color import COLOR_MATCH, PRESERVE_COLORS
-from .errors import BadOption
-from .losses import STYLE_LOSSES
-from .vgg import ALIGN, PADDING_MODES, check_layer_names, layer_channels
+from nstyle.core.color import COLOR_MATCH, PRESERVE_COLORS
+from nstyle.errors import BadOption
+from nstyle.core.losses import STYLE_LOSSES
+from nstyle.core.vgg import ALIGN, PADDING_MODES, check_layer_names, layer_channels
 
 #: documented range of ``size`` (longest side of the output, in pixels)
 MIN_SIZE, MAX_SIZE = 32, 8192
@@ -29,7 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: outputs larger than this are made coarse-to-fine by default (see ``Config.scale_sizes``):
 #: the coarse pass lays out the painting's large shapes cheaply, the finer ones add texture
 SINGLE_SCALE_MAX = 256
-#: tile cores are multiples of this (the network's geometry: ``nstyle.vgg.ALIGN``)
+#: tile cores are multiples of this (the network's geometry: ``nstyle.core.vgg.ALIGN``)
 TILE_ALIGN = ALIGN
 PRECISIONS = ("auto", "fp32", "bf16")
 #: why --style-loss neighbors refuses tiles (one line, for every front end)
@@ -37,9 +37,9 @@ NEIGHBORS_UNTILED = (
     "style_loss neighbors cannot run tiled: its targets are nearest neighbours matched on "
     "every style layer resampled to one grid over the whole image, which a tile's edges would "
     "change; use gram or meancov, a smaller size, or tile_size 0")
-#: the built-in starting images (a starting image file is an input: ``nstyle.inputs``)
+#: the built-in starting images (a starting image file is an input: ``nstyle.io.inputs``)
 INITS = ("content", "noise", "gray")
-#: options of records written before input files left the config (``nstyle.inputs``)
+#: options of records written before input files left the config (``nstyle.io.inputs``)
 MOVED_TO_INPUTS = ("style_masks", "keep_mask", "fine_style", "coarse_style")
 
 

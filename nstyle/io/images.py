@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadImage, BadOutput
+from nstyle.errors import BadImage, BadOutput
 
 #: inputs with more pixels than this are refused (about 8000 x 6000); also the point
 #: where Pillow's decompression-bomb warning becomes an error for us

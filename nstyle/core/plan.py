@@ -23,11 +23,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .config import MIN_SIZE, NEIGHBORS_UNTILED, Config
-from .errors import TooLarge
-from .images import fit_size
-from .objective import content_weights, style_weights
-from .vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
+from nstyle.options.config import MIN_SIZE, NEIGHBORS_UNTILED, Config
+from nstyle.errors import TooLarge
+from nstyle.io.images import fit_size
+from nstyle.core.objective import content_weights, style_weights
+from nstyle.core.vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
 
 #: automatic tiling keeps the estimated peak under this share of the memory available, so
 #: that estimate errors and other programs leave the machine usable

@@ -27,13 +27,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from PIL import Image
 
-from .config import MAX_SIZE, MIN_SIZE, Config
-from .engine import CancelToken, Progress, StyleTargets, Stylizer, resize_tensor
-from .errors import BadOption, RunFailed
-from .grid import Cell, Figure, Grid
-from .images import ImageSource, fit_size, load_image, to_pil, to_tensor
-from .inputs import describe
-from .record import versions
+from nstyle.options.config import MAX_SIZE, MIN_SIZE, Config
+from nstyle.core.stylizer import CancelToken, Progress, StyleTargets, Stylizer, resize_tensor
+from nstyle.errors import BadOption, RunFailed
+from nstyle.io.grid import Cell, Figure, Grid
+from nstyle.io.images import ImageSource, fit_size, load_image, to_pil, to_tensor
+from nstyle.io.inputs import describe
+from nstyle.io.record import versions
 
 #: the sheet's defaults under the user's options: small and quick
 SHEET_DEFAULTS = {"size": 256, "iterations": 60}

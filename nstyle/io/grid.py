@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .images import check_output_path, fit_size, resize, save_image, save_json
+from nstyle.io.images import check_output_path, fit_size, resize, save_image, save_json
 
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (222, 222, 222)

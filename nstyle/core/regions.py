@@ -28,10 +28,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import losses
-from .errors import BadImage
-from .images import ImageSource, load_image
-from .vgg import pools_before
+from nstyle.core import losses
+from nstyle.errors import BadImage
+from nstyle.io.images import ImageSource, load_image
+from nstyle.core.vgg import pools_before
 
 #: regions whose mask covers less than this share of the output are dropped
 MIN_SHARE = 1e-3

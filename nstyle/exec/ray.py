@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-from . import errors
-from .batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
-from .errors import BadOption, Cancelled, NStyleError, RunFailed
+from nstyle import errors
+from nstyle.tasks.batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
+from nstyle.errors import BadOption, Cancelled, NStyleError, RunFailed
 
 INSTALL_HINT = "--cluster needs Ray, which is not installed here: pip install 'nstyle[cluster]'"
 
@@ -183,7 +183,7 @@ def _ray_job(config_dict, loaded, preview_seconds: float):
     """A service job on a Ray worker, as a stream: progress events (with a preview every
     ``preview_seconds``), then the result or the error. The engine runs in a thread so
     that a cancel (Ray interrupts this generator) reaches it as a ``CancelToken``."""
-    from .engine import CancelToken
+    from nstyle.core.stylizer import CancelToken
 
     global _STATE
     if _STATE is None:
@@ -242,7 +242,7 @@ class RayJobRunner:
     def plan(self, config, loaded):
         """The job's sizes and iterations (its progress total); its tiles and memory are
         planned where it runs."""
-        from .plan import schedule
+        from nstyle.core.plan import schedule
 
         mixing = loaded.fine_style is not None and loaded.coarse_style is not None
         return schedule(config, tuple(loaded.content.shape[-2:]),
@@ -292,8 +292,8 @@ def _decoded(preview: dict[str, Any]):
 
 
 def _result(item: dict[str, Any]):
-    from .engine import Result
-    from .images import decode_image, to_tensor
+    from nstyle.core.stylizer import Result
+    from nstyle.io.images import decode_image, to_tensor
 
     image = to_tensor(decode_image(item["png"], "result"))
     return Result(image, item["losses"], item["iterations"], item["stopped_early"], item["device"],

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-#: the ``--style-loss`` choices: what a style term compares (``nstyle.objective``)
+#: the ``--style-loss`` choices: what a style term compares (``nstyle.core.objective``)
 STYLE_LOSSES = ("gram", "meancov", "neighbors")
 
 

@@ -24,13 +24,13 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
-from .config import Config
-from .engine import CancelToken
-from .errors import BadImage
-from .images import load_image, save_image, save_json
-from .record import versions
-from .video import FrameProgress, StylizedFrame, VideoOptions, VideoStylizer, later_frames_config
-from .videoio import Clip, ClipOutput, write_clip
+from nstyle.options.config import Config
+from nstyle.core.stylizer import CancelToken
+from nstyle.errors import BadImage
+from nstyle.io.images import load_image, save_image, save_json
+from nstyle.io.record import versions
+from nstyle.tasks.video import FrameProgress, StylizedFrame, VideoOptions, VideoStylizer, later_frames_config
+from nstyle.io.video_files import Clip, ClipOutput, write_clip
 
 STATE_FILE = "state.json"
 

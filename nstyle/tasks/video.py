@@ -5,7 +5,7 @@ time, even where the picture did not change. After Ruder, Dosovitskiy & Brox ("A
 style transfer for videos", 2016), every frame after the first
 
 - starts from the previous stylized frame, warped to this one by the optical flow
-  between the two content frames (``nstyle.flow``): the paper's best start. Where the
+  between the two content frames (``nstyle.core.flow``): the paper's best start. Where the
   warp is not trusted (what was just uncovered, or moved unpredictably) that start is only
   a smear of stylized colour, repainted by the style and content terms; starting there
   from the content frame instead left a band of barely stylized photo along a pan's new
@@ -25,7 +25,7 @@ stylizes every frame as a still instead (the flickering baseline, for comparison
 
 Frames may be paths, PIL images or NumPy arrays of one size; each is stylized at the
 config's output size. The engine never sees a path here either: decoding a file is
-``nstyle.videoio``'s (and the front ends') business.
+``nstyle.io.video_files``'s (and the front ends') business.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import color, flow
-from .config import Config, _check_weight, option
-from .engine import CancelToken, Progress, Result, Stylizer, StyleTargets, TemporalTarget, resize_tensor
-from .errors import BadImage, BadOption
-from .images import ImageSource, load_image, to_pil, to_tensor
-from .plan import Plan
+from nstyle.core import color, flow
+from nstyle.options.config import Config, _check_weight, option
+from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer, StyleTargets, TemporalTarget, resize_tensor
+from nstyle.errors import BadImage, BadOption
+from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor
+from nstyle.core.plan import Plan
 
 #: the temporal term's weight: it must hold the unchanged pixels against the style term,
 #: which would repaint them anew. On a 256 px pan (bench/video.py, docs/video.md) 1e3,
@@ -61,7 +61,7 @@ DEFAULT_FRAME_ITERATIONS = 40
 
 @dataclass(frozen=True)
 class VideoOptions:
-    """The knobs of a clip, besides the engine's (``nstyle.config``)."""
+    """The knobs of a clip, besides the engine's (``nstyle.options.config``)."""
 
     temporal_weight: float = option(
         DEFAULT_TEMPORAL_WEIGHT, "weight of the temporal loss, which keeps each frame's pixels "
@@ -275,7 +275,7 @@ def stylize_frames(frames: Iterable[ImageSource], styles: Any, config: Optional[
     ``StylizedFrame`` as it is done. ``styles``: one image or a list; ``options``: engine
     options (``size=256``, ``style_weight=1e5``, ...) and video options
     (``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``)."""
-    from .inputs import as_style_list
+    from nstyle.io.inputs import as_style_list
 
     video = {k: options.pop(k) for k in list(options) if k in VIDEO_OPTION_NAMES}
     config = Config.from_options(config, **options)

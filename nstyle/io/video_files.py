@@ -8,7 +8,7 @@ A clip is named by a path, one of:
   the codec);
 - a GIF (Pillow; its frame durations give the rate);
 - a folder of frames (``frames/``: its image files in natural order) or a printf pattern
-  (``frames/%05d.png``), read with ``nstyle.images`` and written as PNG/JPEG/WebP; a
+  (``frames/%05d.png``), read with ``nstyle.io.images`` and written as PNG/JPEG/WebP; a
   folder has no rate of its own (``fps``, default 25).
 
 ``open_clip`` checks a clip completely before any work (readable, a video stream, at
@@ -32,8 +32,8 @@ from typing import Iterable, Iterator, Optional, Union
 
 from PIL import Image, ImageSequence
 
-from .errors import BadImage, BadOption, BadOutput
-from .images import MAX_INPUT_PIXELS, OUTPUT_FORMATS, encode_image, load_image
+from nstyle.errors import BadImage, BadOption, BadOutput
+from nstyle.io.images import MAX_INPUT_PIXELS, OUTPUT_FORMATS, encode_image, load_image
 
 #: output containers by extension: (PyAV format, video codec, audio codec to re-encode to)
 VIDEO_FORMATS = {".mp4": ("mp4", "libx264", "aac"), ".m4v": ("mp4", "libx264", "aac"),

