@@ -88,7 +88,7 @@ def style_target_seconds(config, style_path: str, repeats: int = 3) -> float:
 
 
 def run_backend(name: str, contents, style: str, out: Path, config, cores: int) -> dict:
-    from nstyle import batch
+    from nstyle.tasks import batch
 
     plan = batch.plan_batch(contents, [style], str(out), config)
     kwargs: dict = {"progress": False, "share_style_targets": not name.endswith("unshared")}

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nstyle  # noqa: E402
-from nstyle import losses, metrics  # noqa: E402
+from nstyle.core import losses  # noqa: E402
+from nstyle.io import metrics
 from nstyle.io.images import fit_size, load_image, to_tensor  # noqa: E402
 from nstyle.core.vgg import VGG19Features, preprocess  # noqa: E402
 

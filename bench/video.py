@@ -42,7 +42,7 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from nstyle import flow  # noqa: E402
+from nstyle.core import flow  # noqa: E402
 from nstyle.options.config import Config  # noqa: E402
 from nstyle.io.example import example_images  # noqa: E402
 from nstyle.io.images import to_tensor  # noqa: E402

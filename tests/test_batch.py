@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import to_t
-from nstyle import batch
+from nstyle.tasks import batch
 from nstyle.tasks.batch import DONE, FAILED, LocalPool, PairOutcome, PairTask
 from nstyle.cli.main import main
 from nstyle.options.config import Config

@@ -12,7 +12,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the cluster extra (Ray) is not installed")
 
-from nstyle import batch  # noqa: E402
+from nstyle.tasks import batch  # noqa: E402
 from nstyle.cli.main import main  # noqa: E402
 from nstyle.options.config import Config  # noqa: E402
 

@@ -174,7 +174,7 @@ def test_odd_image_modes_are_accepted(tmp_path, content_img, style_path, capsys)
 
 
 def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_path, capsys, monkeypatch):
-    from nstyle import losses
+    from nstyle.core import losses
 
     monkeypatch.setattr(losses, "total_variation", lambda x: x.sum() * float("nan"))
     code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", *FAST,
@@ -185,7 +185,7 @@ def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_pa
 
 def test_diverging_run_keeps_the_last_good_image_when_saving(tmp_path, content_path, style_path,
                                                              capsys, monkeypatch):
-    from nstyle import losses
+    from nstyle.core import losses
 
     real_tv = losses.total_variation
     calls = []

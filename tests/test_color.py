@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nstyle import color
+from nstyle.core import color
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadOption

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nstyle import losses
+from nstyle.core import losses
 from nstyle.options.config import Config
 from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor
 from nstyle.errors import BadOption, Cancelled, RunFailed
@@ -167,7 +167,7 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
 
 
 def test_precision_option_sets_the_loop_dtype_and_bf16_still_optimizes(content_img, style_img, monkeypatch):
-    from nstyle import engine
+    from nstyle.core import stylizer as engine
 
     fp32 = Stylizer(Config.from_options(size=48, precision="fp32"))
     assert fp32.precision == "fp32" and fp32.loop_vgg is fp32.vgg

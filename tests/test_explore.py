@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstyle import explore
+from nstyle.tasks import explore
 from nstyle.cli.main import main
 from nstyle.errors import BadOption
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from nstyle import sheet
+from nstyle.tasks import sheet
 from nstyle.cli.main import main
 from nstyle.errors import BadOption, RunFailed
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstyle import images
+from nstyle.io import images
 from nstyle.errors import BadImage, BadOutput
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from nstyle import losses
+from nstyle.core import losses
 
 
 def test_gram_matches_numpy_reference():

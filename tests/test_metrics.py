@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nstyle import metrics
+from nstyle.io import metrics
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer
 from conftest import to_t

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nstyle import losses, regions
+from nstyle.core import losses, regions
 from nstyle.cli.main import main, split_style_masks
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor

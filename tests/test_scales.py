@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nstyle import losses, regions, tiling
+from nstyle.core import losses, regions, tiling
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor

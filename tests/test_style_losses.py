@@ -10,7 +10,8 @@ import json
 import pytest
 import torch
 
-from nstyle import losses, neighbors, regions, tiling
+from nstyle.core import losses, regions, tiling
+from nstyle.core.losses import neighbors
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from nstyle import vgg
+from nstyle.core import vgg
 from nstyle.errors import BadOption
 
 #: sha256 of all decoded conv weights and biases, in layer order (float32 bytes),

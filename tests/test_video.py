@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nstyle import flow, losses, video, videoio
+from nstyle.core import flow, losses
+from nstyle.tasks import video
+from nstyle.io import video_files as videoio
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, TemporalTarget
