@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import nstyle  # noqa: E402
-from nstyle.core import losses  # noqa: E402
+from nstyle.core.losses.gram import gram, style_loss
+from nstyle.core.losses.terms import content_loss
 from nstyle.io import metrics
 from nstyle.io.images import fit_size, load_image, to_tensor  # noqa: E402
 from nstyle.core.vgg import VGG19Features, preprocess  # noqa: E402
@@ -154,8 +155,8 @@ class PaperLoss:
         sty = to_tensor(sty_img.resize(fit_size(sty_img.width, sty_img.height, max(h, w)),
                                        Image.Resampling.LANCZOS))
         f, c, s = self.features(img), self.features(ref), self.features(sty)
-        content_loss = losses.content_loss(f["relu4_2"], c["relu4_2"])
-        style_loss = sum(losses.style_loss(f[l], losses.gram(s[l])) / len(PAPER_STYLE_LAYERS)
+        content_loss = content_loss(f["relu4_2"], c["relu4_2"])
+        style_loss = sum(style_loss(f[l], gram(s[l])) / len(PAPER_STYLE_LAYERS)
                          for l in PAPER_STYLE_LAYERS)
         return float(PAPER_ALPHA * content_loss + PAPER_BETA * style_loss)
 

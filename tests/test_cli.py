@@ -174,9 +174,9 @@ def test_odd_image_modes_are_accepted(tmp_path, content_img, style_path, capsys)
 
 
 def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_path, capsys, monkeypatch):
-    from nstyle.core import losses
+    from nstyle.core.losses import terms
 
-    monkeypatch.setattr(losses, "total_variation", lambda x: x.sum() * float("nan"))
+    monkeypatch.setattr(terms, "total_variation", lambda x: x.sum() * float("nan"))
     code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", *FAST,
                             "--tv-weight", "1e-3"], capsys)
     assert code == 1 and "loss became nan" in err
@@ -185,16 +185,16 @@ def test_non_finite_loss_exits_1_without_output(tmp_path, content_path, style_pa
 
 def test_diverging_run_keeps_the_last_good_image_when_saving(tmp_path, content_path, style_path,
                                                              capsys, monkeypatch):
-    from nstyle.core import losses
+    from nstyle.core.losses import terms
 
-    real_tv = losses.total_variation
+    real_tv = terms.total_variation
     calls = []
 
     def tv_that_breaks(x):  # finite for three evaluations, then NaN
         calls.append(1)
         return real_tv(x) * (float("nan") if len(calls) > 3 else 1.0)
 
-    monkeypatch.setattr(losses, "total_variation", tv_that_breaks)
+    monkeypatch.setattr(terms, "total_variation", tv_that_breaks)
     code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "out.png", "--size", "32",
                             "--iterations", "10", "--save-every", "100", "--tv-weight", "1e-3", "-q"], capsys)
     assert code == 1 and "last good image" in err and len(err.strip().splitlines()) == 1

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nstyle.core import losses
+from nstyle.core.losses import terms
 from nstyle.options.config import Config
 from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor
 from nstyle.errors import BadOption, Cancelled, RunFailed
@@ -96,7 +96,7 @@ def test_cancel_token_aborts(content_img, style_img):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(content_img, style_img, monkeypatch):
-    monkeypatch.setattr(losses, "total_variation", lambda x: x.sum() * float("nan"))
+    monkeypatch.setattr(terms, "total_variation", lambda x: x.sum() * float("nan"))
     with pytest.raises(RunFailed, match="loss became nan"):
         Stylizer(Config.from_options(size=32, iterations=5, tv_weight=1e-3)).run(to_t(content_img), [to_t(style_img)])
 

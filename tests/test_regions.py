@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nstyle.core import losses, regions
+from nstyle.core import regions
+from nstyle.io.images import load_mask
+from nstyle.core.losses.gram import gram, guided_gram, guided_style_loss, style_loss
 from nstyle.cli.main import main, split_style_masks
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor
@@ -27,11 +29,11 @@ def test_load_mask_any_mode_and_size(tmp_path):
     rgb = Image.new("RGB", (30, 20), (255, 255, 255))
     rgb.paste((0, 0, 0), (0, 0, 15, 20))
     rgb.save(tmp_path / "m.png")
-    m = regions.load_mask(tmp_path / "m.png")
+    m = load_mask(tmp_path / "m.png")
     assert m.shape == (1, 1, 20, 30) and float(m[0, 0, 0, 0]) == 0 and float(m[0, 0, 0, -1]) == 1
     Image.new("L", (8, 8), 0).save(tmp_path / "black.png")
     with pytest.raises(BadImage, match="all black"):
-        regions.load_mask(tmp_path / "black.png")
+        load_mask(tmp_path / "black.png")
     assert regions.resize_mask(m, 10, 15).shape == (1, 1, 10, 15)
 
 
@@ -47,13 +49,13 @@ def test_layer_masks_line_up_with_the_features_for_odd_sizes():
 def test_guided_gram_with_a_full_mask_is_the_plain_gram():
     f = torch.randn(1, 8, 6, 5)
     ones = torch.ones(1, 1, 6, 5)
-    assert torch.allclose(losses.guided_gram(f, ones), losses.gram(f), atol=1e-5)
+    assert torch.allclose(guided_gram(f, ones), gram(f), atol=1e-5)
     target = torch.randn(1, 8, 8)
-    assert torch.allclose(losses.guided_style_loss(f, ones, target), losses.style_loss(f, target))
+    assert torch.allclose(guided_style_loss(f, ones, target), style_loss(f, target))
     half = torch.zeros(1, 1, 6, 5)
     half[..., :3, :] = 1  # the region's own Gram, from its positions only
-    assert torch.allclose(losses.guided_gram(f, half), losses.gram(f[..., :3, :]), atol=1e-5)
-    assert float(losses.guided_style_loss(f, torch.zeros_like(half), target)) == 0
+    assert torch.allclose(guided_gram(f, half), gram(f[..., :3, :]), atol=1e-5)
+    assert float(guided_style_loss(f, torch.zeros_like(half), target)) == 0
 
 
 def test_plan_unmasked_styles_take_what_no_mask_claims_and_keep_is_removed():
@@ -82,7 +84,7 @@ def test_split_style_masks_cli_syntax(tmp_path):
 
 
 def _gram_distance(out_feats, mask, target):
-    return float((losses.guided_gram(out_feats, mask) - target).pow(2).sum())
+    return float((guided_gram(out_feats, mask) - target).pow(2).sum())
 
 
 def test_two_regions_each_take_their_own_style(style_img, style_img2):

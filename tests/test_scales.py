@@ -7,7 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nstyle.core import losses, regions, tiling
+from nstyle.core import regions, tiling
+from nstyle.core.tiles import make_tiles
+from nstyle.options.layers import halo_for, receptive_radius
+from nstyle.core.losses.gram import gram
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor
@@ -93,8 +96,8 @@ def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, 
             ["content.relu3_1", "style.relu1_1", "style.relu2_1", "style.relu3_1"]
         image = regions.compose(start, bgr, keep).requires_grad_(True)
         if tile:
-            assert tiling.halo_for(objective.layers) == 16
-            tiles = tiling.make_tiles(h, w, tile, 16)
+            assert halo_for(objective.layers) == 16
+            tiles = make_tiles(h, w, tile, 16)
             assert len(tiles) == 4
             terms, grad = tiling.loss_and_grad(st.vgg, image, tiles, objective)
             pixel = objective.pixel_terms(image)
@@ -132,10 +135,10 @@ def test_a_tiled_run_gives_the_untiled_result(content_img, style_img):
 
 
 def test_receptive_fields_and_halos():
-    assert tiling.receptive_radius("relu1_1") == 1
-    assert tiling.receptive_radius("relu5_1") == 85
-    assert tiling.halo_for(["relu4_2", "relu5_1"]) == 96
-    tiles = tiling.make_tiles(100, 70, 32, 16)
+    assert receptive_radius("relu1_1") == 1
+    assert receptive_radius("relu5_1") == 85
+    assert halo_for(["relu4_2", "relu5_1"]) == 96
+    tiles = make_tiles(100, 70, 32, 16)
     assert all(t.y0 % 16 == 0 and t.x0 % 16 == 0 for t in tiles)
     covered = torch.zeros(100, 70)
     for t in tiles:
@@ -191,9 +194,9 @@ def test_mix_scales_keeps_coarse_structure_and_takes_fine_texture(style_img, sty
     f_coarse = vgg(preprocess(resize_tensor(coarse, 48)), layers)
     # fine texture: the fine image's Grams (relu1_1's term is the smaller one, so it moves slower)
     for layer, factor in (("relu1_1", 0.75), ("relu2_1", 0.3)):
-        g = losses.gram(f_mixed[layer])
-        before = (losses.gram(f_coarse[layer]) - losses.gram(f_fine[layer])).norm()
-        assert (g - losses.gram(f_fine[layer])).norm() < factor * before, layer
+        g = gram(f_mixed[layer])
+        before = (gram(f_coarse[layer]) - gram(f_fine[layer])).norm()
+        assert (g - gram(f_fine[layer])).norm() < factor * before, layer
     # coarse structure: deep features still correlate with the coarse image's, position by position
     a, b = f_mixed["relu4_1"].flatten(), f_coarse["relu4_1"].flatten()
     assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.5

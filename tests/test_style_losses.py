@@ -10,13 +10,17 @@ import json
 import pytest
 import torch
 
-from nstyle.core import losses, regions, tiling
+from nstyle.core import regions, tiling
+from nstyle.core.tiles import make_tiles
+from nstyle.options.layers import halo_for, receptive_radius
 from nstyle.core.losses import neighbors
+from nstyle.core.losses.meancov import eigh_one_thread, meancov_distance, moments
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.stylizer import Stylizer, resize_tensor
 from nstyle.errors import BadOption, TooLarge
 from nstyle.core.objective import for_scale, with_total
+from nstyle.core.plan import schedule
 from nstyle.core.vgg import preprocess
 from conftest import to_t
 
@@ -104,7 +108,7 @@ def test_meancov_tiled_equals_whole_with_regions_and_blend(content_img, style_im
         objective = _objective(st, None, bgr, masks=(mask, None, None), styles=styles, tile=tile)
         image = start.clone().requires_grad_(True)
         if tile:
-            tiles = tiling.make_tiles(h, w, tile, 16)
+            tiles = make_tiles(h, w, tile, 16)
             assert len(tiles) == 4
             terms, grad = tiling.loss_and_grad(st.vgg, image, tiles, objective)
         else:
@@ -127,15 +131,15 @@ def test_meancov_matches_the_closed_form_and_its_gradient():
     scipy_linalg = pytest.importorskip("scipy.linalg")
     torch.manual_seed(0)
     f, s = torch.randn(1, 6, 5, 5, dtype=torch.float64), torch.randn(1, 6, 7, 7, dtype=torch.float64) * 2 + 1
-    stats, target = losses.moments(f), losses.moments(s)
+    stats, target = moments(f), moments(s)
     cov, cov_s = stats.covariance[0].numpy(), target.covariance[0].numpy()
     root_s = scipy_linalg.sqrtm(cov_s).real
     expected = (((stats.mean - target.mean) ** 2).sum().item() + cov.trace() + cov_s.trace()
                 - 2 * scipy_linalg.sqrtm(root_s @ cov @ root_s).real.trace()) / 6
-    assert float(losses.meancov_distance(stats, target)) == pytest.approx(expected, rel=1e-5)
+    assert float(meancov_distance(stats, target)) == pytest.approx(expected, rel=1e-5)
     x = f.clone().requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda t: losses.meancov_distance(losses.moments(t), target).double(), (x,), atol=1e-4, rtol=1e-3)
+        lambda t: meancov_distance(moments(t), target).double(), (x,), atol=1e-4, rtol=1e-3)
 
 
 def test_neighbors_search_is_exact_in_chunks(monkeypatch):
@@ -154,7 +158,7 @@ def test_neighbors_search_is_exact_in_chunks(monkeypatch):
 
 def test_neighbors_refuse_tiles_in_one_line(content_img, style_img):
     with pytest.raises(BadOption, match="cannot run tiled"):
-        Config.from_options(style_loss="neighbors", tile_size=64)
+        schedule(Config.from_options(style_loss="neighbors", tile_size=64), (64, 64))
     st = _stylizer("neighbors", size=1024, memory_limit=1.0)
     with pytest.raises(TooLarge, match="cannot run tiled") as err:
         st.plan(torch.rand(1, 3, 1024, 1024), [to_t(style_img)])
@@ -217,7 +221,7 @@ def test_concurrent_eigendecompositions_restore_the_thread_count(monkeypatch):
     try:
         matrix = torch.eye(8, dtype=torch.float64)
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda _: losses._eigh(matrix), range(64)))
+            list(pool.map(lambda _: eigh_one_thread(matrix), range(64)))
         # torch keeps the count per OpenMP thread and seeds new threads from the last set:
         # a fresh thread (the next job) shows what the jobs left behind
         with ThreadPoolExecutor(1) as fresh:

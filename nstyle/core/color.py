@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import torch
 
-PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
-COLOR_MATCH = ("pca", "cholesky")
+from nstyle.options.config import COLOR_MATCH, PRESERVE_COLORS  # noqa: F401 (re-exported)
 
 # NTSC 1953 YIQ, rows = Y, I, Q of (R, G, B)
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],

@@ -3,11 +3,10 @@
 An ``Objective`` holds every term a scale (or the scale mixing) optimizes, already weighted:
 
 - ``content.<layer>``: ``ContentTerm``, α·w_l·½Σ(F − P)², a sum over feature positions;
-- ``style.<layer>``: ``StyleTerm``, β·w_l·Σ_regions E_l, one per style layer, over the
-  objective's style ``regions`` (``nstyle.core.regions``: each region's targets and mask); E_l
-  is the ``--style-loss``: ``gram`` (the paper's) or ``meancov`` (mean and covariance);
-- ``style.neighbors``: ``nstyle.core.losses.neighbors.NeighborTerm``, the one term of ``--style-loss
-  neighbors`` over all style layers at once (nearest-neighbour targets, matched per scale);
+- the style terms, made by the ``--style-loss`` (``nstyle.core.losses``): by default one
+  ``style.<layer>`` term per style layer (``LayerTerm``, β·w_l·Σ_regions E_l over the
+  objective's style ``regions``: each region's targets and mask, ``nstyle.core.regions``),
+  or terms of the loss's own (one term over all style layers at once, say);
 - ``tv``: total variation on the pixels;
 - ``temporal``: ``TemporalTerm``, a video frame's pixels kept close to the previous
   stylized frame warped to it, where the warp is trusted (``nstyle.tasks.video``).
@@ -15,7 +14,7 @@ An ``Objective`` holds every term a scale (or the scale mixing) optimizes, alrea
 The terms are named as they are reported (``Progress.losses``, the run record), in this
 order, with ``total`` their sum. The whole-image path is ``evaluate``; ``nstyle.core.tiling``
 evaluates the same terms tile by tile, from the same formulas (``ContentTerm.value`` on a
-tile's core, ``losses.gram_distance`` on Grams summed over tiles), so a term is written
+tile's core, the style loss's own statistics summed over tiles), so a term is written
 once and works tiled. A new term that is a sum over feature positions works tiled as a
 ``ContentTerm`` does; one on the pixels (as ``tv``) goes in ``pixel_terms``, which both
 paths evaluate on the whole image.
@@ -28,13 +27,10 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from nstyle.core import losses, regions
-from nstyle.core.losses.neighbors import NeighborTerm
+from nstyle.core import losses
+from nstyle.core.losses import terms as loss_terms
+from nstyle.core.losses.base import StyleLoss
 from nstyle.core.regions import Region
-
-#: what each style loss is multiplied by besides β, so that one --style-weight gives a
-#: similar balance with the content for every loss (chosen by ablation, docs/quality.md)
-STYLE_LOSS_SCALE = {"gram": 1.0, "meancov": 400.0, "neighbors": 1e8}
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,35 +48,7 @@ class ContentTerm:
     def value(self, features: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unweighted loss of ``features`` against ``target`` (default: the whole target;
         a tile passes the matching slices of both)."""
-        return losses.content_loss(features, self.target if target is None else target)
-
-
-@dataclass(frozen=True, eq=False)
-class StyleTerm:
-    """Style at one layer: ``weight`` · Σ over the objective's regions of their E_l, the
-    ``kind`` of style loss (gram or meancov)."""
-
-    layer: str
-    weight: float  # β · w_l
-    kind: str = "gram"
-
-    @property
-    def name(self) -> str:
-        return f"style.{self.layer}"
-
-    @property
-    def layers(self) -> tuple[str, ...]:
-        return (self.layer,)
-
-    def value(self, features: torch.Tensor, style_regions: Sequence[Region]) -> torch.Tensor:
-        """Unweighted loss of whole-image ``features`` (no region: zero, all is kept)."""
-        return sum((regions.style_loss(r, self.layer, features, self.kind) for r in style_regions),
-                   features.new_zeros((), dtype=torch.float32))
-
-    def evaluate(self, features: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
-                 image_hw: tuple[int, int]) -> torch.Tensor:
-        """``value`` at this term's layer of a whole image's ``features``."""
-        return self.value(features[self.layer], style_regions)
+        return loss_terms.content_loss(features, self.target if target is None else target)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,7 +62,7 @@ class TemporalTerm:
     name = "temporal"
 
     def value(self, image: torch.Tensor) -> torch.Tensor:
-        return losses.temporal_loss(image, self.target, self.mask)
+        return loss_terms.temporal_loss(image, self.target, self.mask)
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,16 +70,21 @@ class Objective:
     """Every term of one optimization, weighted; see the module docstring."""
 
     content: tuple[ContentTerm, ...] = ()
-    style: tuple[StyleTerm | NeighborTerm, ...] = ()
+    style: tuple = ()  # one style loss's terms (``StyleLoss.terms``)
     regions: tuple[Region, ...] = ()
     tv_weight: float = 0.0  # 0: no tv term
     temporal: Optional[TemporalTerm] = None  # video frames after the first
 
     @property
-    def has_neighbor_terms(self) -> bool:
-        """Whether a style term is ``--style-loss neighbors``' (its targets are matched to
-        the image each scale starts from)."""
-        return any(isinstance(t, NeighborTerm) for t in self.style)
+    def style_loss(self) -> Optional[StyleLoss]:
+        """The style loss whose terms these are (None without style terms)."""
+        return self.style[0].loss if self.style else None
+
+    @property
+    def rematches(self) -> bool:
+        """Whether the style terms' targets are matched to the image each scale starts from
+        (``StyleLoss.rematches_per_scale``)."""
+        return self.style_loss is not None and self.style_loss.rematches_per_scale
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -123,7 +96,7 @@ class Objective:
         """The weighted terms computed on the pixels alone (the same whole or tiled)."""
         terms: dict[str, torch.Tensor] = {}
         if self.tv_weight > 0:
-            terms["tv"] = self.tv_weight * losses.total_variation(image)
+            terms["tv"] = self.tv_weight * loss_terms.total_variation(image)
         if self.temporal is not None:
             terms[self.temporal.name] = self.temporal.weight * self.temporal.value(image)
         return terms
@@ -157,12 +130,8 @@ def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: 
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items())
-    beta = loss.style_weight * STYLE_LOSS_SCALE[loss.style_loss]
-    if loss.style_loss == "neighbors":
-        style = (NeighborTerm(style_weights(loss), beta),) if style_weights(loss) else ()
-    else:
-        style = tuple(StyleTerm(layer, beta * w, loss.style_loss)
-                      for layer, w in style_weights(loss).items())
+    style_loss = losses.get(loss.style_loss)
+    style = style_loss.terms(style_weights(loss), loss.style_weight * style_loss.scale)
     tv = loss.tv_weight * positions_factor if loss.tv_weight > 0 else 0.0
     return Objective(content, style, tuple(style_regions), tv)
 

@@ -23,7 +23,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from nstyle.options.config import MIN_SIZE, NEIGHBORS_UNTILED, Config
+from nstyle.core import losses
+from nstyle.core.losses import GRAM, StyleLoss
+from nstyle.options.config import MIN_SIZE, Config
 from nstyle.errors import TooLarge
 from nstyle.io.images import fit_size
 from nstyle.core.objective import content_weights, style_weights
@@ -133,7 +135,9 @@ def mix_size(config: Config, coarse_hw: tuple[int, int]) -> int:
 def schedule(config: Config, content_hw: tuple[int, int],
              coarse_hw: Optional[tuple[int, int]] = None) -> Plan:
     """The steps' sizes and iterations, without tiles or memory figures. ``coarse_hw``:
-    (height, width) of the coarse style, when the styles are mixed."""
+    (height, width) of the coarse style, when the styles are mixed. Raises ``BadOption``
+    for options the style loss cannot run with (every front end schedules before work)."""
+    losses.get(config.loss.style_loss).check(config.memory.tile_size)
     ch, cw = content_hw
     scales = []
     for size, iterations in zip(config.scale_sizes, config.scale_iteration_counts):
@@ -166,7 +170,7 @@ def make(config: Config, content_hw: tuple[int, int], style_hws: Sequence[tuple[
                   key=lambda t: t[0] * t[1], default=(0, 0))
         history = min(optim.history_size, step.iterations) if optim.optimizer == "lbfgs" else 0
         scales.append(fit_memory(step, config, layers, content_layers, history, shw, limit,
-                                 untiled=loss.style_loss == "neighbors"))
+                                 losses.get(loss.style_loss)))
     mix = None if mix_hws is None else _fit_mix(base.mix, config, mix_hws[0], limit)
     return Plan(tuple(scales), mix)
 
@@ -188,15 +192,17 @@ def _fit_mix(step: ScalePlan, config: Config, fine_hw: tuple[int, int], limit: i
 
 
 def fit_memory(step: ScalePlan, config: Config, layers: Sequence[str], content_layers: Sequence[str],
-               history: int, style_hw: tuple[int, int], limit: int, untiled: bool = False) -> ScalePlan:
+               history: int, style_hw: tuple[int, int], limit: int, style_loss: StyleLoss = GRAM
+               ) -> ScalePlan:
     """``step`` with the tile that fits it in ``limit`` bytes (``tile_size`` when given) and
     its estimated peak. ``layers``: what the step's network runs to; ``history``: L-BFGS pairs;
-    ``style_hw``: the largest style image at this step; ``untiled``: the step cannot be tiled
-    (``--style-loss neighbors``), so it runs whole or is refused."""
+    ``style_hw``: the largest style image at this step; ``style_loss``: its memory beyond the
+    network's, and whether it can be tiled (else the step runs whole or is refused)."""
     last = last_needed_layer(layers) if layers else "relu1_1"
     halo = halo_for([last])
     h, w = step.height, step.width
-    extra = neighbors_bytes(h, w, layers, style_hw) if untiled else 0
+    untiled = not style_loss.tiles
+    extra = style_loss.extra_bytes(h, w, layers, style_hw)
 
     def peak(tile: int) -> int:
         return extra + estimate_peak(h, w, last_layer=last, content_layers=content_layers,
@@ -208,7 +214,7 @@ def fit_memory(step: ScalePlan, config: Config, layers: Sequence[str], content_l
         if peak(0) > limit:
             raise TooLarge(f"a {w}x{h} output needs about {peak(0) / 2 ** 30:.1f} GiB (estimated), "
                            f"more than the {limit / 2 ** 30:.1f} GiB available, and "
-                           + NEIGHBORS_UNTILED.replace("style_loss neighbors ", "it "))
+                           + style_loss.untiled_reason.replace(f"style_loss {style_loss.name} ", "it "))
     elif forced is not None:
         tile = forced
     else:  # the whole image if it fits with room to spare, else the largest tile
@@ -260,16 +266,6 @@ def network_bytes(height: int, width: int, last_layer: str, backward: bool) -> i
     if backward:
         return int(1.25 * (sum(sizes) + 3 * max(sizes)))
     return int(1.25 * 3 * max(sizes))
-
-
-def neighbors_bytes(height: int, width: int, layers: Sequence[str], style_hw: tuple[int, int]) -> int:
-    """What ``--style-loss neighbors`` adds: the hypercolumns (every style layer's channels
-    on a quarter-size grid) of the style, the targets, the output and its gradient, plus
-    one chunk of the nearest-neighbour search (``neighbors.SEARCH_CHUNK_BYTES``)."""
-    channels = sum(layer_channels(l) for l in set(layers))
-    grid = (height // 4 or 1) * (width // 4 or 1)
-    style_grid = (style_hw[0] // 4 or 1) * (style_hw[1] // 4 or 1)
-    return channels * 4 * (style_grid + 4 * grid) + 64 * 2 ** 20
 
 
 def image_bytes(height: int, width: int) -> int:

@@ -9,7 +9,7 @@ the content photo (see ``compose``).
 Guided Gram matrices: for region r and layer l, G_r = (F ∘ m_r)(F ∘ m_r)ᵀ / Σ m_r², where
 m_r is the mask brought to layer l's resolution (``layer_mask``). Each region's loss is
 weighted by its share of the positions, so the style pressure per pixel is the same as in
-an unmasked run (``losses.guided_style_loss``).
+an unmasked run (``nstyle.core.losses.gram.guided_style_loss``).
 
 Propagation of the masks to the layers, chosen on purpose: the mask (resized, antialiased,
 to the output's pixels) is average-pooled 2×2 with stride 2 exactly where VGG pools, so a
@@ -28,27 +28,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nstyle.core import losses
-from nstyle.errors import BadImage
-from nstyle.io.images import ImageSource, load_image
-from nstyle.core.vgg import pools_before
+from nstyle.options.layers import pools_before
 
 #: regions whose mask covers less than this share of the output are dropped
 MIN_SHARE = 1e-3
-
-
-def load_mask(source: ImageSource, what: str = "mask") -> torch.Tensor:
-    """A mask image (any mode, any size) as a (1, 1, H, W) float tensor in [0, 1].
-
-    Colour masks count by their luminance; transparency is composited on white (so a
-    transparent PNG means "everywhere"). An all-black mask is refused: it selects nothing.
-    """
-    img = load_image(source, what).convert("L")
-    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).float() / 255.0
-    t = t.reshape(1, 1, img.height, img.width)
-    if float(t.max()) < 1.0 / 255.0:
-        raise BadImage(f"{what} is all black: it selects no pixel (white marks the region)")
-    return t
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -112,18 +95,6 @@ def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Se
         regions.append(Region({i: w / share for i, w in unmasked.items()}, rest))
     kept = [r for r in regions if r.mask is None or float(r.mask.mean()) >= MIN_SHARE]
     return kept
-
-
-def style_loss(region: Region, layer: str, features: torch.Tensor, kind: str = "gram") -> torch.Tensor:
-    """The region's weighted style loss E_l at ``layer`` (before the layer weight and beta):
-    ``kind`` gram (Gram matrices) or meancov (``losses.meancov_loss``)."""
-    target = region.targets[layer]
-    if kind == "meancov":
-        mask = None if region.mask is None else region.layer_masks[layer]
-        return region.weight * losses.meancov_loss(features, target, mask)
-    if region.mask is None:
-        return region.weight * losses.style_loss(features, target)
-    return region.weight * losses.guided_style_loss(features, region.layer_masks[layer], target)
 
 
 def compose(free: torch.Tensor, content: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:

@@ -46,12 +46,12 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nstyle.core import color, losses, regions, tiling
-from nstyle.core.losses import neighbors
+from nstyle.core import color, losses, regions, tiles, tiling
+from nstyle.core.losses import GRAM, LayerTerm, StyleLoss
 from nstyle.options.config import Config
 from nstyle.errors import BadOption, Cancelled, OutOfMemory, RunFailed
 from nstyle.io.images import fit_size, to_pil
-from nstyle.core.objective import (Objective, StyleTerm, TemporalTerm, content_weights, equal_weights,
+from nstyle.core.objective import (Objective, TemporalTerm, content_weights, equal_weights,
                         for_scale, style_weights, with_total)
 from nstyle.core.plan import Plan, ScalePlan, make as make_plan, mix_step, style_size
 from nstyle.core.regions import Region
@@ -251,7 +251,7 @@ class _Step:
     objective: Objective
     content_bgr: torch.Tensor  # the photo at this size: pinned under ``keep``
     keep: Optional[torch.Tensor]  # (1, 1, H, W) keep mask at this size
-    tiles: list[tiling.Tile]  # empty: the whole image at once
+    tiles: list[tiles.Tile]  # empty: the whole image at once
     tolerance: float  # see ``Stylizer._settled``
     phase: str = "stylize"
     index: int = 1  # which scale, of ``count``
@@ -260,7 +260,7 @@ class _Step:
 
 
 #: how far (relative) the loss may rise above its best before L-BFGS restarts from there
-#: (``_restarts_on_rise``: later video frames and the neighbors loss)
+#: (``_restarts_on_rise``: later video frames, and style losses that ask for it)
 RISE_TO_RESTART = 1e-3
 
 
@@ -269,12 +269,14 @@ def _restarts_on_rise(step: _Step, optimizer: torch.optim.Optimizer) -> bool:
     image. Seen twice: on a zooming clip the temporal term (stiff, and fighting the style
     term over the blur the warp leaves) made later frames' loss rise after 15 iterations
     and the images turn to noise by the fourth frame (bench/video.py, docs/video.md); and
-    ``--style-loss neighbors`` on Golden Gate x The Scream climbed from iteration 20 at
-    256 px (1.95e12 to 3.5e12) into rainbow noise. The Gram and meancov losses keep the
-    plain optimizer their judged defaults were chosen with."""
+    a style loss climbed into rainbow noise (``StyleLoss.restarts_on_rise``, which says
+    where). The other losses keep the plain optimizer their judged defaults were chosen
+    with."""
     if not isinstance(optimizer, torch.optim.LBFGS):
         return False
-    return step.objective.temporal is not None or step.objective.has_neighbor_terms
+    objective = step.objective
+    return objective.temporal is not None or (objective.style_loss is not None
+                                              and objective.style_loss.restarts_on_rise)
 
 
 class _BestIterate:
@@ -323,6 +325,7 @@ class Stylizer:
         self.device = device or resolve_device(config.model.device)
         self.content_weights = content_weights(config.loss)
         self.style_weights = style_weights(config.loss)
+        self.style_loss = losses.get(config.loss.style_loss)
         self.layers = tuple(dict.fromkeys(list(self.content_weights) + list(self.style_weights)))
         #: Gram targets shared with other runs and processes (``StyleTargets``); None: each
         #: Stylizer computes its own (and keeps its last few, see ``style_targets``)
@@ -367,26 +370,15 @@ class Stylizer:
                                 memory_format=self.memory_format), layers)
 
     @torch.no_grad()
-    def _grams(self, image_bgr: torch.Tensor, layers, tile: int = 0, kind: str = "gram") -> dict:
-        """The style statistics of ``layers`` for one image (tile by tile when ``tile``): per
-        layer Gram/M (``kind`` gram) or ``losses.FeatureMoments`` (meancov); for neighbors
-        one ``neighbors.StyleBank`` of its hypercolumns (``layers``: {layer: weight})."""
-        if kind == "neighbors":  # never tiled (the plan refuses)
-            h, w = image_bgr.shape[-2:]
-            columns = neighbors.hypercolumns(self._features(image_bgr, list(layers)), layers,
-                                             neighbors.grid_size(h, w))
-            return {neighbors.TARGET_KEY: neighbors.StyleBank.of(columns)}
-        if kind == "meancov":
-            if tile:
-                h, w = image_bgr.shape[-2:]
-                tiles = tiling.make_tiles(h, w, tile, halo_for(list(layers)))
-                return tiling.moment_sums(self.vgg, image_bgr, list(layers), tiles)[0]
-            return {layer: losses.moments(f) for layer, f in self._features(image_bgr, layers).items()}
+    def _targets(self, image_bgr: torch.Tensor, layer_weights, tile: int, style_loss: StyleLoss) -> dict:
+        """``style_loss``'s targets of one image (tile by tile when ``tile``) at the layers
+        of ``layer_weights`` ({layer: weight})."""
         if tile:
             h, w = image_bgr.shape[-2:]
-            tiles = tiling.make_tiles(h, w, tile, halo_for(list(layers)))
-            return tiling.gram_sums(self.vgg, image_bgr, list(layers), tiles)[0]
-        return {layer: losses.gram(f) for layer, f in self._features(image_bgr, layers).items()}
+            cover = tiles.make_tiles(h, w, tile, halo_for(list(layer_weights)))
+            return style_loss.tiled_targets(self.vgg, image_bgr, list(layer_weights), cover)
+        return style_loss.targets(self._features(image_bgr, list(layer_weights)), layer_weights,
+                                  tuple(image_bgr.shape[-2:]))
 
     @torch.no_grad()
     def style_targets(self, style: torch.Tensor, size: int, tile: int = 0) -> dict[str, torch.Tensor]:
@@ -409,13 +401,12 @@ class Stylizer:
         return grams
 
     def _shared_or_computed_grams(self, x: torch.Tensor, tile: int) -> dict[str, torch.Tensor]:
-        kind = self.config.loss.style_loss
         if self.shared_targets is None:
-            return self._grams(x, self.style_weights, tile, kind)
+            return self._targets(x, self.style_weights, tile, self.style_loss)
         key = self.shared_targets.key(x, tile, self.config, list(self.style_weights))
         grams = self.shared_targets.get(key, self.device)
         if grams is None:
-            grams = self._grams(x, self.style_weights, tile, kind)
+            grams = self._targets(x, self.style_weights, tile, self.style_loss)
             self.shared_targets.put(key, grams)
         return grams
 
@@ -431,19 +422,20 @@ class Stylizer:
             raise BadOption(f"style_blend_weights has {len(blend)} values for {len(styles)} style images")
         planned = regions.plan(len(styles), masks, blend, keep, height, width)
         return self._with_targets(planned, lambda i: self.style_targets(styles[i], size, tile),
-                                  list(self.style_weights))
+                                  list(self.style_weights), self.style_loss)
 
     def _with_targets(self, planned: list[Region], targets_of: Callable[[int], dict[str, torch.Tensor]],
-                      layers: list[str]) -> list[Region]:
-        """Fills each region's targets (its styles' Grams, blended) and layer masks."""
-        grams: dict[int, dict[str, torch.Tensor]] = {}
+                      layers: list[str], style_loss: StyleLoss) -> list[Region]:
+        """Fills each region's targets (its styles' targets, blended by ``style_loss``) and
+        layer masks."""
+        made: dict[int, dict[str, torch.Tensor]] = {}
         for region in planned:
-            for i, w in region.styles.items():
-                if i not in grams:
-                    grams[i] = targets_of(i)
-                for layer, g in grams[i].items():
-                    t = g * w
-                    region.targets[layer] = region.targets[layer] + t if layer in region.targets else t
+            for i in region.styles:
+                if i not in made:
+                    made[i] = targets_of(i)
+            first = made[next(iter(region.styles))]
+            region.targets = {key: style_loss.blend([(w, made[i][key]) for i, w in region.styles.items()])
+                              for key in first}
             if region.mask is not None:
                 region.mask = region.mask.to(self.device)
             region.at_layers(layers)
@@ -472,8 +464,8 @@ class Stylizer:
     def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
         if tile and self.content_weights:
             h, w = content_bgr.shape[-2:]
-            tiles = tiling.make_tiles(h, w, tile, halo_for(list(self.content_weights)))
-            return tiling.features(self.vgg, content_bgr, list(self.content_weights), tiles)
+            cover = tiles.make_tiles(h, w, tile, halo_for(list(self.content_weights)))
+            return tiles.features(self.vgg, content_bgr, list(self.content_weights), cover)
         return {k: v.detach() for k, v in self._features(content_bgr, self.content_weights).items()}
 
     # ---- the plan --------------------------------------------------------------------
@@ -681,16 +673,16 @@ class Stylizer:
                      self.config.optim.tolerance, index=index, count=len(plan.scales))
 
     def _matched(self, step: _Step, start: torch.Tensor) -> Objective:
-        """``step``'s objective with its neighbour targets (if any) matched to the image the
-        step starts from (``neighbors.NeighborTerm.matched``)."""
+        """``step``'s objective with its style targets matched to the image the step starts
+        from, for a loss that matches them per scale (``StyleLoss.rematches_per_scale``)."""
         objective = step.objective
-        if not objective.has_neighbor_terms:
+        if not objective.rematches:
             return objective
         image = regions.compose(start, step.content_bgr, step.keep)
         layers = [layer for t in objective.style for layer in t.layers]
         features = self._features(image, layers)
         style = tuple(t.matched(features, tuple(image.shape[-2:]), objective.regions)
-                      if isinstance(t, neighbors.NeighborTerm) else t for t in objective.style)
+                      for t in objective.style)
         return dataclasses.replace(objective, style=style)
 
     def _temporal_term(self, temporal: TemporalTarget, height: int, width: int,
@@ -703,10 +695,10 @@ class Stylizer:
         return TemporalTerm(temporal.weight * positions_factor, preprocess(target), mask)
 
     @staticmethod
-    def _tiles(height: int, width: int, tile: int, objective: Objective) -> list[tiling.Tile]:
+    def _tiles(height: int, width: int, tile: int, objective: Objective) -> list[tiles.Tile]:
         if not tile or not objective.layers:
             return []
-        return tiling.make_tiles(height, width, tile, halo_for(objective.layers))
+        return tiles.make_tiles(height, width, tile, halo_for(objective.layers))
 
     def _renderer(self, content_rgb: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
         mode = self.config.color.preserve_colors
@@ -744,9 +736,9 @@ class Stylizer:
             h, w = start.shape[-2:]
             fine_bgr = preprocess(resize_tensor(fine, scale.size).to(self.device))
             style_regions = self._with_targets(regions.plan(1, [None], None, None, h, w),
-                                               lambda i: self._grams(fine_bgr, weights, scale.tile),
-                                               list(weights))
-        objective = Objective(style=tuple(StyleTerm(layer, 1.0 * wl) for layer, wl in weights.items()),
+                                               lambda i: self._targets(fine_bgr, weights, scale.tile, GRAM),
+                                               list(weights), GRAM)
+        objective = Objective(style=tuple(LayerTerm(layer, 1.0 * wl, GRAM) for layer, wl in weights.items()),
                               regions=tuple(style_regions))
         step = _Step(scale, objective, start, None, self._tiles(h, w, scale.tile, objective),
                      tolerance=0.0, phase="mix")

@@ -11,9 +11,7 @@ is only ever run up to the last layer a loss needs.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
-import math
 import os
 import tempfile
 from importlib import resources
@@ -24,90 +22,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from nstyle.errors import BadOption
-
-#: conv layers per block, as in VGG19 ("E" configuration)
-_BLOCKS = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
-
-#: how a convolution may pad the border (torch's names): the original network pads with
-#: zeros, which in the mean-subtracted input is a grey frame around the image
-PADDING_MODES = ("zeros", "reflect", "replicate")
+# the network's geometry lives with the options (torch-free); re-exported for core's modules
+from nstyle.options.layers import (ALIGN, BLOCKS, CONV_LAYERS, LAYER_INDEX, LAYER_NAMES,  # noqa: F401
+                                   PADDING_MODES, check_layer_names, halo_for, last_needed_layer,
+                                   layer_channels, layer_stride, pools_before, receptive_radius)
 
 #: Caffe VGG's input convention: BGR order, 0..255, this per-channel mean subtracted
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-def _layer_names() -> tuple[str, ...]:
-    names: list[str] = []
-    for block, (_, convs) in enumerate(_BLOCKS, start=1):
-        for conv in range(1, convs + 1):
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-        if block < len(_BLOCKS):  # pool5 feeds only the classifier, which we don't have
-            names.append(f"pool{block}")
-    return tuple(names)
-
-
-#: every layer name the feature extractor can return, in network order
-LAYER_NAMES: tuple[str, ...] = _layer_names()
-_LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
-CONV_LAYERS: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
-
-
-def check_layer_names(names, what: str = "layer") -> None:
-    """Raise ``BadOption`` naming the first unknown layer, with a "did you mean" hint."""
-    for name in names:
-        if name not in _LAYER_INDEX:
-            close = difflib.get_close_matches(name, LAYER_NAMES, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise BadOption(
-                f"unknown {what} {name!r}{hint}; run 'nstyle layers' to list valid names"
-            )
-
-
-# --------------------------------------------------------------------------- geometry
-# Everything that depends on the network's shape lives here: channels, poolings, strides,
-# receptive fields, and the pixel alignment that keeps a tile's poolings on the whole
-# image's grid (regions.py, tiling.py, plan.py and config.py read it from here).
-
-#: VGG19 pools 2x2 four times before conv5_1: windows that start on multiples of this
-#: pool on the same grid as the whole image (tile cores, see ``nstyle.core.tiling``)
-ALIGN = 16
-
-
-def layer_channels(name: str) -> int:
-    """Number of channels of a layer's output."""
-    check_layer_names([name])
-    return _BLOCKS[int(name[4]) - 1][0]  # every name is conv/relu/pool + block digit
-
-
-def pools_before(layer: str) -> int:
-    """How many 2x2 poolings lie between the input and ``layer``'s output."""
-    check_layer_names([layer])
-    return sum(1 for name in LAYER_NAMES[: _LAYER_INDEX[layer] + 1] if name.startswith("pool"))
-
-
-def layer_stride(layer: str) -> int:
-    """Pixels per feature position at ``layer``."""
-    return 2 ** pools_before(layer)
-
-
-def receptive_radius(layer: str) -> int:
-    """How far (in pixels) beyond its own cell a ``layer`` feature looks."""
-    check_layer_names([layer])
-    radius, stride = 0, 1
-    for name in LAYER_NAMES[: _LAYER_INDEX[layer] + 1]:
-        if name.startswith("conv"):  # 3x3, padding 1: one more position at this stride
-            radius += stride
-        elif name.startswith("pool"):  # 2x2 stride 2: one more position, then coarser
-            radius += stride
-            stride *= 2
-    return radius
-
-
-def halo_for(layers) -> int:
-    """Margin (a multiple of ALIGN) around a tile core that makes the deepest of ``layers``
-    exact there: at least its receptive-field radius."""
-    radius = max(receptive_radius(layer) for layer in layers)
-    return ALIGN * math.ceil((radius + 1) / ALIGN)
 
 
 # --------------------------------------------------------------------------- weights
@@ -211,7 +132,7 @@ class VGG19Features(nn.Module):
         weights = load_weights() if weights is None else weights
         self.layers = nn.ModuleDict()
         in_channels = 3
-        for name in LAYER_NAMES[: _LAYER_INDEX[last_layer] + 1]:
+        for name in LAYER_NAMES[: LAYER_INDEX[last_layer] + 1]:
             if name.startswith("conv"):
                 out_channels = layer_channels(name)
                 conv = _Conv3x3(in_channels, out_channels, padding)
@@ -246,12 +167,6 @@ class VGG19Features(nn.Module):
                 if len(out) == len(wanted):
                     break  # nothing later is needed
         return out
-
-
-def last_needed_layer(layers) -> str:
-    """The deepest of ``layers`` in network order."""
-    check_layer_names(layers)
-    return max(layers, key=_LAYER_INDEX.__getitem__)
 
 
 # --------------------------------------------------------------------------- pre/post

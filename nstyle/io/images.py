@@ -268,3 +268,17 @@ def save_progression(frames: list[Image.Image], path: Union[str, os.PathLike],
             strip.save(f, format="PNG")
     _atomic_write(path, write)
     return path
+
+
+def load_mask(source: ImageSource, what: str = "mask") -> torch.Tensor:
+    """A mask image (any mode, any size) as a (1, 1, H, W) float tensor in [0, 1].
+
+    Colour masks count by their luminance; transparency is composited on white (so a
+    transparent PNG means "everywhere"). An all-black mask is refused: it selects nothing.
+    """
+    img = load_image(source, what).convert("L")
+    t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).float() / 255.0
+    t = t.reshape(1, 1, img.height, img.width)
+    if float(t.max()) < 1.0 / 255.0:
+        raise BadImage(f"{what} is all black: it selects no pixel (white marks the region)")
+    return t

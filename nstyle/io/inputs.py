@@ -26,8 +26,7 @@ from PIL import Image
 
 from nstyle.options.config import INITS, Config
 from nstyle.errors import BadImage, BadOption
-from nstyle.io.images import ImageSource, load_image, to_tensor
-from nstyle.core.regions import load_mask
+from nstyle.io.images import ImageSource, load_image, load_mask, to_tensor
 
 #: the word that stands for "this style has no mask" in a list of masks
 NO_MASK = "none"

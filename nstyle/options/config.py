@@ -14,10 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from nstyle.core.color import COLOR_MATCH, PRESERVE_COLORS
 from nstyle.errors import BadOption
-from nstyle.core.losses import STYLE_LOSSES
-from nstyle.core.vgg import ALIGN, PADDING_MODES, check_layer_names, layer_channels
+from nstyle.options.layers import ALIGN, PADDING_MODES, check_layer_names, layer_channels
 
 #: documented range of ``size`` (longest side of the output, in pixels)
 MIN_SIZE, MAX_SIZE = 32, 8192
@@ -29,14 +27,15 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 #: outputs larger than this are made coarse-to-fine by default (see ``Config.scale_sizes``):
 #: the coarse pass lays out the painting's large shapes cheaply, the finer ones add texture
 SINGLE_SCALE_MAX = 256
-#: tile cores are multiples of this (the network's geometry: ``nstyle.core.vgg.ALIGN``)
+#: tile cores are multiples of this (the network's geometry: ``nstyle.options.layers.ALIGN``)
 TILE_ALIGN = ALIGN
 PRECISIONS = ("auto", "fp32", "bf16")
-#: why --style-loss neighbors refuses tiles (one line, for every front end)
-NEIGHBORS_UNTILED = (
-    "style_loss neighbors cannot run tiled: its targets are nearest neighbours matched on "
-    "every style layer resampled to one grid over the whole image, which a tile's edges would "
-    "change; use gram or meancov, a smaller size, or tile_size 0")
+#: the ``--style-loss`` choices; each is one module of ``nstyle.core.losses`` (its registry
+#: holds exactly these names, a test checks it)
+STYLE_LOSSES = ("gram", "meancov", "neighbors")
+#: ``--preserve-colors`` and ``--color-match`` (``nstyle.core.color`` implements them)
+PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
+COLOR_MATCH = ("pca", "cholesky")
 #: the built-in starting images (a starting image file is an input: ``nstyle.io.inputs``)
 INITS = ("content", "noise", "gray")
 #: options of records written before input files left the config (``nstyle.io.inputs``)
@@ -343,8 +342,6 @@ class Config:
         if counts is not None and len(counts) not in (1, len(sizes)):
             raise BadOption(f"scale_iterations has {len(counts)} values for {len(sizes)} scales "
                             f"({','.join(map(str, sizes))}); give one value or one per scale")
-        if self.loss.style_loss == "neighbors" and self.memory.tile_size:
-            raise BadOption(NEIGHBORS_UNTILED)
 
     # ---- the coarse-to-fine schedule -------------------------------------------------
 

@@ -25,10 +25,9 @@ from PIL import Image
 from nstyle.options.config import Config, OptionInfo, iter_options
 from nstyle.core.stylizer import resolve_device
 from nstyle.errors import BadImage, BadOption, NStyleError
-from nstyle.io.images import decode_image
+from nstyle.io.images import decode_image, load_mask
 from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs
 from nstyle.core.plan import schedule
-from nstyle.core.regions import load_mask
 from nstyle.service.errors import OverLimit, UnsupportedFormat
 from nstyle.service.settings import MB, ServiceSettings
 

@@ -36,8 +36,10 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from nstyle.core.losses.base import StyleLoss
+from nstyle.core.losses.terms import accumulation_dtype
 from nstyle.core.regions import Region, layer_mask
-from nstyle.core.vgg import layer_stride
+from nstyle.options.layers import layer_channels, layer_stride
 
 #: the key of a region's target (a ``StyleBank``) in ``Region.targets``
 TARGET_KEY = "neighbors"
@@ -60,7 +62,7 @@ def hypercolumns(features: Mapping[str, torch.Tensor], layer_weights: Mapping[st
     (C = the layers' channels together), float32."""
     parts = []
     for layer, w in layer_weights.items():
-        f = features[layer].float() * math.sqrt(w)
+        f = accumulation_dtype(features[layer]) * math.sqrt(w)  # float64 stays (gradcheck)
         if tuple(f.shape[-2:]) != grid:
             shrink = f.shape[-2] > grid[0] or f.shape[-1] > grid[1]
             f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False, antialias=shrink)
@@ -132,6 +134,10 @@ class NeighborTerm:
     name = "style.neighbors"
 
     @property
+    def loss(self) -> "NeighborsLoss":
+        return NEIGHBORS
+
+    @property
     def layers(self) -> tuple[str, ...]:
         return tuple(self.layer_weights)
 
@@ -160,3 +166,39 @@ class NeighborTerm:
                 distance = 0.5 * (out - _unit(target, 1)).pow(2).sum(1, keepdim=True)
                 total = total + region.weight * w * (distance * weight).sum() / (grid[0] * grid[1])
         return total
+
+
+class NeighborsLoss(StyleLoss):
+    """Nearest-neighbour targets (``NeighborTerm``), matched again at every scale; cannot
+    run tiled: the targets are matched on every style layer resampled to one grid over the
+    whole image, which a tile's edges would change."""
+
+    name = "neighbors"
+    scale = 1e8
+    tiles = False
+    untiled_reason = (
+        "style_loss neighbors cannot run tiled: its targets are nearest neighbours matched on "
+        "every style layer resampled to one grid over the whole image, which a tile's edges would "
+        "change; use gram or meancov, a smaller size, or tile_size 0")
+    rematches_per_scale = True
+    # Golden Gate x The Scream at 256 px climbed from iteration 20 (1.95e12 to 3.5e12) into
+    # rainbow noise without the restarts (see ``nstyle.core.optimizer``)
+    restarts_on_rise = True
+
+    def targets(self, features, layer_weights, image_hw):
+        columns = hypercolumns(features, layer_weights, grid_size(*image_hw))
+        return {TARGET_KEY: StyleBank.of(columns)}
+
+    def terms(self, layer_weights, beta):
+        return (NeighborTerm(layer_weights, beta),) if layer_weights else ()
+
+    def extra_bytes(self, height, width, layers, style_hw):
+        """The hypercolumns (every style layer's channels on a quarter-size grid) of the
+        style, the targets, the output and its gradient, plus one chunk of the search."""
+        channels = sum(layer_channels(l) for l in set(layers))
+        grid = (height // 4 or 1) * (width // 4 or 1)
+        style_grid = (style_hw[0] // 4 or 1) * (style_hw[1] // 4 or 1)
+        return channels * 4 * (style_grid + 4 * grid) + SEARCH_CHUNK_BYTES
+
+
+NEIGHBORS = NeighborsLoss()
