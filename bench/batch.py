@@ -73,7 +73,8 @@ def make_inputs(folder: Path, pairs: int) -> tuple[list[str], str]:
 
 def style_target_seconds(config, style_path: str, repeats: int = 3) -> float:
     """Median seconds to compute one style's targets for every scale (VGG already loaded)."""
-    from nstyle.core.stylizer import StyleTargets, Stylizer
+    from nstyle.core.targets import StyleTargets
+    from nstyle.core.stylizer import Stylizer
     from nstyle.io.images import load_image, to_tensor
 
     style = to_tensor(load_image(style_path))
@@ -82,7 +83,7 @@ def style_target_seconds(config, style_path: str, repeats: int = 3) -> float:
         # a fresh Stylizer each time: it also keeps the last targets it computed
         stylizer = Stylizer(config, style_targets=StyleTargets())
         t = time.perf_counter()
-        stylizer.prepare_style_targets([style])
+        stylizer.network.prepare_style_targets([style])
         times.append(time.perf_counter() - t)
     return statistics.median(times[1:])
 

@@ -155,10 +155,10 @@ class PaperLoss:
         sty = to_tensor(sty_img.resize(fit_size(sty_img.width, sty_img.height, max(h, w)),
                                        Image.Resampling.LANCZOS))
         f, c, s = self.features(img), self.features(ref), self.features(sty)
-        content_loss = content_loss(f["relu4_2"], c["relu4_2"])
-        style_loss = sum(style_loss(f[l], gram(s[l])) / len(PAPER_STYLE_LAYERS)
-                         for l in PAPER_STYLE_LAYERS)
-        return float(PAPER_ALPHA * content_loss + PAPER_BETA * style_loss)
+        content = content_loss(f["relu4_2"], c["relu4_2"])
+        style = sum(style_loss(f[l], gram(s[l])) / len(PAPER_STYLE_LAYERS)
+                    for l in PAPER_STYLE_LAYERS)
+        return float(PAPER_ALPHA * content + PAPER_BETA * style)
 
 
 def proxies(image: Path, content: Path, style: Path, paper: PaperLoss) -> dict:

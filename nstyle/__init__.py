@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 from nstyle.api import prepare, run, stylize, stylize_video  # noqa: E402
 from nstyle.options.config import Config  # noqa: E402
-from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer  # noqa: E402
+from nstyle.core.events import CancelToken, Progress, Result  # noqa: E402
+from nstyle.core.stylizer import Stylizer
 from nstyle.io.inputs import Inputs  # noqa: E402
 from nstyle.tasks import explore  # noqa: E402  (nstyle.explore.units / activations / reconstructions)
 from nstyle.tasks import video  # noqa: E402  (nstyle.video.stylize_frames, VideoStylizer; needs nstyle[video] to run)

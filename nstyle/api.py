@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 from PIL import Image
 
 from nstyle.options.config import Config
-from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer
+from nstyle.core.events import CancelToken, Progress, Result
+from nstyle.core.stylizer import Stylizer
 from nstyle.io.images import ImageSource
 from nstyle.io.inputs import Inputs, LoadedInputs, as_style_list
 

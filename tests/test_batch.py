@@ -20,7 +20,8 @@ from nstyle.tasks import batch
 from nstyle.tasks.batch import DONE, FAILED, LocalPool, PairOutcome, PairTask
 from nstyle.cli.main import main
 from nstyle.options.config import Config
-from nstyle.core.stylizer import StyleTargets, Stylizer
+from nstyle.core.targets import StyleTargets
+from nstyle.core.stylizer import Stylizer
 
 TINY = ["--size", "32", "--iterations", "3", "-q"]
 

@@ -7,7 +7,8 @@ import torch
 
 from nstyle.core import color
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Stylizer, resize_tensor
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption
 from conftest import to_t
 

@@ -5,7 +5,9 @@ import torch
 
 from nstyle.core.losses import terms
 from nstyle.options.config import Config
-from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor
+from nstyle.core.events import CancelToken
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption, Cancelled, RunFailed
 from conftest import to_t
 
@@ -103,7 +105,7 @@ def test_non_finite_loss_stops_with_a_clear_error(content_img, style_img, monkey
 
 def _unmasked_targets(stylizer, styles, size):
     """The Gram targets of the one region that unmasked styles make (what a run uses)."""
-    regions = stylizer.style_regions(styles, [None] * len(styles), None, size, size, size)
+    regions = stylizer.network.style_regions(styles, [None] * len(styles), None, size, size, size)
     assert len(regions) == 1
     return regions[0].targets
 
@@ -211,8 +213,8 @@ def test_the_image_stays_in_the_valid_pixel_range_while_optimizing(content_img, 
 
 def test_style_targets_are_computed_once_per_style_and_size(style_img, style_img2):
     st = Stylizer(Config.from_options(size=32))
-    first = st.style_targets(to_t(style_img), 32)
-    assert st.style_targets(to_t(style_img), 32) is first  # the same pixels, a new tensor
-    assert st.style_targets(to_t(style_img), 48) is not first
-    other = st.style_targets(to_t(style_img2), 32)
+    first = st.network.style_targets(to_t(style_img), 32)
+    assert st.network.style_targets(to_t(style_img), 32) is first  # the same pixels, a new tensor
+    assert st.network.style_targets(to_t(style_img), 48) is not first
+    other = st.network.style_targets(to_t(style_img2), 32)
     assert not torch.allclose(other["relu1_1"], first["relu1_1"])

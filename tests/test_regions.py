@@ -13,7 +13,8 @@ from nstyle.io.images import load_mask
 from nstyle.core.losses.gram import gram, guided_gram, guided_style_loss, style_loss
 from nstyle.cli.main import main, split_style_masks
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Stylizer, resize_tensor
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadImage, BadOption
 from nstyle.core.vgg import VGG19Features, preprocess
 from conftest import to_t
@@ -100,8 +101,8 @@ def test_two_regions_each_take_their_own_style(style_img, style_img2):
     # so in 30 iterations from white noise it has hardly moved yet: compare where it has
     layers = ["relu2_1", "relu3_1"]
     feats = stylizer.vgg(preprocess(result.image), layers)
-    target_a = stylizer.style_targets(a, 48)
-    target_b = stylizer.style_targets(b, 48)
+    target_a = stylizer.network.style_targets(a, 48)
+    target_b = stylizer.network.style_targets(b, 48)
     for layer in layers:
         ml, mr = regions.layer_mask(left, layer), regions.layer_mask(right, layer)
         f = feats[layer]
@@ -126,7 +127,7 @@ def test_keep_mask_region_stays_the_content(content_img, style_img):
 def test_style_scale_applies_to_regional_styles(style_img):
     s = Stylizer(Config.from_options(size=64, style_scale=0.5))
     left, _ = _halves(48, 64)
-    (region,) = s.style_regions([to_t(style_img)], [left], None, 64, 48, 64)
+    (region,) = s.network.style_regions([to_t(style_img)], [left], None, 64, 48, 64)
     assert region.mask is not None
     # the style image at half the 64 px scale: its targets at a 32 px scale
     at_32 = Stylizer(Config.from_options(size=32)).style_targets(to_t(style_img), 32)

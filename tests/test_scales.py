@@ -13,7 +13,8 @@ from nstyle.options.layers import halo_for, receptive_radius
 from nstyle.core.losses.gram import gram
 from nstyle.cli.main import main
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Stylizer, resize_tensor
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption, TooLarge
 from nstyle.core.objective import for_scale, with_total
 from nstyle.core.vgg import deprocess, preprocess
@@ -90,8 +91,8 @@ def test_tiled_gradient_equals_the_whole_image_gradient(content_img, style_img, 
     grads, values = [], []
     for tile in (0, 32):
         styles = [to_t(style_img), to_t(style_img2)]
-        objective = for_scale(cfg.loss, st.content_targets(bgr, tile),
-                              st.style_regions(styles, [mask, None], keep, 64, h, w, tile))
+        objective = for_scale(cfg.loss, st.network.content_targets(bgr, tile),
+                              st.network.style_regions(styles, [mask, None], keep, 64, h, w, tile))
         assert [t.name for t in objective.content + objective.style] == \
             ["content.relu3_1", "style.relu1_1", "style.relu2_1", "style.relu3_1"]
         image = regions.compose(start, bgr, keep).requires_grad_(True)
@@ -240,7 +241,7 @@ def test_api_takes_the_new_options(content_img, style_img, tmp_path):
 
 
 def test_a_scale_ends_once_the_image_settles_and_the_plan_says_so(content_img, style_img):
-    from nstyle.core.stylizer import SETTLE_WINDOW
+    from nstyle.core.optimizer import SETTLE_WINDOW
 
     def run(tolerance):
         cfg = Config.from_options(scales="32,48", scale_iterations="12", tolerance=tolerance)

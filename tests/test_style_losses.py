@@ -17,7 +17,8 @@ from nstyle.core.losses import neighbors
 from nstyle.core.losses.meancov import eigh_one_thread, meancov_distance, moments
 from nstyle.cli.main import main
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Stylizer, resize_tensor
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption, TooLarge
 from nstyle.core.objective import for_scale, with_total
 from nstyle.core.plan import schedule
@@ -39,8 +40,8 @@ def _objective(st: Stylizer, style_rgb: torch.Tensor, start_bgr: torch.Tensor, m
     """The objective of a one-scale run at ``start_bgr``'s size, its neighbours matched to it."""
     h, w = start_bgr.shape[-2:]
     styles = styles or [style_rgb]
-    objective = for_scale(st.config.loss, st.content_targets(start_bgr, tile),
-                          st.style_regions(styles, list(masks), None, 64, h, w, tile))
+    objective = for_scale(st.config.loss, st.network.content_targets(start_bgr, tile),
+                          st.network.style_regions(styles, list(masks), None, 64, h, w, tile))
     if st.config.loss.style_loss == "neighbors":
         features = st.vgg(start_bgr, list(objective.layers))
         style = tuple(t.matched(features, (h, w), objective.regions) for t in objective.style)
@@ -232,11 +233,11 @@ def test_concurrent_eigendecompositions_restore_the_thread_count(monkeypatch):
 
 def test_neighbors_runs_restart_lbfgs_when_the_loss_rises_and_gram_runs_do_not(style_img):
     """The neighbors loss climbed into noise under plain L-BFGS (Golden Gate x The Scream);
-    its runs restart from their best image (``engine._BestIterate``), Gram and meancov
+    its runs restart from their best image (``engine.BestIterate``), Gram and meancov
     runs keep the optimizer their defaults were judged with."""
     from types import SimpleNamespace
 
-    from nstyle.core.stylizer import _restarts_on_rise
+    from nstyle.core.optimizer import restarts_on_rise
 
     lbfgs = torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
     adam = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
@@ -244,5 +245,5 @@ def test_neighbors_runs_restart_lbfgs_when_the_loss_rises_and_gram_runs_do_not(s
     for kind, restarts in (("gram", False), ("meancov", False), ("neighbors", True)):
         st = _stylizer(kind)
         step = SimpleNamespace(objective=_objective(st, to_t(style_img), start))
-        assert _restarts_on_rise(step, lbfgs) is restarts
-        assert not _restarts_on_rise(step, adam)
+        assert restarts_on_rise(step, lbfgs) is restarts
+        assert not restarts_on_rise(step, adam)

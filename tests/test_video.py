@@ -18,7 +18,8 @@ from nstyle.tasks import video
 from nstyle.io import video_files as videoio
 from nstyle.cli.main import main
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Stylizer, TemporalTarget
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.events import TemporalTarget
 from nstyle.errors import BadImage, BadOption, BadOutput
 from nstyle.io.images import to_tensor
 
@@ -393,11 +394,11 @@ def test_cli_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, style_pa
 def test_best_iterate_restarts_lbfgs_from_the_best_image_when_the_loss_rises():
     """A later frame's L-BFGS goes back to its best image, with that image's gradient, and
     drops its history when the loss rises (a zoom's frames turned to noise without it)."""
-    from nstyle.core.stylizer import _BestIterate
+    from nstyle.core.optimizer import BestIterate
 
     x = torch.zeros(4, requires_grad=True)
     optimizer = torch.optim.LBFGS([x], max_iter=1)
-    best = _BestIterate()
+    best = BestIterate()
 
     def seen(value, fill):
         with torch.no_grad():

@@ -27,7 +27,7 @@ from nstyle.core import losses
 from nstyle.core.losses import GRAM, StyleLoss
 from nstyle.options.config import MIN_SIZE, Config
 from nstyle.errors import TooLarge
-from nstyle.io.images import fit_size
+from nstyle.core.image_tensors import fit_size
 from nstyle.core.objective import content_weights, style_weights
 from nstyle.core.vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
 

@@ -183,7 +183,7 @@ def _ray_job(config_dict, loaded, preview_seconds: float):
     """A service job on a Ray worker, as a stream: progress events (with a preview every
     ``preview_seconds``), then the result or the error. The engine runs in a thread so
     that a cancel (Ray interrupts this generator) reaches it as a ``CancelToken``."""
-    from nstyle.core.stylizer import CancelToken
+    from nstyle.core.events import CancelToken
 
     global _STATE
     if _STATE is None:
@@ -292,7 +292,7 @@ def _decoded(preview: dict[str, Any]):
 
 
 def _result(item: dict[str, Any]):
-    from nstyle.core.stylizer import Result
+    from nstyle.core.events import Result
     from nstyle.io.images import decode_image, to_tensor
 
     image = to_tensor(decode_image(item["png"], "result"))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nstyle.core.image_tensors import fit_size  # noqa: F401 (re-exported: sizing is the engine's)
 from nstyle.errors import BadImage, BadOutput
 
 #: inputs with more pixels than this are refused (about 8000 x 6000); also the point
@@ -148,12 +149,6 @@ def to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
 
 
 # --------------------------------------------------------------------------- sizes and tensors
-
-
-def fit_size(width: int, height: int, longest: int) -> tuple[int, int]:
-    """(w, h) scaled so that the longest side is ``longest``, keeping the aspect ratio."""
-    scale = longest / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:

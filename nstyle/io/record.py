@@ -17,7 +17,7 @@ import PIL
 import torch
 
 from nstyle.options.config import Config
-from nstyle.core.stylizer import Progress, Result
+from nstyle.core.events import Progress, Result
 
 
 def versions() -> dict[str, str]:

@@ -28,7 +28,8 @@ from typing import Any, Optional
 from PIL import Image
 
 from nstyle.options.config import Config
-from nstyle.core.stylizer import CancelToken, Progress, Stylizer
+from nstyle.core.events import CancelToken, Progress
+from nstyle.core.stylizer import Stylizer
 from nstyle.core.plan import Plan
 from nstyle.errors import Cancelled, NStyleError
 from nstyle.io.images import decode_image, save_image, save_json

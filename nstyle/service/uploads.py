@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional
 from PIL import Image
 
 from nstyle.options.config import Config, OptionInfo, iter_options
-from nstyle.core.stylizer import resolve_device
+from nstyle.core.device import resolve_device
 from nstyle.errors import BadImage, BadOption, NStyleError
 from nstyle.io.images import decode_image, load_mask
 from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs

@@ -277,7 +277,7 @@ class WorkerState:
 
     def run(self, config_dict, task: PairTask, style_bytes: bytes, targets) -> PairOutcome:
         """``targets``: the shared ``StyleTargets``; None: each pair computes its own."""
-        from nstyle.core.stylizer import StyleTargets
+        from nstyle.core.targets import StyleTargets
 
         try:
             stylizer = self.stylizer(config_dict, targets if targets is not None else StyleTargets())
@@ -386,7 +386,7 @@ def local_pool_size(config: Config, pairs: int, workers: Optional[int],
 
     cores = os.cpu_count() or 1
     if workers is None:
-        from nstyle.core.stylizer import resolve_device
+        from nstyle.core.device import resolve_device
 
         if resolve_device(config.model.device).type != "cpu":
             workers = 1
@@ -472,7 +472,8 @@ def _read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, byte
 def shared_style_targets(config: Config, styles: dict[str, bytes]):
     """Every style's Gram targets at every scale, computed here once; returns
     (``StyleTargets``, estimated peak bytes of one run, seconds spent)."""
-    from nstyle.core.stylizer import StyleTargets, Stylizer
+    from nstyle.core.targets import StyleTargets
+    from nstyle.core.stylizer import Stylizer
     from nstyle.io.images import decode_image, to_tensor
 
     t0 = time.perf_counter()
@@ -481,7 +482,7 @@ def shared_style_targets(config: Config, styles: dict[str, bytes]):
     side = config.output_size
     plans = stylizer.memory_plan((side, side), [tuple(t.shape[-2:]) for t in tensors])
     peak = int(max(p["estimated_peak_gib"] for p in plans) * 2 ** 30)
-    stylizer.prepare_style_targets(tensors)
+    stylizer.network.prepare_style_targets(tensors)
     return stylizer.shared_targets, peak, time.perf_counter() - t0
 
 

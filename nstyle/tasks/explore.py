@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nstyle.options.config import Config
-from nstyle.core.stylizer import CancelToken, Stylizer, resize_tensor, resolve_device
+from nstyle.core.events import CancelToken
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
+from nstyle.core.device import resolve_device
 from nstyle.errors import BadOption
 from nstyle.io.grid import Cell, Figure, Grid
 from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor

@@ -28,7 +28,10 @@ import torch
 from PIL import Image
 
 from nstyle.options.config import MAX_SIZE, MIN_SIZE, Config
-from nstyle.core.stylizer import CancelToken, Progress, StyleTargets, Stylizer, resize_tensor
+from nstyle.core.events import CancelToken, Progress
+from nstyle.core.targets import StyleTargets
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption, RunFailed
 from nstyle.io.grid import Cell, Figure, Grid
 from nstyle.io.images import ImageSource, fit_size, load_image, to_pil, to_tensor

@@ -41,7 +41,10 @@ from PIL import Image
 
 from nstyle.core import color, flow
 from nstyle.options.config import Config, _check_weight, option
-from nstyle.core.stylizer import CancelToken, Progress, Result, Stylizer, StyleTargets, TemporalTarget, resize_tensor
+from nstyle.core.events import CancelToken, Progress, Result, TemporalTarget
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.targets import StyleTargets
+from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadImage, BadOption
 from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor
 from nstyle.core.plan import Plan

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from nstyle.options.config import Config
-from nstyle.core.stylizer import CancelToken
+from nstyle.core.events import CancelToken
 from nstyle.errors import BadImage
 from nstyle.io.images import load_image, save_image, save_json
 from nstyle.io.record import versions

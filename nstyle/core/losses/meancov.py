@@ -8,7 +8,7 @@ Shapes: features are (B, N, H, W) with N channels and M = H*W positions.
 from __future__ import annotations
 
 import threading
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 

@@ -73,7 +73,7 @@ def test_blending_a_style_with_itself_changes_nothing(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_blending_two_styles_lands_between_them(name):
     loss = losses.get(name)
-    a, b, out = _features(1), _features(3), _features(2)
+    a, b = _features(1), _features(3)
     to_a = float(_loss(loss, _region(loss, [(1.0, a)]), a))
     to_b = float(_loss(loss, _region(loss, [(1.0, b)]), a))
     mixed = float(_loss(loss, _region(loss, [(0.5, a), (0.5, b)]), a))
@@ -118,8 +118,8 @@ def _tiled_and_whole(name: str):
     start = bgr + 30 * torch.randn(bgr.shape, generator=gen)
     out = []
     for tile in (0, 32):
-        regions = st.style_regions(styles, [mask, None, None], None, 64, 48, 64, tile)
-        objective = for_scale(config.loss, st.content_targets(bgr, tile), regions)
+        regions = st.network.style_regions(styles, [mask, None, None], None, 64, 48, 64, tile)
+        objective = for_scale(config.loss, st.network.content_targets(bgr, tile), regions)
         image = start.clone().requires_grad_(True)
         if tile:
             terms, grad = tiling.loss_and_grad(st.vgg, image, make_tiles(48, 64, tile, 16), objective)

@@ -1,0 +1,256 @@
+"""One optimization of the plan (a scale, or the scale mixing): the optimizer over the
+image, its closure, the loop with events, stop and cancel, the divergence check, the early
+stop once the image has settled, and the restarts from the best image for the objectives
+that climb (``restarts_on_rise``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from nstyle.core import regions, tiling
+from nstyle.core.events import Progress, RunEvents
+from nstyle.core.objective import Objective, with_total
+from nstyle.core.plan import ScalePlan
+from nstyle.core.targets import TargetMaker
+from nstyle.core.tiles import Tile, make_tiles
+from nstyle.core.vgg import deprocess, halo_for, preprocess
+from nstyle.errors import Cancelled, RunFailed
+from nstyle.options.config import OptimOptions
+
+#: steps averaged when deciding that the image has stopped changing (``tolerance``):
+#: single L-BFGS steps vary too much in length to judge by one
+SETTLE_WINDOW = 5
+
+
+@dataclass
+class Step:
+    """One optimization of the plan (a scale, or the scale mixing), ready to run."""
+
+    plan: ScalePlan
+    objective: Objective
+    content_bgr: torch.Tensor  # the photo at this size: pinned under ``keep``
+    keep: Optional[torch.Tensor]  # (1, 1, H, W) keep mask at this size
+    tiles: list[Tile]  # empty: the whole image at once
+    tolerance: float  # see ``Stylizer._settled``
+    phase: str = "stylize"
+    index: int = 1  # which scale, of ``count``
+    count: int = 1
+    render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # for previews
+
+
+#: how far (relative) the loss may rise above its best before L-BFGS restarts from there
+#: (``restarts_on_rise``: later video frames, and style losses that ask for it)
+RISE_TO_RESTART = 1e-3
+
+
+def restarts_on_rise(step: Step, optimizer: torch.optim.Optimizer) -> bool:
+    """L-BFGS without a line search, projected by the clamp, can climb away from a good
+    image. Seen twice: on a zooming clip the temporal term (stiff, and fighting the style
+    term over the blur the warp leaves) made later frames' loss rise after 15 iterations
+    and the images turn to noise by the fourth frame (bench/video.py, docs/video.md); and
+    a style loss climbed into rainbow noise (``StyleLoss.restarts_on_rise``, which says
+    where). The other losses keep the plain optimizer their judged defaults were chosen
+    with."""
+    if not isinstance(optimizer, torch.optim.LBFGS):
+        return False
+    objective = step.objective
+    return objective.temporal is not None or (objective.style_loss is not None
+                                              and objective.style_loss.restarts_on_rise)
+
+
+class BestIterate:
+    """The lowest-loss image seen by one L-BFGS optimization, and a restart from it.
+
+    Called in the closure, before L-BFGS reads its history: when the loss has risen above
+    the best, the image and its gradient go back to the best's and the history is
+    dropped, so the step is taken afresh from there (a gradient step, then the curvature
+    is learnt again). Costs no extra evaluation: the best's gradient is kept."""
+
+    def __init__(self) -> None:
+        self.loss = math.inf  # as the optimizer sees it (scaled, see ``make_closure``)
+        self.restarts = 0
+
+    @property
+    def total(self) -> float:
+        """The best image's total loss, unscaled."""
+        return float(self.terms["total"]) if self.loss < math.inf else math.inf
+
+    def check(self, x: torch.Tensor, loss: torch.Tensor, terms: dict[str, torch.Tensor],
+              optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        value = float(loss)
+        if value > self.loss * (1 + RISE_TO_RESTART):
+            with torch.no_grad():
+                x.copy_(self.x)
+                x.grad.copy_(self.grad)
+            # torch's LBFGS keeps all its state under its one parameter; step() counts from
+            # these two and takes the first, history-free branch at n_iter 1
+            state = optimizer.state[x]
+            state.clear()
+            state.update(func_evals=0, n_iter=0)
+            self.restarts += 1
+            return self.best_loss, self.terms
+        if value < self.loss:
+            self.loss, self.best_loss, self.terms = value, loss, terms
+            self.x, self.grad = x.detach().clone(), x.grad.detach().clone()
+        return loss, terms
+
+
+def step_tiles(height: int, width: int, tile: int, objective: Objective) -> list[Tile]:
+    if not tile or not objective.layers:
+        return []
+    return make_tiles(height, width, tile, halo_for(objective.layers))
+
+
+def make_optimizer(x: torch.Tensor, o: OptimOptions) -> torch.optim.Optimizer:
+    """The ``--optimizer`` over the one variable ``x``, one iteration per ``step()``."""
+    lr = o.learning_rate
+    if o.optimizer == "lbfgs":
+        # one iteration per step() so that events, stop and cancel work per iteration;
+        # the optimizer's state (history) persists across steps
+        return torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=o.history_size,
+                                 tolerance_grad=0.0, tolerance_change=0.0)
+    if o.optimizer == "adam":
+        return torch.optim.Adam([x], lr=lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    if o.optimizer == "adagrad":
+        return torch.optim.Adagrad([x], lr=lr, eps=o.eps)
+    return torch.optim.SGD([x], lr=lr, momentum=0.9)
+
+
+def evaluate(network: TargetMaker, x: torch.Tensor, step: Step, backward: bool) -> dict[str, torch.Tensor]:
+    """The objective's terms at ``x`` (the free pixels); with ``backward``, x.grad too."""
+    image = regions.compose(x, step.content_bgr, step.keep)
+    objective = step.objective
+    if not step.tiles:
+        terms = objective.evaluate(network.features(image, objective.layers, loop=True), image)
+        if backward:
+            terms["total"].backward()
+        return terms
+    # tiles run the float32 network: large outputs trade speed for exactness here
+    terms, grad = tiling.loss_and_grad(network.vgg, image, step.tiles, objective, need_grad=backward)
+    pixel = objective.pixel_terms(image)
+    terms.update(pixel)
+    if backward:
+        # the gradient of ⟨image, grad⟩ is grad: carried through compose to x
+        surrogate = (image * grad).sum()
+        for value in pixel.values():
+            surrogate = surrogate + value
+        surrogate.backward()
+    return with_total({k: v.detach() for k, v in terms.items()})
+
+
+def make_closure(network: TargetMaker, x: torch.Tensor, step: Step, optimizer: torch.optim.Optimizer,
+                 last: dict[str, torch.Tensor], best: Optional["BestIterate"] = None
+                 ) -> Callable[[], torch.Tensor]:
+    """The optimizer's closure; it leaves the evaluated terms in ``last`` (and, given
+    ``best``, restarts from the best image when the loss rises).
+
+    The paper's loss values are huge (1e10+ on VGG's 0..255 scale). L-BFGS is scale
+    invariant except where it falls back to a plain gradient step of length lr, which
+    at that scale throws the image to infinity. So the optimizer sees total / S, with
+    S fixed at the first evaluation to make the mean |gradient| one pixel level; the
+    reported losses stay unscaled."""
+    factor: list[float] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        terms = evaluate(network, x, step, backward=True)
+        if not factor:
+            mean_grad = float(x.grad.abs().mean())
+            factor.append(1.0 / mean_grad if math.isfinite(mean_grad) and mean_grad > 0 else 1.0)
+        x.grad.mul_(factor[0])
+        terms = {k: v.detach() for k, v in terms.items()}
+        loss = terms["total"] * factor[0]
+        if best is not None:
+            loss, terms = best.check(x, loss, terms, optimizer)
+        last.clear()
+        last.update(terms)
+        return loss
+
+    return closure
+
+
+def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvents, options: OptimOptions
+             ) -> tuple[torch.Tensor, dict[str, float], int]:
+    """Optimizes one step; returns the image, its losses and the iterations run (fewer
+    than planned when stopped or settled)."""
+    optimizer = make_optimizer(x, options)
+    last: dict[str, torch.Tensor] = {}
+    best = BestIterate() if restarts_on_rise(step, optimizer) else None
+    closure = make_closure(network, x, step, optimizer, last, best)
+    # the valid pixel range, per channel, in VGG's input space
+    lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))
+    highest = preprocess(torch.ones(1, 3, 1, 1, device=x.device, dtype=x.dtype))
+    changes: list[float] = []  # mean |pixel change| per step, in 0..255 levels
+    it = 0
+    for it in range(1, step.plan.iterations + 1):
+        if events.cancel is not None and events.cancel.cancelled:
+            raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
+        before = x.detach().clone()  # the last good image, should this step diverge
+        optimizer.step(closure)
+        with torch.no_grad():
+            x.clamp_(lowest, highest)  # projection: see nstyle.core.stylizer's docstring
+        # one device->host transfer for all terms, not one per term (matters on a GPU)
+        values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
+        check_finite(values, x, before, step, events)
+        events.done += 1
+        changes.append(float((x.detach() - before).abs().mean()))
+        if events.callback is not None:
+            events.callback(progress(x, step, events, values))
+        if events.stopped or settled(changes, step.tolerance):
+            break
+    final = final_losses(network, x, step, last, exact=best is not None)
+    if best is not None and final["total"] > best.total:  # the last step climbed
+        with torch.no_grad():
+            x.copy_(best.x)
+        final = {k: float(v) for k, v in best.terms.items()}
+    with torch.no_grad():
+        image = regions.compose(x.detach(), step.content_bgr, step.keep)
+    return image, final, it
+
+
+def check_finite(values: dict[str, float], x: torch.Tensor, before: torch.Tensor,
+                  step: Step, events: RunEvents) -> None:
+    """Raises ``RunFailed`` (with the last good image) when the step diverged."""
+    if math.isfinite(values["total"]) and torch.isfinite(x).all():
+        return
+    error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
+                      "lower the learning rate or the loss weights")
+    with torch.no_grad():
+        good = regions.compose(before, step.content_bgr, step.keep)
+    error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
+    raise error
+
+
+@torch.no_grad()
+def progress(x: torch.Tensor, step: Step, events: RunEvents, values: dict[str, float]) -> Progress:
+    # deprocess makes the event's own copy: the optimizer changes x in place
+    image = deprocess(regions.compose(x.detach(), step.content_bgr, step.keep))
+    return Progress(iteration=events.done, iterations=events.total, losses=values,
+                    elapsed=time.perf_counter() - events.t0, image=image, scale=step.index,
+                    scales=step.count, size=step.plan.size, phase=step.phase,
+                    _stop=events.request_stop, _render=step.render)
+
+
+def final_losses(network: TargetMaker, x: torch.Tensor, step: Step, last: dict[str, torch.Tensor],
+                 exact: bool = False) -> dict[str, float]:
+    """The final image's own losses (those in ``last`` are of the iterate before the last
+    step), except on tiled (large) steps, where that would cost two more passes over the
+    image for a report, unless ``exact`` (they decide which image is kept)."""
+    if step.tiles and last and not exact:
+        return {k: float(v) for k, v in last.items()}
+    with torch.no_grad():
+        return {k: float(v) for k, v in evaluate(network, x, step, backward=False).items()}
+
+
+def settled(changes: list[float], tolerance: float) -> bool:
+    """True once the image has stopped changing: the mean |pixel change| of the last
+    ``SETTLE_WINDOW`` steps is under ``tolerance`` levels (0 = never stop early)."""
+    if tolerance <= 0 or len(changes) < SETTLE_WINDOW:
+        return False
+    return sum(changes[-SETTLE_WINDOW:]) / SETTLE_WINDOW < tolerance
