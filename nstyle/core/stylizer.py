@@ -241,8 +241,8 @@ class Stylizer:
         content_bgr = preprocess(resize_tensor(content, scale.size).to(self.device))
         h, w = content_bgr.shape[-2:]
         keep = None if keep_mask is None else regions.resize_mask(keep_mask.float(), h, w).to(self.device)
-        objective = for_scale(self.config.loss, self.content_targets(content_bgr, scale.tile),
-                              self.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
+        objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile),
+                              self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
                               positions_factor=plan.output.height * plan.output.width / (h * w))
         if temporal is not None:
             factor = plan.output.height * plan.output.width / (h * w)
