@@ -89,6 +89,7 @@ def style_target_seconds(config, style_path: str, repeats: int = 3) -> float:
 
 
 def run_backend(name: str, contents, style: str, out: Path, config, cores: int) -> dict:
+    from nstyle.exec import pool
     from nstyle.tasks import batch
 
     plan = batch.plan_batch(contents, [style], str(out), config)
@@ -100,7 +101,7 @@ def run_backend(name: str, contents, style: str, out: Path, config, cores: int) 
     elif name == "ray":
         kwargs.update(cluster="auto", threads=1)
     t = time.perf_counter()
-    summary = batch.run_batch(plan, **kwargs)
+    summary = pool.run_batch(plan, **kwargs)
     wall = time.perf_counter() - t
     done = [r for r in summary.rows if r["state"] == batch.DONE]
     if len(done) != len(summary.rows):

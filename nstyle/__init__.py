@@ -1,6 +1,6 @@
 """nstyle: neural style transfer (Gatys, Ecker & Bethge) from the command line and Python."""
 
-__version__ = "0.1.0"
+from nstyle.version import __version__  # noqa: E402,F401
 
 from nstyle.api import prepare, run, stylize, stylize_video  # noqa: E402
 from nstyle.options.config import Config  # noqa: E402

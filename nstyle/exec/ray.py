@@ -97,7 +97,7 @@ def _ray_pair(config_dict, task: PairTask, style_bytes: bytes, targets, threads:
 
 
 class RayPool:
-    """``batch.LocalPool``'s counterpart: pairs as Ray tasks, a bounded number in flight."""
+    """``nstyle.exec.pool.LocalPool``'s counterpart: pairs as Ray tasks, a bounded number in flight."""
 
     def __init__(self, address: str, threads: int, peak_bytes: int, device: str) -> None:
         self.ray = connect(address)

@@ -21,7 +21,7 @@ from nstyle.core.events import Progress, Result
 
 
 def versions() -> dict[str, str]:
-    from nstyle import __version__
+    from nstyle.version import __version__
 
     return {"nstyle": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__}

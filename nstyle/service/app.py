@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from nstyle import __version__
+from nstyle.version import __version__
 from nstyle.errors import NStyleError
 from nstyle.service.errors import Unauthorized
 from nstyle.service.guard import RequestGuard

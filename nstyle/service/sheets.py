@@ -19,9 +19,6 @@ import os
 import time
 from typing import Any, Callable
 
-from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from nstyle.options.config import MIN_SIZE, Config
 from nstyle.errors import BadOption, NStyleError
@@ -29,7 +26,7 @@ from nstyle.io.images import fit_size, save_image, save_json
 from nstyle.io.inputs import LoadedInputs
 from nstyle.tasks.sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
 from nstyle.service.store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
-from nstyle.service.uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission, read_form
+from nstyle.service.uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission
 
 #: the option that marks a stored job as a sheet: its columns, as the client gave them
 SHEET_OPTION = "sheet_style_weights"
@@ -43,36 +40,6 @@ NOT_FOR_SHEETS = ("style_weight", "style_blend_weights")
 
 def is_sheet(options: dict[str, Any]) -> bool:
     return SHEET_OPTION in options
-
-
-def sheet_router(settings) -> APIRouter:
-    """The /sheets route; ``routes.api_router`` mounts it under /api, behind the token."""
-    router = APIRouter()
-
-    @router.post("/sheets", status_code=201, summary="Submit a contact sheet (a job)",
-                 responses={400: {"description": "a bad image, option or weights list"},
-                            413: {"description": "an upload, image or the sheet's work over a limit"},
-                            429: {"description": "the queue is full"}})
-    async def create_sheet(request: Request) -> JSONResponse:
-        """Multipart form: the file `content`, one file `style` per row, `style_weights`
-        (the columns, comma-separated; default 1e4,1e5,1e6), `for_size` (the size of the
-        run it previews, default 512: each cell keeps that run's balance of content and
-        style) and any other job option as
-        a text field (size defaults to 256 and iterations to 60 here). Answers the job,
-        as POST /api/jobs does; follow it at /api/jobs/{id}."""
-        from nstyle.service.routes.common import job_view, manager_of  # the job's view is the API's
-
-        manager = manager_of(request)
-        uploads, fields = await read_form(request, settings, "sheet")
-        sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
-                                      request.app.state.decode_gate)
-        row = await run_in_threadpool(manager.submit, sub)
-        return JSONResponse(job_view(row, manager), status_code=201,
-                            headers={"Location": f"/api/jobs/{row.id}"})
-
-    return router
-
-
 
 
 def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], settings,

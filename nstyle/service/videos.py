@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 
 from nstyle.options.config import Config
 from nstyle.errors import BadImage, BadOption, NStyleError
@@ -41,7 +38,7 @@ from nstyle.io.video_files import ClipOutput, open_upload
 from nstyle.service.errors import OverLimit
 from nstyle.service.store import PREVIEW_FILE, RECORD_FILE, SUCCEEDED, JobRow
 from nstyle.service.uploads import (STYLE_FIELDS, InputImage, StoredInput, Submission, Upload, blame,
-                      check_submission, fmt_bytes, read_form)
+                      check_submission, fmt_bytes)
 
 #: the option that marks a stored job as a video: its video options, as JSON
 VIDEO_OPTION = "video_options"
@@ -55,33 +52,6 @@ CLIP_EXTENSIONS = {"mp4": ".mp4", "matroska": ".mkv", "avi": ".avi", "gif": ".gi
 
 def is_video(options: dict[str, Any]) -> bool:
     return VIDEO_OPTION in options
-
-
-def video_router(settings) -> APIRouter:
-    """The /videos route; ``routes.api_router`` mounts it under /api, behind the token."""
-    router = APIRouter()
-
-    @router.post("/videos", status_code=201, summary="Submit a video (a job)",
-                 responses={400: {"description": "a bad clip, image or option"},
-                            413: {"description": "the clip, an image or the work over a limit"},
-                            429: {"description": "the queue is full"}})
-    async def create_video(request: Request) -> JSONResponse:
-        """Multipart form: the file `clip` (MP4/MOV, MKV/WebM, AVI or GIF), one or more
-        files `style`, and options as text fields: any job option, and `temporal_weight`,
-        `flow` (dis or farneback), `frame_iterations`, `independent` (true/false). Answers
-        the job, as POST /api/jobs does; follow it at /api/jobs/{id}; its result is an MP4."""
-        from nstyle.service.routes.common import job_view, manager_of  # the job's view is the API's
-
-        manager = manager_of(request)
-        uploads, fields = await read_form(request, settings, "video",
-                                          max_bytes={CLIP_FIELD: settings.max_video_upload_bytes})
-        sub = await run_in_threadpool(check_video, uploads, fields, settings,
-                                      request.app.state.decode_gate)
-        row = await run_in_threadpool(manager.submit, sub)
-        return JSONResponse(job_view(row, manager), status_code=201,
-                            headers={"Location": f"/api/jobs/{row.id}"})
-
-    return router
 
 
 def _png(image) -> bytes:

@@ -1,8 +1,7 @@
 """Many photos x a few paintings: every (content, style) pair stylized into one folder.
 
     plan = plan_batch(["photos/", "more/*.jpg"], ["starry.jpg", "scream.jpg"], "out/", config)
-    summary = run_batch(plan)                   # a local pool of worker processes
-    summary = run_batch(plan, cluster="auto")   # the same work as Ray tasks (nstyle.exec.ray)
+    summary = nstyle.exec.pool.run_batch(plan)  # where it runs: nstyle.exec (a pool, or Ray)
 
 Each pair's output is ``OUT/<content>__<style>.<ext>`` with its run record beside it
 (``.json``), both written atomically, the record last: a pair whose record exists and was
@@ -29,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from nstyle.options.config import Config
 from nstyle.errors import BadOption, BadOutput, NStyleError
@@ -287,117 +286,6 @@ class WorkerState:
         return stylize_pair(stylizer, task, style)
 
 
-# --------------------------------------------------------------------------- the local pool
-
-
-_STATE: Optional[WorkerState] = None
-_SETUP: dict[str, Any] = {}
-
-
-def _init_worker(config_dict, targets, styles: dict[str, bytes], threads: int) -> None:
-    """Runs once in each worker process: threads, then VGG, before the first pair."""
-    import torch
-
-    global _STATE
-    torch.set_num_threads(threads)
-    _STATE = WorkerState()
-    _SETUP.update(config=config_dict, targets=targets, styles=styles)
-    _STATE.stylizer(config_dict, targets)
-
-
-def _pool_task(task: PairTask) -> PairOutcome:
-    assert _STATE is not None
-    return _STATE.run(_SETUP["config"], task, _SETUP["styles"][task.style_id], _SETUP["targets"])
-
-
-class LocalPool:
-    """Worker processes on this machine. A worker that dies (killed for memory, a crash)
-    breaks the whole pool: the pairs that were in it are run again in a new pool, each
-    alone, so the one that kills its worker is found and reported failed and the others
-    are not lost with it."""
-
-    def __init__(self, workers: int, threads: int, function: Callable = _pool_task,
-                 initializer: Callable = _init_worker) -> None:
-        self.workers, self.threads = workers, threads
-        self.function, self.initializer = function, initializer
-
-    def run(self, config_dict, targets, styles: dict[str, bytes],
-            tasks: Iterator[PairTask]) -> Iterator[PairOutcome]:
-        import multiprocessing
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-        from concurrent.futures.process import BrokenProcessPool
-
-        def start() -> ProcessPoolExecutor:
-            # spawn: a forked copy of a process that already runs torch threads can hang
-            return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=self.initializer,
-                                       initargs=(config_dict, targets, styles, self.threads))
-
-        pool, inflight, suspects = start(), {}, []  # inflight: future -> (task, alone)
-        try:
-            while True:
-                self._fill(pool, inflight, suspects, tasks)
-                if not inflight:
-                    return
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                broken = False
-                for future in finished:
-                    task, alone = inflight.pop(future)
-                    try:
-                        yield future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        if alone:
-                            yield PairOutcome(task.name, FAILED, error="its worker process died "
-                                              "(out of memory? a crash?); try a smaller --size or fewer --workers")
-                        else:
-                            suspects.append(task)
-                if broken:  # the pool is gone with every pair still in it
-                    suspects.extend(task for task, _ in inflight.values())
-                    inflight.clear()
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    pool = start()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    def _fill(self, pool, inflight: dict, suspects: list, tasks: Iterator[PairTask]) -> None:
-        """Keeps every worker busy (two pairs each, so none waits for the next), except
-        that a suspect runs alone once the pool has drained."""
-        while not any(alone for _, alone in inflight.values()):
-            if suspects:
-                if not inflight:
-                    task = suspects.pop(0)
-                    inflight[pool.submit(self.function, task)] = (task, True)
-                return
-            if len(inflight) >= 2 * self.workers:
-                return
-            task = next(tasks, None)
-            if task is None:
-                return
-            inflight[pool.submit(self.function, task)] = (task, False)
-
-
-def local_pool_size(config: Config, pairs: int, workers: Optional[int],
-                    threads: Optional[int], peak_bytes: int) -> tuple[int, int]:
-    """(workers, threads per worker): by default as many workers as cores, fewer when
-    their estimated memory does not fit or there are fewer pairs; threads so that
-    workers x threads = cores. A GPU gets one worker (several would share it)."""
-    from nstyle.core.plan import available_memory
-
-    cores = os.cpu_count() or 1
-    if workers is None:
-        from nstyle.core.device import resolve_device
-
-        if resolve_device(config.model.device).type != "cpu":
-            workers = 1
-        else:
-            fit = max(1, available_memory() // (peak_bytes + WORKER_OVERHEAD_BYTES))
-            workers = max(1, min(cores, fit, pairs))
-    if threads is None:
-        threads = max(1, cores // workers)
-    return workers, threads
-
-
 # --------------------------------------------------------------------------- the batch
 
 
@@ -411,7 +299,7 @@ class BatchSummary:
         return sum(r["state"] == FAILED for r in self.rows)
 
 
-def _row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
+def summary_row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
          losses: Optional[dict[str, float]] = None, error: str = "",
          computed: Optional[int] = None, cpu_seconds: Optional[float] = None) -> dict[str, Any]:
     losses = losses or {}
@@ -428,11 +316,11 @@ def _row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 0,
             "style_targets_computed": computed, "error": error}
 
 
-def _skipped_row(pair: Pair, record: dict[str, Any]) -> dict[str, Any]:
+def skipped_row(pair: Pair, record: dict[str, Any]) -> dict[str, Any]:
     """A pair a previous run finished: its figures come from its record."""
     losses = record.get("losses") if isinstance(record.get("losses"), dict) else {}
     seconds = (record.get("timings") or {}).get("total", 0.0)
-    return _row(pair, SKIPPED, seconds, record.get("iterations") or 0, losses,
+    return summary_row(pair, SKIPPED, seconds, record.get("iterations") or 0, losses,
                 computed=(record.get("batch") or {}).get("style_targets_computed"))
 
 
@@ -448,7 +336,7 @@ def remove_stale_temporaries(plan: BatchPlan) -> int:
     return removed
 
 
-def _read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes], dict[Path, str]]:
+def read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes], dict[Path, str]]:
     """(style path -> id, id -> bytes, style path -> error) for the styles ``pairs`` use;
     a style that cannot be read or decoded fails its pairs, not the batch."""
     from nstyle.io.images import decode_image
@@ -486,7 +374,7 @@ def shared_style_targets(config: Config, styles: dict[str, bytes]):
     return stylizer.shared_targets, peak, time.perf_counter() - t0
 
 
-def _tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPlan,
+def pair_tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPlan,
            unreadable: list[PairOutcome]) -> Iterator[PairTask]:
     """Tasks read lazily (thousands of photos are never all in memory); a content that
     cannot be read goes to ``unreadable``."""
@@ -502,7 +390,7 @@ def _tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPlan,
                        str(pair.output), pair.key, plan.command)
 
 
-def _write(pair: Pair, outcome: PairOutcome) -> PairOutcome:
+def write_outcome(pair: Pair, outcome: PairOutcome) -> PairOutcome:
     """The image, then its record (whose presence marks the pair done), each atomically."""
     from nstyle.io.images import save_bytes, save_json
 
@@ -516,77 +404,7 @@ def _write(pair: Pair, outcome: PairOutcome) -> PairOutcome:
     return outcome
 
 
-def run_batch(plan: BatchPlan, *, workers: Optional[int] = None, threads: Optional[int] = None,
-              cluster: Optional[str] = None, share_style_targets: bool = True,
-              progress: bool = True, pool: Optional[LocalPool] = None) -> BatchSummary:
-    """Runs the plan's pending pairs and writes ``summary.csv`` and ``summary.json``.
-    ``cluster``: a Ray address (``nstyle.exec.ray``), else a local pool of ``workers``
-    processes with ``threads`` each (defaults: ``local_pool_size``)."""
-    t0 = time.time()
-    remove_stale_temporaries(plan)
-    rows = {p.name: (_skipped_row(p, plan.done[p.name]) if p.name in plan.done else _row(p, NOT_RUN))
-            for p in plan.pairs}
-    by_name = {p.name: p for p in plan.pairs}
-    pending = plan.pending
-    style_ids, style_bytes, style_errors = _read_styles(pending)
-    for p in pending:
-        if p.style in style_errors:
-            rows[p.name] = _row(p, FAILED, error=style_errors[p.style])
-    runnable = [p for p in pending if p.style not in style_errors]
-    info: dict[str, Any] = {"backend": "ray" if cluster else "local", "cluster": cluster,
-                            "style_targets": {"shared": share_style_targets}}
-    bar = _progress_bar(len(plan.pairs), len(plan.pairs) - len(runnable), progress)
-    try:
-        if runnable:
-            targets, peak, seconds = shared_style_targets(plan.config, style_bytes)
-            info["style_targets"].update(computed=len(targets), seconds=round(seconds, 3))
-            backend, info["workers"], info["threads"] = _backend(plan.config, len(runnable), workers,
-                                                                 threads, cluster, peak, pool)
-            unreadable: list[PairOutcome] = []
-            outcomes = backend.run(plan.config.to_dict(), targets if share_style_targets else None,
-                                   style_bytes, _tasks(runnable, style_ids, plan, unreadable))
-            started = time.time()
-            for outcome in _with_unreadable(outcomes, unreadable):
-                o = _write(by_name[outcome.name], outcome)
-                rows[o.name] = _row(by_name[o.name], o.state, o.seconds, o.iterations, o.losses,
-                                    o.error, o.style_targets_computed if o.state == DONE else None,
-                                    o.cpu_seconds if o.state == DONE else None)
-                bar.update(1)
-                bar.set_postfix_str(f"failed={sum(r['state'] == FAILED for r in rows.values())}",
-                                    refresh=False)
-            info["run_seconds"] = round(time.time() - started, 3)
-    finally:
-        bar.close()
-        summary = _summarize(plan, [rows[p.name] for p in plan.pairs], info, t0)
-        write_summary(plan.out_dir, summary)
-    return summary
-
-
-def _with_unreadable(outcomes: Iterable[PairOutcome], unreadable: list[PairOutcome]
-                     ) -> Iterator[PairOutcome]:
-    for outcome in outcomes:
-        while unreadable:
-            yield unreadable.pop()
-        yield outcome
-    while unreadable:
-        yield unreadable.pop()
-
-
-def _backend(config: Config, pairs: int, workers: Optional[int], threads: Optional[int],
-             cluster: Optional[str], peak: int, pool: Optional[LocalPool]):
-    """(backend, workers, threads): Ray tasks, or a local pool sized to the machine."""
-    if cluster:
-        from nstyle.exec.ray import RayPool
-
-        ray_pool = RayPool(cluster, threads=threads or 1, peak_bytes=peak, device=config.model.device)
-        return ray_pool, ray_pool.slots, ray_pool.threads
-    workers, threads = local_pool_size(config, pairs, workers, threads, peak)
-    if pool is None:
-        pool = LocalPool(workers, threads)
-    return pool, pool.workers, pool.threads
-
-
-def _summarize(plan: BatchPlan, rows: list[dict[str, Any]], info: dict[str, Any],
+def summarize(plan: BatchPlan, rows: list[dict[str, Any]], info: dict[str, Any],
                t0: float) -> BatchSummary:
     counts = {state: sum(r["state"] == state for r in rows) for state in (DONE, SKIPPED, FAILED, NOT_RUN)}
     seconds = time.time() - t0
@@ -610,7 +428,7 @@ def write_summary(out_dir: Path, summary: BatchSummary) -> None:
     save_json({**summary.info, "results": summary.rows}, out_dir / "summary.json")
 
 
-def _progress_bar(total: int, initial: int, show: bool):
+def progress_bar(total: int, initial: int, show: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="pair", desc="batch", dynamic_ncols=True,

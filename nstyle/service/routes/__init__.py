@@ -17,9 +17,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from nstyle.service.settings import ServiceSettings
-from nstyle.service.sheets import sheet_router
-from nstyle.service.videos import video_router
 from nstyle.service.routes import events, files, info, jobs
+from nstyle.service.routes.sheets import sheet_router
+from nstyle.service.routes.videos import video_router
 from nstyle.service.routes.common import ERROR_RESPONSES, require_token
 
 

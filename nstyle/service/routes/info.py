@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from nstyle import __version__
+from nstyle.version import __version__
 from nstyle.io.inputs import INPUT_FIELDS
 from nstyle.tasks.video import VideoOptions
 from nstyle.service.labels import SECTIONS, label, readable

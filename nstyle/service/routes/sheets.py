@@ -1,0 +1,37 @@
+"""The /sheets route: a contact sheet submitted as a job (checked by ``nstyle.service.sheets``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from nstyle.service.routes.common import job_view, manager_of
+from nstyle.service.uploads import read_form
+from nstyle.service.sheets import check_sheet
+
+
+def sheet_router(settings) -> APIRouter:
+    """The /sheets route; ``routes.api_router`` mounts it under /api, behind the token."""
+    router = APIRouter()
+
+    @router.post("/sheets", status_code=201, summary="Submit a contact sheet (a job)",
+                 responses={400: {"description": "a bad image, option or weights list"},
+                            413: {"description": "an upload, image or the sheet's work over a limit"},
+                            429: {"description": "the queue is full"}})
+    async def create_sheet(request: Request) -> JSONResponse:
+        """Multipart form: the file `content`, one file `style` per row, `style_weights`
+        (the columns, comma-separated; default 1e4,1e5,1e6), `for_size` (the size of the
+        run it previews, default 512: each cell keeps that run's balance of content and
+        style) and any other job option as
+        a text field (size defaults to 256 and iterations to 60 here). Answers the job,
+        as POST /api/jobs does; follow it at /api/jobs/{id}."""
+        manager = manager_of(request)
+        uploads, fields = await read_form(request, settings, "sheet")
+        sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
+                                      request.app.state.decode_gate)
+        row = await run_in_threadpool(manager.submit, sub)
+        return JSONResponse(job_view(row, manager), status_code=201,
+                            headers={"Location": f"/api/jobs/{row.id}"})
+
+    return router

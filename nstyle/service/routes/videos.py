@@ -1,0 +1,36 @@
+"""The /videos route: a video submitted as a job (checked by ``nstyle.service.videos``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from nstyle.service.routes.common import job_view, manager_of
+from nstyle.service.uploads import read_form
+from nstyle.service.videos import CLIP_FIELD, check_video
+
+
+def video_router(settings) -> APIRouter:
+    """The /videos route; ``routes.api_router`` mounts it under /api, behind the token."""
+    router = APIRouter()
+
+    @router.post("/videos", status_code=201, summary="Submit a video (a job)",
+                 responses={400: {"description": "a bad clip, image or option"},
+                            413: {"description": "the clip, an image or the work over a limit"},
+                            429: {"description": "the queue is full"}})
+    async def create_video(request: Request) -> JSONResponse:
+        """Multipart form: the file `clip` (MP4/MOV, MKV/WebM, AVI or GIF), one or more
+        files `style`, and options as text fields: any job option, and `temporal_weight`,
+        `flow` (dis or farneback), `frame_iterations`, `independent` (true/false). Answers
+        the job, as POST /api/jobs does; follow it at /api/jobs/{id}; its result is an MP4."""
+        manager = manager_of(request)
+        uploads, fields = await read_form(request, settings, "video",
+                                          max_bytes={CLIP_FIELD: settings.max_video_upload_bytes})
+        sub = await run_in_threadpool(check_video, uploads, fields, settings,
+                                      request.app.state.decode_gate)
+        row = await run_in_threadpool(manager.submit, sub)
+        return JSONResponse(job_view(row, manager), status_code=201,
+                            headers={"Location": f"/api/jobs/{row.id}"})
+
+    return router
