@@ -47,7 +47,7 @@ def option(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
-def _check_weight(name: str, value: float) -> None:
+def check_weight(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise BadOption(f"{name} must be a finite number >= 0, got {value!r}")
 
@@ -57,7 +57,7 @@ def _check_weights(name: str, values: Optional[tuple[float, ...]], expected: int
     if values is None:
         return
     for v in values:
-        _check_weight(name, v)
+        check_weight(name, v)
     if len(values) != expected:
         raise BadOption(f"{name} has {len(values)} values but there are {expected} {of}")
     if expected and sum(values) <= 0:
@@ -106,7 +106,7 @@ class LossOptions:
         if self.style_loss not in STYLE_LOSSES:
             raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
-            _check_weight(name, getattr(self, name))
+            check_weight(name, getattr(self, name))
         _check_weights("content_layer_weights", self.content_layer_weights,
                        len(self.content_layers), "content layers")
         _check_weights("style_layer_weights", self.style_layer_weights,
@@ -153,7 +153,7 @@ class ImageOptions:
             raise BadOption(f"style_scale must be in 0.1..4, got {self.style_scale!r}")
         if self.style_blend_weights is not None:
             for v in self.style_blend_weights:
-                _check_weight("style_blend_weights", v)
+                check_weight("style_blend_weights", v)
             if sum(self.style_blend_weights) <= 0:
                 raise BadOption("style_blend_weights must not all be zero")
         if self.init not in INITS:
@@ -194,7 +194,7 @@ class OptimOptions:
             raise BadOption(f"eps must be a finite number > 0, got {self.eps!r}")
         if not isinstance(self.history_size, int) or self.history_size < 1:
             raise BadOption(f"history_size must be an integer >= 1, got {self.history_size!r}")
-        _check_weight("tolerance", self.tolerance)
+        check_weight("tolerance", self.tolerance)
 
     @property
     def learning_rate(self) -> float:

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from nstyle.core import color, flow
-from nstyle.options.config import Config, _check_weight, option
+from nstyle.options.config import Config, check_weight, option
 from nstyle.core.events import CancelToken, Progress, Result, TemporalTarget
 from nstyle.core.stylizer import Stylizer
 from nstyle.core.targets import StyleTargets
@@ -80,7 +80,7 @@ class VideoOptions:
         "loss): the flickering baseline, for comparison")
 
     def __post_init__(self) -> None:
-        _check_weight("temporal_weight", self.temporal_weight)
+        check_weight("temporal_weight", self.temporal_weight)
         if self.flow not in flow.FLOW_METHODS:
             raise BadOption(f"flow must be one of {', '.join(flow.FLOW_METHODS)}, got {self.flow!r}")
         if not isinstance(self.frame_iterations, int) or isinstance(self.frame_iterations, bool) \
