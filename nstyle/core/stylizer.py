@@ -81,7 +81,12 @@ class Stylizer:
 
     @property
     def shared_targets(self) -> Optional[StyleTargets]:
+        """Style targets shared with other runs and processes (None: computed per run)."""
         return self.network.shared_targets
+
+    @shared_targets.setter
+    def shared_targets(self, targets: Optional[StyleTargets]) -> None:
+        self.network.shared_targets = targets  # a batch worker's Stylizer serves many batches
 
     # ---- the plan --------------------------------------------------------------------
 
