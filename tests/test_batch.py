@@ -106,7 +106,7 @@ def test_shared_targets_are_what_a_run_computes_itself(content_img, style_img):
     content, style = to_t(content_img), to_t(style_img)
     plain = Stylizer(config).run(content, [style])
     targets = StyleTargets()
-    assert Stylizer(config, style_targets=targets).prepare_style_targets([style]) == 1
+    assert Stylizer(config, style_targets=targets).network.prepare_style_targets([style]) == 1
     assert (len(targets), targets.misses) == (1, 1)
     shared = Stylizer(config, style_targets=targets).run(content, [style])
     assert targets.hits == 1 and targets.misses == 1  # used, not recomputed

@@ -127,9 +127,9 @@ def test_style_scale_changes_the_style_images_size(style_img):
     style = to_t(style_img)
     half = _unmasked_targets(Stylizer(Config.from_options(size=64, style_scale=0.5)), [style], 64)
     # the style image at half the 64 px scale is the style image at a 32 px scale
-    at_32 = Stylizer(Config.from_options(size=32)).style_targets(style, 32)
+    at_32 = Stylizer(Config.from_options(size=32)).network.style_targets(style, 32)
     assert all(torch.equal(half[layer], at_32[layer]) for layer in at_32)
-    full = Stylizer(Config.from_options(size=64)).style_targets(style, 64)
+    full = Stylizer(Config.from_options(size=64)).network.style_targets(style, 64)
     assert not torch.allclose(half["relu1_1"], full["relu1_1"], rtol=0.05)
 
 
@@ -169,13 +169,13 @@ def test_cuda_request_without_a_gpu_is_a_clear_error():
 
 
 def test_precision_option_sets_the_loop_dtype_and_bf16_still_optimizes(content_img, style_img, monkeypatch):
-    from nstyle.core import stylizer as engine
+    from nstyle.core import device
 
     fp32 = Stylizer(Config.from_options(size=48, precision="fp32"))
     assert fp32.precision == "fp32" and fp32.loop_vgg is fp32.vgg
-    monkeypatch.setattr(engine, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: False)
     assert Stylizer(Config.from_options(size=48, precision="auto")).precision == "fp32"
-    monkeypatch.setattr(engine, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
     assert Stylizer(Config.from_options(size=48, precision="auto")).precision == "bf16"
 
     st = Stylizer(Config.from_options(size=48, precision="bf16", iterations=15))

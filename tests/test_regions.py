@@ -130,9 +130,9 @@ def test_style_scale_applies_to_regional_styles(style_img):
     (region,) = s.network.style_regions([to_t(style_img)], [left], None, 64, 48, 64)
     assert region.mask is not None
     # the style image at half the 64 px scale: its targets at a 32 px scale
-    at_32 = Stylizer(Config.from_options(size=32)).style_targets(to_t(style_img), 32)
+    at_32 = Stylizer(Config.from_options(size=32)).network.style_targets(to_t(style_img), 32)
     assert all(torch.equal(region.targets[layer], at_32[layer]) for layer in at_32)
-    big = Stylizer(Config.from_options(size=64, style_scale=2.0)).style_regions(
+    big = Stylizer(Config.from_options(size=64, style_scale=2.0)).network.style_regions(
         [to_t(style_img)], [left], None, 64, 48, 64)[0]
     assert not torch.allclose(region.targets["relu1_1"], big.targets["relu1_1"], rtol=0.05)
 
