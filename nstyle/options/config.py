@@ -36,6 +36,13 @@ STYLE_LOSSES = ("gram", "meancov", "neighbors")
 #: ``--preserve-colors`` and ``--color-match`` (``nstyle.core.color`` implements them)
 PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
 COLOR_MATCH = ("pca", "cholesky")
+#: ranges of the numeric options that have no natural bound, so that every value accepted
+#: here is one the engine can run: a larger seed overflows torch's generator, an lr past
+#: float32 overflows the optimizer, and L-BFGS allocates a list of history_size slots up
+#: front (10**8 of them: 0.8 GB under the interpreter lock, before the first iteration)
+MAX_SEED = 2**32 - 1
+MAX_LR = 1e4
+MAX_HISTORY_SIZE = 1000
 #: the built-in starting images (a starting image file is an input: ``nstyle.io.inputs``)
 INITS = ("content", "noise", "gray")
 #: options of records written before input files left the config (``nstyle.io.inputs``)
@@ -143,7 +150,8 @@ class ImageOptions:
         "content", "where the optimization starts: content (the photo), noise (white noise) "
         "or gray (the ImageNet mean colour), unless a starting image is given",
         choices=INITS)
-    seed: int = option(0, "random seed; the same seed and options give the same output")
+    seed: int = option(0, f"random seed (0..{MAX_SEED}); the same seed and options give the "
+                       "same output")
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -156,6 +164,8 @@ class ImageOptions:
                 check_weight("style_blend_weights", v)
             if sum(self.style_blend_weights) <= 0:
                 raise BadOption("style_blend_weights must not all be zero")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise BadOption(f"seed must be an integer in 0..{MAX_SEED}, got {self.seed!r}")
         if self.init not in INITS:
             raise BadOption(f"init must be one of {', '.join(INITS)}, got {self.init!r} (a "
                             "starting image is an input: init_image)")
@@ -168,12 +178,12 @@ class OptimOptions:
         100, "optimizer iterations at the first (coarsest) scale; each finer scale gets half "
         "as many (see --scale-iterations)")
     lr: Optional[float] = option(
-        None, "learning rate / step size (default: lbfgs 1, adam 10, adagrad 10, sgd 1; the "
-        "gradient is scaled so its first mean magnitude is one pixel level)")
+        None, f"learning rate / step size, at most {MAX_LR:g} (default: lbfgs 1, adam 10, "
+        "adagrad 10, sgd 1; the gradient is scaled so its first mean magnitude is one pixel level)")
     beta1: float = option(0.9, "Adam's beta1")
     beta2: float = option(0.999, "Adam's beta2")
     eps: float = option(1e-8, "Adam's epsilon")
-    history_size: int = option(100, "L-BFGS history size")
+    history_size: int = option(100, f"L-BFGS history size (1..{MAX_HISTORY_SIZE})")
     tolerance: float = option(
         0.25, "end a scale early once the image has stopped changing: the mean absolute pixel "
         "change per iteration (0..255 levels, averaged over 5 iterations) is below this; 0 "
@@ -184,16 +194,17 @@ class OptimOptions:
             raise BadOption(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.iterations, int) or self.iterations < 1:
             raise BadOption(f"iterations must be an integer >= 1, got {self.iterations!r}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise BadOption(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR):
+            raise BadOption(f"lr must be a number > 0 and <= {MAX_LR:g}, got {self.lr!r}")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0 <= v < 1):
                 raise BadOption(f"{name} must be in [0, 1), got {v!r}")
         if not (math.isfinite(self.eps) and self.eps > 0):
             raise BadOption(f"eps must be a finite number > 0, got {self.eps!r}")
-        if not isinstance(self.history_size, int) or self.history_size < 1:
-            raise BadOption(f"history_size must be an integer >= 1, got {self.history_size!r}")
+        if not isinstance(self.history_size, int) or not 1 <= self.history_size <= MAX_HISTORY_SIZE:
+            raise BadOption(f"history_size must be an integer in 1..{MAX_HISTORY_SIZE}, "
+                            f"got {self.history_size!r}")
         check_weight("tolerance", self.tolerance)
 
     @property
