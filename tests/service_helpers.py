@@ -31,13 +31,18 @@ def files(content: bytes, *styles: bytes, content_name: str = "cat.png") -> list
     return out
 
 
+#: what the in-process client calls the server: a loopback name, as a browser on this
+#: machine would (a server without a token refuses others: ``nstyle.service.guard``)
+BASE_URL = "http://127.0.0.1:8000"
+
+
 @contextmanager
 def client_for(settings) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
     from nstyle.service.app import create_app
 
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url=BASE_URL) as client:
         yield client
 
 

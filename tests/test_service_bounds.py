@@ -16,7 +16,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the service extra is not installed")
 
 from nstyle.service.settings import ServiceSettings  # noqa: E402
-from service_helpers import FAST, client_for, encode, events, files, job, wait_finished  # noqa: E402
+from service_helpers import BASE_URL, FAST, client_for, encode, events, files, job, wait_finished  # noqa: E402
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_full_disk_locked_store_and_bugs_answer_json(settings, images, monkeypat
 
     content, style = images
     app = create_app(settings)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url=BASE_URL) as client:
         store = app.state.manager.store
         real_add = store.add
 

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from nstyle.version import __version__
 from nstyle.errors import NStyleError
 from nstyle.service.errors import Unauthorized
-from nstyle.service.guard import RequestGuard
+from nstyle.service.guard import OriginGuard, RequestGuard
 from nstyle.service.jobs import JobManager, is_disk_full
 from nstyle.service.routes import api_router
 from nstyle.service.routes.info import add_page
@@ -56,6 +56,9 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     # bounds how many uploads are decoded at once (memory), across every request
     app.state.decode_gate = threading.BoundedSemaphore(settings.decode_slots)
     app.add_middleware(RequestGuard, limit=settings.max_request_bytes)
+    # outermost: a request addressed to another name, or from another site, reads nothing
+    app.add_middleware(OriginGuard, host_names=settings.host_names,
+                       trusted_origins=settings.public_hosts)
     app.add_exception_handler(NStyleError, _nstyle_error)  # type: ignore[arg-type]
     app.add_exception_handler(OSError, _system_error)  # type: ignore[arg-type]
     app.add_exception_handler(sqlite3.Error, _system_error)  # type: ignore[arg-type]

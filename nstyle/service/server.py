@@ -32,6 +32,11 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
                    f"and images (default: ./{DEFAULTS.data_dir}); jobs survive restarts")
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on "
                    "every API call (default: $NSTYLE_TOKEN if set, else no token)")
+    p.add_argument("--public-host", action="append", default=[], metavar="NAME",
+                   help="a name clients reach the server under (a proxy's, or this machine's "
+                   "address on the network); repeatable. Without a token, requests addressed "
+                   "to other names than 127.0.0.1, localhost, the --host address and these, "
+                   "and requests from other sites' pages, are refused (403)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="jobs run at the same "
                    f"time (default: {DEFAULTS.workers}, one at a time on the device)")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_bytes / MB,
@@ -83,9 +88,17 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    token = args.token if args.token is not None else os.environ.get("NSTYLE_TOKEN")
+    if token is not None and not token.strip():  # an empty token would switch auth off
+        where = "--token" if args.token is not None else "NSTYLE_TOKEN"
+        raise BadOption(f"{where} is empty: give a token, or leave it out to run without one "
+                        "(this machine only)")
+    public = list(args.public_host)
+    if not _is_loopback(args.host) and not _is_wildcard(args.host):
+        public.append(args.host)  # the address it listens on is a name it is reached under
     try:
         return ServiceSettings(
-            data_dir=args.data, token=args.token or os.environ.get("NSTYLE_TOKEN") or None,
+            data_dir=args.data, token=token, public_hosts=tuple(public),
             workers=args.workers, max_upload_bytes=int(args.max_upload_mb * MB),
             max_pixels=args.max_pixels, max_styles=args.max_styles, max_queue=args.max_queue,
             max_size=args.max_size, max_iterations=args.max_iterations,
@@ -97,6 +110,10 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
             max_video_size=args.max_video_size, max_video_iterations=args.max_video_iterations)
     except ValueError as exc:
         raise BadOption(str(exc)) from None
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -121,7 +138,9 @@ def serve(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = arg
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     if not _is_loopback(args.host) and settings.token is None:
         print(f"nstyle serve: warning: listening on {args.host} without --token: anyone who "
-              "can reach this port can submit and delete jobs", file=sys.stderr)
+              "can reach this port can submit and delete jobs"
+              + ("" if settings.public_hosts else "; requests are answered only when addressed "
+                 "to 127.0.0.1 or localhost (name the others with --public-host)"), file=sys.stderr)
     from nstyle.service.store import FolderInUse
 
     try:

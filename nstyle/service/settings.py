@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 MB = 1024 * 1024
+#: the names a loopback server answers to (the Host header) when it has no token
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,12 @@ class ServiceSettings:
     data_dir: Path = Path("nstyle-data")
     #: when set, every API call needs ``Authorization: Bearer <token>``
     token: Optional[str] = None
+    #: without a token, a request must be addressed to one of ``LOOPBACK_NAMES`` or of
+    #: these (its Host header), and a browser's request must come from the server's own
+    #: page or from one of these names (its Origin): so that a web page the user visits
+    #: cannot submit jobs, nor read them through a name of its own that resolves to
+    #: 127.0.0.1 (DNS rebinding). The names under which clients reach the server.
+    public_hosts: tuple[str, ...] = ()
     #: jobs that run at the same time; 1 = one job at a time on the device, which is what
     #: a single GPU or a small CPU wants (two runs would only slow each other down)
     workers: int = 1
@@ -65,6 +73,16 @@ class ServiceSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "public_hosts", tuple(self.public_hosts))
+        if self.token is not None and (not self.token.isascii() or not self.token.isprintable()
+                                       or not self.token or " " in self.token):
+            raise ValueError("the token is empty or has spaces or characters a header cannot "
+                             "carry: use printable ASCII without spaces, such as python -c 'import "
+                             "secrets; print(secrets.token_urlsafe())' makes (or leave it out)")
+        for name in self.public_hosts:
+            if not name or any(c in name for c in "/ @?#"):
+                raise ValueError(f"public host {name!r} is not a host name (such as "
+                                 "nstyle.example.org or 192.168.1.5)")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
         for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size", "max_iterations",
@@ -79,6 +97,12 @@ class ServiceSettings:
             raise ValueError("max_queue must be >= 0")
         if self.memory_limit_gib is not None and not self.memory_limit_gib > 0:
             raise ValueError("memory_limit_gib must be > 0")
+
+    @property
+    def host_names(self) -> Optional[tuple[str, ...]]:
+        """The names a request must be addressed to; None when any will do (a token
+        guards the server instead)."""
+        return None if self.token is not None else LOOPBACK_NAMES + self.public_hosts
 
     @property
     def max_files(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import io
+import re
 import sys
 import threading
 import warnings
@@ -51,6 +52,16 @@ MAX_NAME_LOOKUP = 64
 #: format, whatever their name said)
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif",
               "GIF": ".gif", "MPO": ".jpg"}
+#: the media type a stored file is served with, by its extension (which comes from its
+#: real format): never one guessed from the client's file name, which could say .html
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp",
+               ".bmp": "image/bmp", ".tif": "image/tiff", ".gif": "image/gif",
+               ".mp4": "video/mp4", ".mkv": "video/x-matroska", ".avi": "video/x-msvideo"}
+
+
+def media_type(stored_name: str) -> str:
+    """The media type of a stored upload, from the extension its real format gave it."""
+    return MEDIA_TYPES.get(stored_name[stored_name.rfind("."):].lower(), "application/octet-stream")
 
 
 def blame(exc: NStyleError, field_name: str, index: Optional[int] = None) -> NStyleError:
@@ -138,6 +149,11 @@ def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[s
                 fmt, (width, height) = probe.format, probe.size
                 if fmt == "MPO":  # what Pillow calls many phones' JPEGs (a JPEG + extras)
                     fmt = "JPEG"
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise OverLimit(f"{label} has {size}, over this server's limit of "
+                        f"{settings.max_pixels:,}; downscale it first") from None
     except Exception:
         decode_image(upload.data, label)  # raises BadImage with the CLI's message
         raise BadImage(f"{label} is not an image this server can read") from None

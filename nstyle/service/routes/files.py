@@ -13,6 +13,7 @@ from nstyle.service.errors import NotFound
 from nstyle.service.jobs import JobManager
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import RECORD_FILE, RESULT_FILE, JobRow, input_entries
+from nstyle.service.uploads import media_type
 from nstyle.service.videos import VIDEO_RESULT_FILE, is_video
 from nstyle.service.routes.common import finished, manager_of
 
@@ -76,7 +77,10 @@ def get_input(job_id: str, key: str, thumbnail: bool = False,
         raise NotFound(f"job {job_id} has no input {key!r} (content, style-1, ...)")
     if thumbnail:
         return FileResponse(manager.store.file(job_id, f"{key}.thumb.png"), media_type="image/png")
-    return FileResponse(manager.store.file(job_id, entry["file"]), filename=entry["name"])
+    # the media type of its real format (the stored name's extension), whatever the
+    # client's file name said
+    return FileResponse(manager.store.file(job_id, entry["file"]), filename=entry["name"],
+                        media_type=media_type(entry["file"]))
 
 
 def _bundle(row: JobRow, manager: JobManager) -> bytes:
