@@ -3,7 +3,9 @@
 Inputs may be paths, PIL images or NumPy arrays. Any Pillow mode is converted to RGB the
 way a user expects: EXIF orientation applied, transparency composited on white, 16-bit
 and float images scaled by their real range, CMYK/palette/grayscale converted. Images
-larger than ``MAX_INPUT_PIXELS`` are refused before they are decoded.
+larger than ``MAX_INPUT_PIXELS`` are refused before they are decoded, and so are files
+whose structure would make decoding take far longer than their pixels need
+(``check_structure``: a JPEG's scans, a header of millions of segments).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Union
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -26,6 +30,21 @@ from nstyle.errors import BadImage, BadOutput
 #: inputs with more pixels than this are refused (about 8000 x 6000); also the point
 #: where Pillow's decompression-bomb warning becomes an error for us
 MAX_INPUT_PIXELS = 50_000_000
+
+#: a JPEG's scans are decoded one after the other, each a pass over every block of the
+#: image (30 ms at 25 megapixels on a 2-core machine); encoders write 1 (baseline) to
+#: about 12 (libjpeg's progressive script has 10), while a 200 kB file can hold
+#: thousands of empty ones: minutes of decoding
+MAX_JPEG_SCANS = 32
+#: Pillow parses a JPEG's segments before its first scan, a PNG's chunks and a GIF's
+#: extension blocks one by one in Python (about 1 us each, and a kept copy of each JPEG
+#: segment): real files have tens to a few thousand, a 20 MB file can hold millions
+MAX_JPEG_SEGMENTS = 1000
+MAX_PNG_CHUNKS = 20_000
+MAX_GIF_EXTENSION_BLOCKS = 10_000
+#: a GIF's image data comes in sub-blocks of up to 255 bytes (encoders write full ones);
+#: walking them costs a Python step each, so a file of 1-byte sub-blocks is refused
+MAX_GIF_DATA_BLOCKS = 1_000_000
 
 #: output formats by extension (Pillow format names)
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -60,6 +79,7 @@ def decode_image(data: bytes, what: str = "image") -> Image.Image:
     """Decode encoded image bytes (from a file or an upload) into an RGB PIL image."""
     if not data:
         raise BadImage(f"{what} is empty (0 bytes)")
+    check_structure(data, what)
     with warnings.catch_warnings(record=True) as caught:
         # Pillow only warns on images past its own limit (and Image.open swallows the
         # warning if it is made an error): record it and refuse the image ourselves
@@ -78,6 +98,120 @@ def decode_image(data: bytes, what: str = "image") -> Image.Image:
         except (OSError, SyntaxError, ValueError) as exc:
             raise BadImage(f"{what} is damaged or truncated ({exc})") from None
     return to_rgb(img, what)
+
+
+def check_structure(data: bytes, what: str = "image") -> None:
+    """Refuse (``BadImage``) a JPEG, PNG or GIF whose structure would make Pillow take far
+    longer than its pixels need: more scans or header segments than any encoder writes.
+    Counted from the bytes before anything is parsed or decoded, in a bounded number of
+    steps; other formats pass (their cost follows their pixels)."""
+    if data[:2] == b"\xff\xd8":
+        _check_jpeg(data, what)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        _check_png(data, what)
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        walk_gif(data, what, max_frames=0)
+
+
+#: the next marker of a JPEG: 0xFF then a byte that is not stuffing (00), a restart marker
+#: (D0-D7, which live inside a scan's data) or a fill byte (FF)
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+#: markers without a length: TEM and SOI
+_JPEG_STANDALONE = (0x01, 0xD8)
+
+
+def _check_jpeg(data: bytes, what: str) -> None:
+    """Counts the segments and scans of the first image (what Pillow decodes; an MPO's
+    other images follow its EOI), skipping each scan's data with one regex search."""
+    pos = segments = scans = 0
+    while (found := _JPEG_MARKER.search(data, pos)) is not None:
+        marker, pos = data[found.start() + 1], found.end()
+        if marker == 0xD9:  # EOI
+            return
+        segments += 1
+        if segments > MAX_JPEG_SEGMENTS:
+            raise BadImage(f"{what} is a JPEG of more than {MAX_JPEG_SEGMENTS:,} segments; a "
+                           "real photo has a few dozen: save it again with an image editor")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise BadImage(f"{what} is a JPEG of more than {MAX_JPEG_SCANS} scans (encoders "
+                               "write at most about 12, and each scan is a pass over the whole "
+                               "image): save it again with an image editor")
+        if marker not in _JPEG_STANDALONE:
+            pos += int.from_bytes(data[pos:pos + 2], "big")
+
+
+def _check_png(data: bytes, what: str) -> None:
+    pos, chunks = 8, 0
+    while pos + 8 <= len(data):
+        chunks += 1
+        if chunks > MAX_PNG_CHUNKS:
+            raise BadImage(f"{what} is a PNG of more than {MAX_PNG_CHUNKS:,} chunks; encoders "
+                           "write a few dozen to a few thousand: save it again with an image editor")
+        if data[pos + 4:pos + 8] == b"IEND":
+            return
+        pos += 12 + int.from_bytes(data[pos:pos + 4], "big")
+
+
+@dataclass(frozen=True)
+class GifLayout:
+    """What a GIF's blocks say, read without decoding: its screen size and the delay of each
+    frame walked, in milliseconds (0 where it has none)."""
+
+    width: int
+    height: int
+    durations: tuple[int, ...]
+
+
+class TooManyFrames(BadImage):
+    """A clip has more frames than the caller's limit (counted up to one past it)."""
+
+    http_status = 413
+
+
+def walk_gif(data: bytes, what: str = "GIF", max_frames: Optional[int] = None) -> GifLayout:
+    """Walk a GIF's blocks without decoding them, up to the end or, with ``max_frames``,
+    until one frame more than that is found (``TooManyFrames``); ``max_frames=0`` stops at
+    the first frame's descriptor (all a still image needs). Bounded: refuses a GIF of more
+    than ``MAX_GIF_EXTENSION_BLOCKS`` extension or ``MAX_GIF_DATA_BLOCKS`` data sub-blocks."""
+    if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
+        raise BadImage(f"{what} is not a GIF")
+    width, height, flags = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little"), data[10]
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    durations: list[int] = []
+    delay, counts = 0, {"extension": 0, "data": 0}
+
+    def skip_sub_blocks(pos: int, kind: str, limit: int) -> int:
+        n = counts[kind]
+        while pos < len(data) and data[pos]:
+            n += 1
+            pos += data[pos] + 1
+            if n > limit:
+                raise BadImage(f"{what} has more than {limit:,} {kind} blocks; encoders write "
+                               "far fewer: save it again with an image editor")
+        counts[kind] = n
+        return pos + 1
+
+    while pos < len(data):
+        kind = data[pos]
+        if kind == 0x21 and pos + 1 < len(data):  # an extension: label, then sub-blocks
+            if data[pos + 1] == 0xF9 and pos + 6 < len(data):  # graphic control: the delay
+                delay = int.from_bytes(data[pos + 4:pos + 6], "little") * 10
+            pos = skip_sub_blocks(pos + 2, "extension", MAX_GIF_EXTENSION_BLOCKS)
+        elif kind == 0x2C:  # a frame: descriptor, local palette, LZW code size, sub-blocks
+            if max_frames is not None and len(durations) >= max_frames:
+                if max_frames:
+                    raise TooManyFrames(f"{what} has at least {max_frames + 1:,} frames, over "
+                                        f"the limit of {max_frames:,}")
+                break
+            durations.append(delay)
+            delay, local = 0, data[pos + 9] if pos + 9 < len(data) else 0
+            pos += 10 + (3 << ((local & 7) + 1) if local & 0x80 else 0) + 1
+            pos = skip_sub_blocks(pos, "data", MAX_GIF_DATA_BLOCKS)
+        else:  # the trailer (0x3B), or damage: Pillow stops there too
+            break
+    return GifLayout(width, height, tuple(durations))
 
 
 def _check_pixels(size: tuple[int, int], what: str) -> None:

@@ -33,7 +33,8 @@ from typing import Iterable, Iterator, Optional, Union
 from PIL import Image, ImageSequence
 
 from nstyle.errors import BadImage, BadOption, BadOutput
-from nstyle.io.images import MAX_INPUT_PIXELS, OUTPUT_FORMATS, encode_image, load_image
+from nstyle.io.images import (MAX_INPUT_PIXELS, OUTPUT_FORMATS, TooManyFrames, encode_image, load_image,
+                              walk_gif)
 
 #: output containers by extension: (PyAV format, video codec, audio codec to re-encode to)
 VIDEO_FORMATS = {".mp4": ("mp4", "libx264", "aac"), ".m4v": ("mp4", "libx264", "aac"),
@@ -181,17 +182,18 @@ def _check_frame_size(width: int, height: int, what: str, max_pixels: int) -> No
                        f"the limit of {max_pixels:,}; downscale it first")
 
 
-def open_upload(path: Path, label: str, max_pixels: int) -> Clip:
+def open_upload(path: Path, label: str, max_pixels: int, max_frames: Optional[int] = None) -> Clip:
     """A clip a client uploaded (stored at ``path``, called ``label`` in messages), read only
     as one of the containers of ``sniff_container``: FFmpeg is never left to guess, since
-    some of its formats (playlists, concatenation lists) would open other files or URLs."""
+    some of its formats (playlists, concatenation lists) would open other files or URLs.
+    ``max_frames``: refuse a clip of more frames (``TooManyFrames``), counting no further."""
     kind = sniff_container(path)
     if kind is None:
         raise BadImage(f"{label!r} is not a video this server takes (MP4/MOV, MKV/WebM, AVI or GIF)")
     if kind == "gif":
-        clip = _open_gif(path, max_pixels, label)
+        clip = _open_gif(path, max_pixels, label, max_frames)
     else:
-        clip = _open_video(path, max_pixels, label, kind)
+        clip = _open_video(path, max_pixels, label, kind, max_frames)
     return clip
 
 
@@ -212,7 +214,7 @@ def sniff_container(path: Path) -> Optional[str]:
 
 
 def _open_video(path: Path, max_pixels: int, label: Optional[str] = None,
-                container_format: Optional[str] = None) -> Clip:
+                container_format: Optional[str] = None, max_frames: Optional[int] = None) -> Clip:
     av = import_av()
     what = f"video {label or str(path)!r}"
     try:
@@ -225,8 +227,14 @@ def _open_video(path: Path, max_pixels: int, label: Optional[str] = None,
             _check_frame_size(width, height, what, max_pixels)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
-            # counted from the packets (no decoding): the header's count may be missing
-            frames = sum(1 for p in container.demux(stream) if p.size)
+            # counted from the packets (no decoding): the header's count may be missing;
+            # up to one past the limit, however many a file holds
+            frames = 0
+            for packet in container.demux(stream):
+                frames += 1 if packet.size else 0
+                if max_frames is not None and frames > max_frames:
+                    raise TooManyFrames(f"{what} has at least {frames:,} frames, over the "
+                                        f"limit of {max_frames:,}")
     except av.FFmpegError as exc:
         if path.stat().st_size == 0:
             raise BadImage(f"{what} is empty (0 bytes)") from None
@@ -238,7 +246,8 @@ def _open_video(path: Path, max_pixels: int, label: Optional[str] = None,
                 container=container_format)
 
 
-def _open_gif(path: Path, max_pixels: int, label: Optional[str] = None) -> Clip:
+def _open_gif(path: Path, max_pixels: int, label: Optional[str] = None,
+              max_frames: Optional[int] = None) -> Clip:
     what = f"GIF {label or str(path)!r}"
     try:
         with warnings.catch_warnings():
@@ -248,13 +257,16 @@ def _open_gif(path: Path, max_pixels: int, label: Optional[str] = None) -> Clip:
                     raise BadImage(f"{what} is not a GIF (Pillow reads it as {gif.format})")
                 width, height = gif.size
                 _check_frame_size(width, height, what, max_pixels)
-                durations = []
-                for frame in ImageSequence.Iterator(gif):
-                    durations.append(frame.info.get("duration") or 0)
+        # the frames counted from the blocks, without decoding one (Pillow's seek decodes
+        # each frame over the last: 15,000 one-pixel frames took 55 s), up to one past
+        # the limit
+        durations = walk_gif(path.read_bytes(), what, max_frames).durations
     except BadImage:
         raise
     except Exception as exc:
         raise BadImage(f"{what} is not a GIF Pillow can read ({exc})") from None
+    if not durations:
+        raise BadImage(f"{what} has no frames")
     known = [d for d in durations if d > 0]
     # browsers play delays under 20 ms at 100 ms; a GIF without delays is 10 fps
     mean = sum(known) / len(known) if known else 100

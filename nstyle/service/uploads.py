@@ -26,7 +26,7 @@ from PIL import Image
 from nstyle.options.config import Config, OptionInfo, iter_options
 from nstyle.core.device import resolve_device
 from nstyle.errors import BadImage, BadOption, NStyleError
-from nstyle.io.images import decode_image, load_mask
+from nstyle.io.images import check_structure, decode_image, load_mask
 from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs
 from nstyle.core.plan import schedule
 from nstyle.service.errors import OverLimit, UnsupportedFormat
@@ -142,6 +142,7 @@ def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[s
         size = max(upload.size, len(upload.data))
         raise OverLimit(f"{label} is {fmt_bytes(size)}, over this server's limit of "
                        f"{fmt_bytes(settings.max_upload_bytes)} per image")
+    check_structure(upload.data, label)  # before Pillow parses a header of a million parts
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

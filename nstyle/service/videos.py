@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 
 from nstyle.options.config import Config
 from nstyle.errors import BadImage, BadOption, NStyleError
-from nstyle.io.images import decode_image, load_image, save_image, save_json, to_tensor
+from nstyle.io.images import TooManyFrames, decode_image, load_image, save_image, save_json, to_tensor
 from nstyle.core.plan import schedule
 from nstyle.tasks.video import NOT_FOR_VIDEO, VIDEO_OPTION_NAMES, VideoOptions
 from nstyle.tasks.video_run import ClipRun, digest_bytes
@@ -89,7 +89,11 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
         path = Path(tmp) / "clip"
         path.write_bytes(upload.data)
         try:
-            clip = open_upload(path, name, settings.max_video_pixels)
+            try:  # counted no further than one past the limit
+                clip = open_upload(path, name, settings.max_video_pixels, settings.max_video_frames)
+            except TooManyFrames:
+                raise OverLimit(f"clip {name!r} has at least {settings.max_video_frames + 1} frames, "
+                                f"over this server's limit of {settings.max_video_frames}") from None
             _check_clip(clip.info, name, settings)
             frames = clip.frames()
             first = next(frames)
