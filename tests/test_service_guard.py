@@ -144,3 +144,66 @@ def test_a_pixel_bomb_is_413_as_documented(settings, images):
             assert r.status_code == 413, r.text
             assert f"{side * side:,} pixels" in r.json()["detail"], r.text
             assert r.json()["field"] == "content"
+
+
+def test_forms_read_at_once_are_bounded_and_the_rest_wait_then_503(tmp_path, images, monkeypatch):
+    import threading
+
+    from nstyle.service.routes import jobs as job_routes
+
+    content, style = images
+    settings = ServiceSettings(data_dir=tmp_path / "data", form_slots=1, form_wait_seconds=0.5)
+    inside, release = threading.Event(), threading.Event()
+    real_check = job_routes.check_submission
+
+    def slow_check(*args, **kwargs):
+        inside.set()
+        release.wait(30)
+        return real_check(*args, **kwargs)
+    monkeypatch.setattr(job_routes, "check_submission", slow_check)
+    with client_for(settings) as client:
+        first: dict = {}
+        worker = threading.Thread(target=lambda: first.update(r=client.post(
+            "/api/jobs", files=files(content, style), data=FAST)))
+        worker.start()
+        assert inside.wait(30)
+        r = client.post("/api/jobs", files=files(content, style), data=FAST)
+        assert r.status_code == 503, r.text
+        assert "reading 1 other uploads" in r.json()["detail"] and r.headers["retry-after"]
+        release.set()
+        worker.join(60)
+        assert first["r"].status_code == 201, first["r"].text
+        assert client.get("/api/jobs").json()["total"] == 1
+
+
+def test_a_request_holds_one_upload_in_memory_at_a_time(tmp_path):
+    """Six 1.6 MB images are checked and stored with the memory of about one of them."""
+    import io
+    import tracemalloc
+
+    import numpy as np
+    from PIL import Image
+
+    from nstyle.service.store import JobStore
+    from nstyle.service.uploads import Upload, check_submission
+
+    noise = np.random.default_rng(0).integers(0, 256, (730, 730, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(noise))
+    uploads = []
+    for i, name in enumerate(["content"] + ["style"] * 5):
+        f = open(tmp_path / f"{i}.png", "w+b")
+        f.write(data)
+        uploads.append(Upload(name, f"{i}.png", f, len(data), i))
+    settings = ServiceSettings(data_dir=tmp_path / "data")
+    store = JobStore(settings.data_dir)
+    tracemalloc.start()
+    try:
+        sub = check_submission(uploads, [("size", "32", 0)], settings)
+        store.add(sub)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        for u in uploads:
+            u.file.close()
+    assert len(data) > 1_500_000 and peak < 2.5 * len(data), (peak, len(data))
+    assert len(sub.files) == 6

@@ -11,6 +11,7 @@ a token is set.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -55,6 +56,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
     app.state.settings, app.state.manager = settings, manager
     # bounds how many uploads are decoded at once (memory), across every request
     app.state.decode_gate = threading.BoundedSemaphore(settings.decode_slots)
+    # bounds how many request bodies are read and checked at once (``uploads.read_form``)
+    app.state.form_slots = asyncio.Semaphore(settings.form_slots)
     app.add_middleware(RequestGuard, limit=settings.max_request_bytes)
     # outermost: a request addressed to another name, or from another site, reads nothing
     app.add_middleware(OriginGuard, host_names=settings.host_names,
@@ -72,8 +75,8 @@ async def _nstyle_error(request: Request, exc: NStyleError) -> JSONResponse:
     headers = {}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    if exc.http_status == 429:
-        headers["Retry-After"] = "10"
+    if exc.http_status in (429, 503):
+        headers["Retry-After"] = "10" if exc.http_status == 429 else "2"
     body: dict[str, Any] = {"detail": str(exc)}
     if getattr(exc, "field", None):
         body["field"] = exc.field  # type: ignore[attr-defined]

@@ -28,6 +28,12 @@ class QueueFull(NStyleError):
     http_status = 429
 
 
+class Busy(NStyleError):
+    """The server is at its limit of work of this kind at once; try again in a moment."""
+
+    http_status = 503
+
+
 class NotFound(NStyleError):
     http_status = 404
 

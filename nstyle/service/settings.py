@@ -51,6 +51,11 @@ class ServiceSettings:
     #: submissions whose images are decoded at the same time; more wait their turn, so N
     #: concurrent requests cannot hold N requests' worth of decoded pixels at once
     decode_slots: int = 1
+    #: request bodies read and checked at the same time (each holds its small parts in
+    #: memory, its files on disk, and one file whole while it is checked); more wait, up
+    #: to ``form_wait_seconds``, then are answered 503
+    form_slots: int = 4
+    form_wait_seconds: float = 30.0
     #: GiB a job may use (None: the memory available when it starts); clients cannot set
     #: the memory options, the server does
     memory_limit_gib: Optional[float] = None
@@ -87,7 +92,7 @@ class ServiceSettings:
             raise ValueError("workers must be >= 1")
         for name in ("max_upload_bytes", "max_pixels", "max_styles", "max_size", "max_iterations",
                      "max_megapixel_iterations", "max_request_pixels", "max_field_chars",
-                     "decode_slots", "max_video_upload_bytes", "max_video_frames", "max_video_pixels", "max_video_size",
+                     "decode_slots", "form_slots", "max_video_upload_bytes", "max_video_frames", "max_video_pixels", "max_video_size",
                      "max_video_iterations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

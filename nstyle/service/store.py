@@ -210,7 +210,7 @@ def _write_inputs(sub: Submission, folder: Path) -> dict[str, Any]:
     inputs: dict[str, Any] = {"content": None, "styles": []}
     for f in sub.files:
         stored = f.key + f.image.ext
-        (folder / stored).write_bytes(f.image.data)
+        f.image.upload.save(folder / stored)
         (folder / f"{f.key}.thumb.png").write_bytes(f.image.thumbnail)
         entry = {"key": f.key, "file": stored, "name": f.image.name,
                  "width": f.image.width, "height": f.image.height}

@@ -12,14 +12,18 @@ can name a file, so the server never opens a path a client chose.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import io
 import re
+import shutil
 import sys
 import threading
 import warnings
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from pathlib import Path
+from typing import Any, AsyncIterator, BinaryIO, Iterable, Optional
 
 from PIL import Image
 
@@ -29,7 +33,7 @@ from nstyle.errors import BadImage, BadOption, NStyleError
 from nstyle.io.images import check_structure, decode_image, load_mask
 from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs
 from nstyle.core.plan import schedule
-from nstyle.service.errors import OverLimit, UnsupportedFormat
+from nstyle.service.errors import Busy, OverLimit, UnsupportedFormat
 from nstyle.service.settings import MB, ServiceSettings
 
 #: option sections a client may not set: ``output`` names files on the server's disk (the
@@ -43,6 +47,8 @@ SINGLE_FIELDS = ("keep_mask", "init_image", "fine_style", "coarse_style")
 IMAGE_FIELDS = (CONTENT_FIELD, *STYLE_FIELDS, MASK_FIELD, *SINGLE_FIELDS)
 
 THUMBNAIL_SIZE = 256
+#: block size of an upload's copy into the job's folder
+UPLOAD_COPY_BLOCK = 1 << 20
 #: a displayed file name is cut to this many characters
 MAX_NAME_CHARS = 120
 #: longest option name worth looking up (a longer one is refused without a hint)
@@ -75,19 +81,36 @@ def blame(exc: NStyleError, field_name: str, index: Optional[int] = None) -> NSt
 
 @dataclass
 class Upload:
-    """One file of the request, as received."""
+    """One file of the request, as received: left in the form's spooled file (on disk past
+    1 MB), and read whole only while one step uses it, so that a request of 15 files of
+    20 MB holds one of them in memory at a time, not all 15."""
 
     field: str
     filename: str
-    data: bytes  # at most the per-image limit + 1 byte: enough to refuse the rest unread
+    file: BinaryIO = field(repr=False)
     size: int  # the full size, as received
     index: int = 0  # its place among the files of the same field
+
+    @classmethod
+    def of_bytes(cls, field_name: str, filename: str, data: bytes, index: int = 0) -> "Upload":
+        return cls(field_name, filename, io.BytesIO(data), len(data), index)
+
+    def read(self) -> bytes:
+        """The whole file, read again at each call: the caller drops it when done."""
+        self.file.seek(0)
+        return self.file.read()
+
+    def save(self, path: Path) -> None:
+        """Copy it to ``path`` in blocks (never whole in memory)."""
+        self.file.seek(0)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(self.file, out, UPLOAD_COPY_BLOCK)
 
 
 @dataclass
 class InputImage:
     name: str  # the user's file name, for display only
-    data: bytes  # the upload, byte for byte
+    upload: Upload = field(repr=False)  # stored byte for byte
     ext: str  # from its real format
     width: int
     height: int
@@ -138,15 +161,15 @@ def display_name(filename: str, fallback: str) -> str:
 def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[str, int, int]:
     """Size, format and pixel limits from the header only: (format, width, height)."""
     label = f"{what} {upload.filename!r}" if upload.filename else what
-    if upload.size > settings.max_upload_bytes or len(upload.data) > settings.max_upload_bytes:
-        size = max(upload.size, len(upload.data))
-        raise OverLimit(f"{label} is {fmt_bytes(size)}, over this server's limit of "
-                       f"{fmt_bytes(settings.max_upload_bytes)} per image")
-    check_structure(upload.data, label)  # before Pillow parses a header of a million parts
+    if upload.size > settings.max_upload_bytes:
+        raise OverLimit(f"{label} is {fmt_bytes(upload.size)}, over this server's limit of "
+                        f"{fmt_bytes(settings.max_upload_bytes)} per image")
+    data = upload.read()
+    check_structure(data, label)  # before Pillow parses a header of a million parts
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(upload.data)) as probe:  # reads the header only
+            with Image.open(io.BytesIO(data)) as probe:  # reads the header only
                 fmt, (width, height) = probe.format, probe.size
                 if fmt == "MPO":  # what Pillow calls many phones' JPEGs (a JPEG + extras)
                     fmt = "JPEG"
@@ -156,7 +179,7 @@ def probe_image(upload: Upload, what: str, settings: ServiceSettings) -> tuple[s
         raise OverLimit(f"{label} has {size}, over this server's limit of "
                         f"{settings.max_pixels:,}; downscale it first") from None
     except Exception:
-        decode_image(upload.data, label)  # raises BadImage with the CLI's message
+        decode_image(data, label)  # raises BadImage with the CLI's message
         raise BadImage(f"{label} is not an image this server can read") from None
     if fmt not in settings.formats or fmt not in EXTENSIONS:
         raise UnsupportedFormat(f"{label} is a {fmt} image; this server takes "
@@ -171,14 +194,14 @@ def decode_upload(upload: Upload, what: str, fmt: str, mask: bool) -> InputImage
     """A full decode (the engine's own checks: a mask must select something), and a
     thumbnail; the decoded pixels are dropped on return."""
     label = f"{what} {upload.filename!r}" if upload.filename else what
-    image = decode_image(upload.data, label)
+    image = decode_image(upload.read(), label)
     if mask:
         load_mask(image, label)  # refuses an all-black mask, as the CLI does
     width, height = image.size
     image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)  # in place: no copy
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return InputImage(display_name(upload.filename, what), upload.data, EXTENSIONS[fmt],
+    return InputImage(display_name(upload.filename, what), upload, EXTENSIONS[fmt],
                       width, height, buf.getvalue())
 
 
@@ -396,29 +419,46 @@ MAX_FIELDS = 100
 MAX_PART_BYTES = 64 * 1024
 
 
-async def read_form(request: Any, settings: ServiceSettings, what: str,
-                    max_bytes: Optional[dict[str, int]] = None
-                    ) -> tuple[list[Upload], list[tuple[str, str, int]]]:
+@asynccontextmanager
+async def read_form(request: Any, settings: ServiceSettings, what: str
+                    ) -> AsyncIterator[tuple[list[Upload], list[tuple[str, str, int]]]]:
     """A job's multipart form (``what``: the job or the sheet, for the message): its
-    uploads and its text fields, each with its position in the form. ``max_bytes``: a
-    field's own upload limit (a video job's clip), instead of the images' limit."""
+    uploads and its text fields, each with its position in the form, for as long as the
+    ``async with`` lasts (the uploads' files go with it). One of ``settings.form_slots``
+    is held meanwhile: the forms read at once, and so the memory and temporary disk they
+    use, are bounded whatever the number of clients. Each upload's size is checked
+    against its limit later, by the step that knows what it is (nothing is read yet)."""
     from starlette.datastructures import UploadFile
 
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         first = "a file 'clip'" if what == "video" else "a file 'content'"
         raise BadOption(f"send the {what} as multipart/form-data: {first}, files "
                         "'style' and options as text fields")
-    uploads: list[Upload] = []
-    fields: list[tuple[str, str, int]] = []
-    async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
-                            max_part_size=MAX_PART_BYTES) as form:
-        for position, (key, value) in enumerate(form.multi_items()):
-            if isinstance(value, UploadFile):
-                if not value.filename and not value.size:
-                    continue  # an <input type=file> left empty
-                limit = (max_bytes or {}).get(key, settings.max_upload_bytes)
-                data = await value.read(limit + 1)
-                uploads.append(Upload(key, value.filename or "", data, value.size or len(data), position))
-            else:
-                fields.append((key, value, position))
-    return uploads, fields
+    slots: asyncio.Semaphore = request.app.state.form_slots
+    try:
+        await asyncio.wait_for(slots.acquire(), settings.form_wait_seconds)
+    except asyncio.TimeoutError:
+        raise Busy(f"the server is reading {settings.form_slots} other uploads; send the {what} "
+                   "again in a moment") from None
+    try:
+        uploads: list[Upload] = []
+        fields: list[tuple[str, str, int]] = []
+        async with request.form(max_files=settings.max_files, max_fields=MAX_FIELDS,
+                                max_part_size=MAX_PART_BYTES) as form:
+            for position, (key, value) in enumerate(form.multi_items()):
+                if isinstance(value, UploadFile):
+                    if not value.filename and not value.size:
+                        continue  # an <input type=file> left empty
+                    size = value.size if value.size is not None else _file_size(value.file)
+                    uploads.append(Upload(key, value.filename or "", value.file, size, position))
+                else:
+                    fields.append((key, value, position))
+            yield uploads, fields
+    finally:
+        slots.release()
+        release_memory()
+
+
+def _file_size(file: BinaryIO) -> int:
+    file.seek(0, io.SEEK_END)
+    return file.tell()

@@ -81,13 +81,13 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
     engine_fields = [f for f in fields if f[0] not in VIDEO_OPTION_NAMES]
     upload = clips[0]
     name = upload.filename or "clip"
-    if max(upload.size, len(upload.data)) > settings.max_video_upload_bytes:
-        raise blame(OverLimit(f"clip {name!r} is {fmt_bytes(max(upload.size, len(upload.data)))}, over "
+    if upload.size > settings.max_video_upload_bytes:
+        raise blame(OverLimit(f"clip {name!r} is {fmt_bytes(upload.size)}, over "
                               f"this server's limit of {fmt_bytes(settings.max_video_upload_bytes)}"),
                     CLIP_FIELD)
     with tempfile.TemporaryDirectory(dir=settings.data_dir / "tmp") as tmp:
         path = Path(tmp) / "clip"
-        path.write_bytes(upload.data)
+        upload.save(path)
         try:
             try:  # counted no further than one past the limit
                 clip = open_upload(path, name, settings.max_video_pixels, settings.max_video_frames)
@@ -101,14 +101,14 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
         except NStyleError as exc:
             raise blame(exc, CLIP_FIELD) from None
     data = _png(first)
-    frame_upload = Upload("content", f"{name} (frame 1).png", data, len(data))
+    frame_upload = Upload.of_bytes("content", f"{name} (frame 1).png", data)
     styles = [u for u in uploads if u.field in STYLE_FIELDS]
     sub = check_submission([frame_upload, *styles], engine_fields, settings, decode_gate)
     _check_video_work(sub.config, options, clip.info.frames, (first.width, first.height), settings)
     content = sub.entry("content").image
     ext = CLIP_EXTENSIONS[clip.container or "gif"]
     sub.files.append(StoredInput(CLIP_FIELD, CLIP_FIELD, None, InputImage(
-        content.name.rsplit(" (frame 1)", 1)[0], upload.data, ext, content.width, content.height,
+        content.name.rsplit(" (frame 1)", 1)[0], upload, ext, content.width, content.height,
         content.thumbnail)))
     sub.options.update({k: v.strip() for k, v in video_fields.items() if v.strip()})
     sub.options[VIDEO_OPTION] = json.dumps(options.to_dict())

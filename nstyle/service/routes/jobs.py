@@ -52,10 +52,10 @@ async def create_job(request: Request) -> JSONResponse:
     text field (see GET /api/info; lists are comma-separated). The job is checked
     completely before anything is stored: a refused job leaves nothing behind."""
     settings, manager = settings_of(request), manager_of(request)
-    uploads, fields = await read_form(request, settings, "job")
-    sub = await run_in_threadpool(check_submission, uploads, fields, settings,
-                                  request.app.state.decode_gate)
-    row = await run_in_threadpool(manager.submit, sub)
+    async with read_form(request, settings, "job") as (uploads, fields):
+        sub = await run_in_threadpool(check_submission, uploads, fields, settings,
+                                      request.app.state.decode_gate)
+        row = await run_in_threadpool(manager.submit, sub)
     return JSONResponse(job_view(row, manager), status_code=201,
                         headers={"Location": f"/api/jobs/{row.id}"})
 

@@ -27,10 +27,10 @@ def sheet_router(settings) -> APIRouter:
         a text field (size defaults to 256 and iterations to 60 here). Answers the job,
         as POST /api/jobs does; follow it at /api/jobs/{id}."""
         manager = manager_of(request)
-        uploads, fields = await read_form(request, settings, "sheet")
-        sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
-                                      request.app.state.decode_gate)
-        row = await run_in_threadpool(manager.submit, sub)
+        async with read_form(request, settings, "sheet") as (uploads, fields):
+            sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
+                                          request.app.state.decode_gate)
+            row = await run_in_threadpool(manager.submit, sub)
         return JSONResponse(job_view(row, manager), status_code=201,
                             headers={"Location": f"/api/jobs/{row.id}"})
 

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from nstyle.service.routes.common import job_view, manager_of
 from nstyle.service.uploads import read_form
-from nstyle.service.videos import CLIP_FIELD, check_video
+from nstyle.service.videos import check_video
 
 
 def video_router(settings) -> APIRouter:
@@ -25,11 +25,10 @@ def video_router(settings) -> APIRouter:
         `flow` (dis or farneback), `frame_iterations`, `independent` (true/false). Answers
         the job, as POST /api/jobs does; follow it at /api/jobs/{id}; its result is an MP4."""
         manager = manager_of(request)
-        uploads, fields = await read_form(request, settings, "video",
-                                          max_bytes={CLIP_FIELD: settings.max_video_upload_bytes})
-        sub = await run_in_threadpool(check_video, uploads, fields, settings,
-                                      request.app.state.decode_gate)
-        row = await run_in_threadpool(manager.submit, sub)
+        async with read_form(request, settings, "video") as (uploads, fields):
+            sub = await run_in_threadpool(check_video, uploads, fields, settings,
+                                          request.app.state.decode_gate)
+            row = await run_in_threadpool(manager.submit, sub)
         return JSONResponse(job_view(row, manager), status_code=201,
                             headers={"Location": f"/api/jobs/{row.id}"})
 
