@@ -176,7 +176,7 @@ def walk_gif(data: bytes, what: str = "GIF", max_frames: Optional[int] = None) -
     the first frame's descriptor (all a still image needs). Bounded: refuses a GIF of more
     than ``MAX_GIF_EXTENSION_BLOCKS`` extension or ``MAX_GIF_DATA_BLOCKS`` data sub-blocks."""
     if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
-        raise BadImage(f"{what} is not a GIF")
+        raise BadImage(f"{what} is not a GIF, or is cut short")
     width, height, flags = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little"), data[10]
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     durations: list[int] = []

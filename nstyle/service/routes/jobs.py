@@ -9,12 +9,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from nstyle.errors import BadOption
-from nstyle.io.inputs import INPUT_FIELDS
 from nstyle.service.jobs import JobManager
 from nstyle.service.schemas import JobList, JobView
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import QUEUED, RUNNING, STATES
-from nstyle.service.uploads import CONTENT_FIELD, MASK_FIELD, check_submission, client_options, read_form
+from nstyle.service.uploads import check_submission, form_schema, read_form
 from nstyle.service.routes.common import job_view, manager_of, settings_of
 
 
@@ -23,7 +22,7 @@ def router(settings: ServiceSettings) -> APIRouter:
     r = APIRouter()
     r.add_api_route(
         "/jobs", create_job, methods=["POST"], status_code=201, response_model=JobView,
-        summary="Submit a job", openapi_extra={"requestBody": multipart_schema(settings)},
+        summary="Submit a job", openapi_extra={"requestBody": form_schema(settings)},
         responses={400: {"description": "a bad image or option (the message says which)"},
                    413: {"description": "an upload or image over a limit"},
                    415: {"description": "an image format this server does not take"},
@@ -89,34 +88,3 @@ def delete_job(job_id: str, manager: JobManager = Depends(manager_of)) -> Respon
     """A running job is cancelled first."""
     manager.delete(job_id)
     return Response(status_code=204)
-
-
-def multipart_schema(settings: ServiceSettings) -> dict[str, Any]:
-    """The create-job form, generated from the config's options like the CLI's flags."""
-    props: dict[str, Any] = {
-        CONTENT_FIELD: {"type": "string", "format": "binary", "description": "the photo to repaint"},
-        "style": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
-                  "maxItems": settings.max_styles, "description": "one or more style images"},
-    }
-    types = {int: "integer", float: "number", str: "string"}
-    for f in INPUT_FIELDS:
-        binary = {"type": "string", "format": "binary"}
-        if f.per_style:
-            props[MASK_FIELD] = {"type": "array", "items": binary, "maxItems": settings.max_styles,
-                                 "description": f.help + "; the text 'none' for a style without one"}
-        else:
-            props[f.name] = {**binary, "description": f.help}
-    for o in client_options():
-        prop: dict[str, Any] = {"description": o.help}
-        if o.is_list:
-            prop["type"] = "string"
-            prop["description"] += " (comma-separated)"
-        else:
-            prop["type"] = types.get(o.base_type, "string")
-        if o.choices:
-            prop["enum"] = list(o.choices)
-        if o.default is not None:
-            prop["default"] = ",".join(map(str, o.default)) if o.is_list else o.default
-        props[o.name] = prop
-    return {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": [CONTENT_FIELD, "style"], "properties": props}}}}

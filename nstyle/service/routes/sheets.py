@@ -7,15 +7,22 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from nstyle.service.routes.common import job_view, manager_of
-from nstyle.service.uploads import read_form
-from nstyle.service.sheets import check_sheet
+from nstyle.service.uploads import form_schema, job_files, read_form
+from nstyle.service.sheets import NOT_FOR_SHEETS, SHEET_FILES, check_sheet
+from nstyle.tasks.sheet import DEFAULT_FOR_SIZE
 
 
 def sheet_router(settings) -> APIRouter:
     """The /sheets route; ``routes.api_router`` mounts it under /api, behind the token."""
     router = APIRouter()
+    files = {k: v for k, v in job_files(settings).items() if k in SHEET_FILES}
+    extra = {"style_weights": {"type": "string", "default": "1e4,1e5,1e6", "description":
+                               "the columns' style weights, comma-separated"},
+             "for_size": {"type": "integer", "default": DEFAULT_FOR_SIZE, "description":
+                          "the size of the run the sheet previews"}}
 
     @router.post("/sheets", status_code=201, summary="Submit a contact sheet (a job)",
+                 openapi_extra={"requestBody": form_schema(settings, files, extra, NOT_FOR_SHEETS)},
                  responses={400: {"description": "a bad image, option or weights list"},
                             413: {"description": "an upload, image or the sheet's work over a limit"},
                             429: {"description": "the queue is full"}})
