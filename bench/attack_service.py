@@ -204,6 +204,16 @@ def gif_many_frames(frames: int, width: int = 1920, height: int = 1088) -> bytes
             + (gce + one_pixel) * (frames - 1) + b";")
 
 
+def gif_tiny_sub_blocks(n: int) -> bytes:
+    """A GIF whose one frame's data is ``n`` sub-blocks of one byte (encoders write 255)."""
+    from PIL import Image
+
+    data = encode(Image.new("P", (64, 64)), "GIF")
+    head = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    frame = b"\x2c" + struct.pack("<HHHH", 0, 0, 64, 64) + b"\x00\x02" + b"\x01\x00" * n + b"\x00"
+    return data[:head] + frame + b";"
+
+
 def mp4_many_frames(frames: int, side: int = 16) -> bytes:
     import av
     import numpy as np
@@ -345,6 +355,8 @@ ATTACKS: list[Attack] = [
     with_content("scans.jpg", lambda: jpeg_many_scans(300), (400,), "progressive JPEG 5000x5000 + 300 scans"),
     as_clip("c.gif", lambda: gif_many_frames(3000), "GIF clip of 3,000 one-pixel frames, 1920x1088"),
     as_clip("c.mp4", lambda: mp4_many_frames(5000), "MP4 clip of 5,000 frames"),
+    Attack("GIF clip of one frame in 20,000,000 one-byte sub-blocks", (400,), lambda srv, root, d: post_form(
+        srv, "/api/videos", FAST, [("clip", "c.gif", d), *style_only()]), lambda: gif_tiny_sub_blocks(20_000_000)),
     with_content("c.jpg", lambda: jpeg_segment_flood(3_000_000), (400,), "JPEG of 3,000,000 comment segments"),
     with_content("c.png", lambda: png_chunk_flood(1_000_000), (400,), "PNG of 1,000,000 empty chunks"),
     with_content("c.gif", lambda: gif_extension_flood(5_000_000), (400,), "GIF of 5,000,000 empty extensions"),
@@ -509,6 +521,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             while status == 201 and time.monotonic() < deadline and send(
                     srv.port, "GET", f"/api/jobs/{body['id']}")[1].get("state") in ("queued", "running"):
                 time.sleep(0.2)
+            for job_id in list_job_ids(srv):
+                send(srv.port, "DELETE", f"/api/jobs/{job_id}")
             for attack in chosen:
                 if srv.proc.poll() is not None:
                     rows.append({"attack": attack.name, "expected": "/".join(map(str, attack.expected)), "status": 0,

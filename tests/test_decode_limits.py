@@ -60,6 +60,8 @@ def chunk(kind: bytes, body: bytes) -> bytes:
     ("PNG", lambda d: d[:33] + chunk(b"zzAz", b"") * 20_000 + d[33:], "more than 20,000 chunks"),
     ("GIF", lambda d: d[:gif_header(d)] + b"\x21\xfe" + b"\x01x" * 10_001 + b"\x00" + d[gif_header(d):],
      "more than 10,000 extension blocks"),
+    ("GIF", lambda d: d[:gif_header(d)] + b"\x21\xfe\x00" * 10_001 + d[gif_header(d):],
+     "more than 10,000 extension blocks"),
 ])
 def test_headers_of_too_many_parts_are_refused_before_pillow_parses_them(content_img, fmt, flood, match):
     plain = encode(content_img.convert("P") if fmt == "GIF" else content_img, fmt)

@@ -37,7 +37,7 @@ MAX_INPUT_PIXELS = 50_000_000
 #: thousands of empty ones: minutes of decoding
 MAX_JPEG_SCANS = 32
 #: Pillow parses a JPEG's segments before its first scan, a PNG's chunks and a GIF's
-#: extension blocks one by one in Python (about 1 us each, and a kept copy of each JPEG
+#: extensions and their sub-blocks one by one in Python (about 1 us each, and a kept copy of each JPEG
 #: segment): real files have tens to a few thousand, a 20 MB file can hold millions
 MAX_JPEG_SEGMENTS = 1000
 MAX_PNG_CHUNKS = 20_000
@@ -184,14 +184,15 @@ def walk_gif(data: bytes, what: str = "GIF", max_frames: Optional[int] = None) -
 
     def skip_sub_blocks(pos: int, kind: str, limit: int) -> int:
         n = counts[kind]
-        while pos < len(data) and data[pos]:
+        while True:  # the block itself (an empty one costs a step too), then each sub-block
             n += 1
-            pos += data[pos] + 1
             if n > limit:
                 raise BadImage(f"{what} has more than {limit:,} {kind} blocks; encoders write "
                                "far fewer: save it again with an image editor")
-        counts[kind] = n
-        return pos + 1
+            if pos >= len(data) or not data[pos]:
+                counts[kind] = n
+                return pos + 1
+            pos += data[pos] + 1
 
     while pos < len(data):
         kind = data[pos]
