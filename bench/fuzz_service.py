@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ran = fuzz_operations(Path(tmp), args.examples, args.seed)
             failure = None
-        except Exception as exc:  # the failing case, as schemathesis or the check said it
-            ran, failure = {}, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the failing case, as Hypothesis and the check said it
+            notes = "\n".join(getattr(exc, "__notes__", []))
+            ran, failure = {}, f"{type(exc).__name__}: {exc}\n{notes}".strip()
     seconds = time.perf_counter() - t0
     for route, n in ran.items():
         print(f"{n:6d}  {route}")

@@ -207,3 +207,11 @@ def test_a_request_holds_one_upload_in_memory_at_a_time(tmp_path):
             u.file.close()
     assert len(data) > 1_500_000 and peak < 2.5 * len(data), (peak, len(data))
     assert len(sub.files) == 6
+
+
+def test_a_huge_list_offset_is_a_4xx_not_a_500(settings):
+    """Found by bench/fuzz_service.py: SQLite's integers end at 2**63."""
+    with client_for(settings) as client:
+        r = client.get("/api/jobs", params={"offset": str(10**30)})
+        assert r.status_code == 422 and r.json()["detail"], r.text
+        assert client.get("/api/jobs", params={"offset": "1000"}).json()["jobs"] == []

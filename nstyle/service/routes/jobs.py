@@ -59,7 +59,11 @@ async def create_job(request: Request) -> JSONResponse:
                         headers={"Location": f"/api/jobs/{row.id}"})
 
 
-def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+#: largest offset of the job list (SQLite's integers end at 2**63; found by fuzzing)
+MAX_OFFSET = 10**9
+
+
+def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
               state: Optional[str] = Query(None, description="only jobs in this state"),
               manager: JobManager = Depends(manager_of)) -> dict[str, Any]:
     if state and state not in STATES:
