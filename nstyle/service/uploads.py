@@ -336,7 +336,8 @@ def form_schema(settings: ServiceSettings, files: Optional[dict[str, Any]] = Non
         props[o.name] = prop
     props.update(extra or {})
     return {"required": True, "content": {"multipart/form-data": {
-        "schema": {"type": "object", "required": list(required), "properties": props}}}}
+        "schema": {"type": "object", "required": list(required), "properties": props,
+                   "additionalProperties": False}}}}  # an unknown field is refused (400)
 
 
 # --------------------------------------------------------------------------- the request
@@ -506,7 +507,7 @@ async def read_form(request: Any, settings: ServiceSettings, what: str
             yield uploads, fields
     finally:
         slots.release()
-        release_memory()
+        await asyncio.to_thread(release_memory)  # not on the event loop: it can take ms
 
 
 def _file_size(file: BinaryIO) -> int:
