@@ -35,20 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nstyle-fuzz-") as tmp:
         try:
-            ran = fuzz_operations(Path(tmp), args.examples, args.seed)
+            ran, jobs = fuzz_operations(Path(tmp), args.examples, args.seed)
             failure = None
         except Exception as exc:  # the failing case, as Hypothesis and the check said it
             notes = "\n".join(getattr(exc, "__notes__", []))
-            ran, failure = {}, f"{type(exc).__name__}: {exc}\n{notes}".strip()
+            ran, jobs, failure = {}, {}, f"{type(exc).__name__}: {exc}\n{notes}".strip()
     seconds = time.perf_counter() - t0
     for route, n in ran.items():
         print(f"{n:6d}  {route}")
+    print(f"jobs accepted and run: {sum(jobs.values())} ({', '.join(f'{n} {k}' for k, n in jobs.items())})")
     print(f"{sum(ran.values())} cases over {len(ran)} routes in {seconds:.0f} s: "
           + ("no 500, no non-JSON error, no slow answer, no internal error" if failure is None
              else f"FAILED\n{failure}"))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"examples": args.examples, "seed": args.seed,
-                                           "cases": ran, "seconds": round(seconds, 1),
+                                           "cases": ran, "jobs": jobs, "seconds": round(seconds, 1),
                                            "failure": failure}, indent=2) + "\n")
     return 0 if failure is None else 1
 

@@ -76,8 +76,11 @@ def answers_json_with_a_detail(response) -> None:
         assert isinstance(body, dict) and isinstance(body.get("detail"), (str, list)), body
 
 
-def fuzz_operations(data_dir: Path, examples: int, seed: int = 0) -> dict[str, int]:
-    """Fuzz every operation of the schema ``examples`` times; returns {operation: cases}.
+def fuzz_operations(data_dir: Path, examples: int, seed: int = 0, form_examples: int = 0
+                    ) -> tuple[dict[str, int], dict[str, int]]:
+    """Fuzz every operation of the schema ``examples`` times (the forms that submit jobs
+    ``form_examples`` times, when more); returns {operation: cases}
+    and {final state: jobs} of the jobs it got accepted (those the fuzzing left).
     Raises (with the failing request) at the first answer that breaks a check, and, once
     the jobs it got accepted have run, if one of them failed as an internal error (an
     option value the checks let through that the run could not take)."""
@@ -99,8 +102,11 @@ def fuzz_operations(data_dir: Path, examples: int, seed: int = 0) -> dict[str, i
             real_ids = st.sampled_from([None, *job_ids])
             keys = st.sampled_from([None, "content", "style-1", "clip"])
 
+            is_form = operation.method.upper() == "POST" and "{" not in operation.path
+
             @given(case=operation.as_strategy(), job_id=real_ids, key=keys, small=st.booleans())
-            @settings(max_examples=examples, deadline=None, derandomize=seed == 0,
+            @settings(max_examples=max(examples, form_examples) if is_form else examples,
+                      deadline=None, derandomize=seed == 0,
                       suppress_health_check=list(HealthCheck), database=None)
             def one(case, job_id, key, small) -> None:
                 if small and isinstance(case.body, dict):
@@ -122,7 +128,10 @@ def fuzz_operations(data_dir: Path, examples: int, seed: int = 0) -> dict[str, i
     failed = [(j["id"], j["options"], j["error"]) for j in jobs
               if j["state"] == "failed" and str(j["error"]).startswith("internal error")]
     assert not failed, f"accepted jobs that failed as internal errors: {failed}"
-    return ran
+    states: dict[str, int] = {}
+    for j in jobs:
+        states[j["state"]] = states.get(j["state"], 0) + 1
+    return ran, states
 
 
 def wait_for_jobs(client, timeout: float = 120.0) -> list[dict[str, Any]]:
