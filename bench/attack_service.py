@@ -340,6 +340,15 @@ def fifteen_big() -> list[tuple[str, str, bytes]]:
     return [("content", "c.png", big)] + [("style", f"s{i}.png", big) for i in range(14)]
 
 
+def thirteen_big() -> list[tuple[str, str, bytes]]:
+    """13 files of 20 MB that make a valid form (content, 5 styles, their 5 masks, a keep
+    mask, a starting image): each is read and probed before the pixel budget refuses them."""
+    big = noise_png(2580)
+    return ([("content", "c.png", big)] + [("style", f"s{i}.png", big) for i in range(5)]
+            + [("style_mask", f"m{i}.png", big) for i in range(5)]
+            + [("keep_mask", "k.png", big), ("init_image", "i.png", big)])
+
+
 ATTACKS: list[Attack] = [
     # issue 23, item 1: history_size had no upper bound
     options("history_size=200000000 (size 32, 3 iterations)", {**FAST, "history_size": "200000000"}),
@@ -370,6 +379,10 @@ ATTACKS: list[Attack] = [
            fifteen_big),
     Attack("two bodies of 15 x 20 MB images at once", (413,), lambda srv, root, files: both(
         lambda: job(srv, FAST, files), lambda: job(srv, FAST, files)), fifteen_big),
+    Attack("13 x 20 MB images in a valid form, all probed", (413,),
+           lambda srv, root, files: job(srv, FAST, files), thirteen_big),
+    Attack("two such forms at once", (413,), lambda srv, root, files: both(
+        lambda: job(srv, FAST, files), lambda: job(srv, FAST, files)), thirteen_big),
     # the matrix that passed before: file-naming fields, traversal, limits, multipart, slow
     *[options(f"{name}={value} as text", {**FAST, name: value})
       for name in ("content", "style_mask", "keep_mask", "init_image", "fine_style", "coarse_style")
