@@ -13,7 +13,8 @@ from nstyle.service.jobs import JobManager
 from nstyle.service.schemas import JobList, JobView
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import QUEUED, RUNNING, STATES
-from nstyle.service.uploads import check_submission, form_schema, read_form
+from nstyle.service.form_schema import form_schema
+from nstyle.service.uploads import check_submission, read_form
 from nstyle.service.routes.common import job_view, manager_of, settings_of
 
 

@@ -7,7 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from nstyle.service.routes.common import job_view, manager_of
-from nstyle.service.uploads import form_schema, job_files, read_form
+from nstyle.service.form_schema import form_schema, job_files
+from nstyle.service.uploads import read_form
 from nstyle.service.sheets import NOT_FOR_SHEETS, SHEET_FILES, check_sheet
 from nstyle.tasks.sheet import DEFAULT_FOR_SIZE
 

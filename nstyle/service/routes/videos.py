@@ -9,7 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from nstyle.service.routes.common import job_view, manager_of
-from nstyle.service.uploads import BINARY, SCHEMA_TYPES, form_schema, job_files, read_form
+from nstyle.service.form_schema import BINARY, SCHEMA_TYPES, form_schema, job_files
+from nstyle.service.uploads import read_form
 from nstyle.service.videos import CLIP_FIELD, check_video
 from nstyle.tasks.video import NOT_FOR_VIDEO, VideoOptions
 
