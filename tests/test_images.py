@@ -176,3 +176,39 @@ def test_progression_strip_and_gif(tmp_path, content_img):
     gif = images.save_progression(frames, tmp_path / "p.gif", frame_size=32)
     with Image.open(gif) as g:
         assert g.n_frames == 3
+
+
+def _decoded_gif_frames(path) -> list[Image.Image]:
+    """The frames as a video decoder (PyAV, FFmpeg's GIF decoder) shows them."""
+    av = pytest.importorskip("av")
+    with av.open(str(path)) as container:
+        return [f.to_image().convert("RGB") for f in container.decode(video=0)]
+
+
+def test_progression_frames_of_changing_sizes_all_show_the_output_shape(tmp_path, content_img):
+    """A run's frames change size: coarse-to-fine scales are smaller than the output, and
+    scale mixing makes the style's shape first. Every decoded frame must have the output's
+    shape and show its own picture, not a corner of it or garbage."""
+    cat = content_img  # 64 x 43, landscape
+    mix = content_img.rotate(90, expand=True).resize((30, 44))  # a portrait style image
+    coarse = [cat.resize((48, 32)), cat.rotate(180).resize((48, 32))]
+    fine = [cat.transpose(Image.Transpose.FLIP_LEFT_RIGHT), cat]
+    frames = [mix, *coarse, *fine]
+    canvas = cat.size
+    expected = [Image.new("RGB", canvas, "white") for _ in frames]
+    expected[0].paste(mix.resize((29, 43)), ((64 - 29) // 2, 0))  # fitted inside, on white
+    for e, f in zip(expected[1:], frames[1:]):
+        e.paste(f.resize(canvas))
+
+    def difference(a: Image.Image, b: Image.Image) -> float:
+        return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+    gif = images.save_progression(frames, tmp_path / "p.gif", frame_size=64)
+    decoded = _decoded_gif_frames(gif)
+    assert [d.size for d in decoded] == [canvas] * len(frames)
+    for i, (d, e) in enumerate(zip(decoded, expected)):
+        assert difference(d, e) < 6, f"GIF frame {i} differs from its picture"  # palette only
+    strip = Image.open(images.save_progression(frames, tmp_path / "p.png", frame_size=64)).convert("RGB")
+    assert strip.size == (64 * len(frames), 43)
+    for i, e in enumerate(expected):
+        assert difference(strip.crop((64 * i, 0, 64 * (i + 1), 43)), e) < 2, f"strip frame {i}"

@@ -380,17 +380,25 @@ def save_json(data: Any, path: Union[str, os.PathLike]) -> Path:
 
 def save_progression(frames: list[Image.Image], path: Union[str, os.PathLike],
                      frame_size: int = 256) -> Path:
-    """Frames as one horizontal strip (.png) or a looping animation (.gif)."""
+    """Frames as one horizontal strip (.png) or a looping animation (.gif).
+
+    Every frame is drawn on one canvas of the last frame's shape (the output's), at most
+    ``frame_size`` on its longest side: a coarse-to-fine run's earlier frames are smaller
+    (they are scaled up to it) and a frame of another shape is fitted inside it on white.
+    A GIF's frames must all have its screen's size: a larger one is cut to its top-left
+    corner by decoders and one of another size garbles the rest."""
     if not frames:
         raise ValueError("no frames to write")
     path = check_output_path(path, formats=(".png", ".gif"))
-    thumbs = [resize(f, fit_size(*f.size, min(frame_size, max(f.size)))) for f in frames]
+    last = frames[-1]
+    canvas = fit_size(*last.size, min(frame_size, max(last.size)))
+    thumbs = [_on_canvas(f, canvas) for f in frames]
     if path.suffix.lower() == ".gif":
         def write(f):
             thumbs[0].save(f, format="GIF", save_all=True, append_images=thumbs[1:],
                            duration=200, loop=0)
     else:
-        w, h = thumbs[0].size
+        w, h = canvas
         strip = Image.new("RGB", (w * len(thumbs), h), "white")
         for i, t in enumerate(thumbs):
             strip.paste(t, (i * w, 0))
@@ -398,6 +406,19 @@ def save_progression(frames: list[Image.Image], path: Union[str, os.PathLike],
             strip.save(f, format="PNG")
     _atomic_write(path, write)
     return path
+
+
+def _on_canvas(frame: Image.Image, canvas: tuple[int, int]) -> Image.Image:
+    """``frame`` resized to exactly ``canvas`` (w, h) when it has the canvas's shape (up to
+    a pixel of rounding), else fitted inside it, centred on white."""
+    w, h = canvas
+    scale = min(w / frame.width, h / frame.height)
+    inner = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+    if w - inner[0] <= 1 and h - inner[1] <= 1:
+        return resize(frame.convert("RGB"), canvas)
+    board = Image.new("RGB", canvas, "white")
+    board.paste(resize(frame.convert("RGB"), inner), ((w - inner[0]) // 2, (h - inner[1]) // 2))
+    return board
 
 
 def load_mask(source: ImageSource, what: str = "mask") -> torch.Tensor:
