@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -248,3 +249,17 @@ def test_style_scale_help_says_larger_is_larger_strokes():
 
     action = next(a for a in _stylize_parser()._actions if "--style-scale" in a.option_strings)
     assert "larger = larger brush strokes" in action.help and "smaller = larger" not in action.help
+
+
+@pytest.mark.parametrize("command", [[], ["reconstruct", "content"], ["example"], ["explore", "units"],
+                                     ["explore", "activations"], ["explore", "reconstruct"],
+                                     ["sheet"], ["batch"], ["video"], ["serve"]])
+def test_every_option_help_shows_one_default(command, capsys):
+    """A command that sets its own default for an option (explore units: --lr 4) shows that
+    one, not the option's general default as well."""
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    assert exc.value.code == 0
+    entries = re.split(r"\n  (?=-)", capsys.readouterr().out)
+    twice = [" ".join(e.split())[:70] for e in entries if e.count("(default:") > 1]
+    assert not twice, twice

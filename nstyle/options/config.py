@@ -89,13 +89,14 @@ class LossOptions:
     content_layers: tuple[str, ...] = option(
         ("relu4_2",), "layers whose activations the output must match to keep the content")
     content_layer_weights: Optional[tuple[float, ...]] = option(
-        None, "weight of each content layer (default: equal, summing to 1)")
+        None, "weight of each content layer", default_text="equal, summing to 1")
     style_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "layers whose Gram matrices the output must match to take on the style")
     style_layer_weights: Optional[tuple[float, ...]] = option(
-        None, "weight w_l of each style layer (default: proportional to 1/channels², summing "
-        "to 1, so early layers count as much as deep ones)")
+        None, "weight w_l of each style layer",
+        default_text="proportional to 1/channels², summing to 1, so early layers count as much "
+        "as deep ones")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -147,7 +148,7 @@ class ImageOptions:
         "shapes keep their size in its pixels, so larger = larger brush strokes, smaller = "
         "finer texture")
     style_blend_weights: Optional[tuple[float, ...]] = option(
-        None, "weight of each style image when several are given (default: equal)")
+        None, "weight of each style image when several are given", default_text="equal")
     init: str = option(
         "content", "where the optimization starts: content (the photo), noise (white noise) "
         "or gray (the ImageNet mean colour), unless a starting image is given",
@@ -180,8 +181,8 @@ class OptimOptions:
         100, "optimizer iterations at the first (coarsest) scale; each finer scale gets half "
         "as many (see --scale-iterations)")
     lr: Optional[float] = option(
-        None, f"learning rate / step size, at most {MAX_LR:g} (default: lbfgs 1, adam 10, "
-        "adagrad 10, sgd 1; the gradient is scaled so its first mean magnitude is one pixel level)")
+        None, f"learning rate / step size, at most {MAX_LR:g}; the gradient is scaled so its "
+        "first mean magnitude is one pixel level", default_text="lbfgs 1, adam 10, adagrad 10, sgd 1")
     beta1: float = option(0.9, "Adam's beta1")
     beta2: float = option(0.999, "Adam's beta2")
     eps: float = option(1e-8, "Adam's epsilon")
@@ -247,7 +248,7 @@ class ModelOptions:
 class OutputOptions:
     save_every: int = option(0, "save the image every N iterations (0: never)")
     save_dir: Optional[str] = option(
-        None, "folder for --save-every images (default: OUTPUT's name + '_iterations')",
+        None, "folder for --save-every images", default_text="OUTPUT's name + '_iterations'",
         metavar="DIR")
     progression: Optional[str] = option(
         None, "write the run's progress as one strip (.png) or animation (.gif): the first "
