@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import to_t
 from nstyle.tasks import batch
-from nstyle.exec.pool import LocalPool
+from nstyle.exec.pool import LocalPool, run_batch
 from nstyle.tasks.batch import DONE, FAILED, PairOutcome, PairTask
 from nstyle.cli.main import main
 from nstyle.options.config import Config
@@ -58,15 +58,16 @@ def test_folder_with_a_broken_image_then_a_rerun_that_does_nothing(photos, style
             "--workers", "2", *TINY]
     assert main(args) == 1  # a pair failed
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "2 of 6 pairs failed" in err[0] and "broken__hubble" in err[0]
+    assert len(err) == 1 and "2 of 6 pairs failed" in err[0] and "broken__hubble-" in err[0]
 
     rows, info = summary_of(out)
-    states = {r["pair"]: r["state"] for r in rows}
+    states = {r["pair"].rsplit("-", 1)[0]: r["state"] for r in rows}
     assert states == {"broken__hubble": "failed", "broken__coffee_turned": "failed",
                       "cat__hubble": "done", "cat__coffee_turned": "done",
                       "coffee__hubble": "done", "coffee__coffee_turned": "done"}
-    broken = next(r for r in rows if r["pair"] == "broken__hubble")
-    assert "damaged or truncated" in broken["error"] and not Path(broken["output"]).exists()
+    broken = next(r for r in rows if r["pair"].startswith("broken__hubble-"))
+    # a failed pair names no output: there is none
+    assert "damaged or truncated" in broken["error"] and broken["output"] == ""
     for r in rows:
         if r["state"] == "done":
             image = Image.open(r["output"])
@@ -77,7 +78,8 @@ def test_folder_with_a_broken_image_then_a_rerun_that_does_nothing(photos, style
             # every style target came shared from the parent: none computed per pair
             assert r["style_targets_computed"] == "0"
             assert 0 < float(r["cpu_seconds"]) and 0 < float(r["seconds"])
-    assert Image.open(out / "coffee__hubble.png").size == (32, 21)  # the photo's shape
+    coffee = batch.pair_name(photos / "coffee.jpg", Path(styles[0]))
+    assert Image.open(out / f"{coffee}.png").size == (32, 21)  # the photo's shape
     assert info["done"] == 4 and info["failed"] == 2 and info["workers"] == 2
     assert info["style_targets"] == {"shared": True, "computed": 2, "seconds": pytest.approx(
         info["style_targets"]["seconds"])}
@@ -93,12 +95,53 @@ def test_folder_with_a_broken_image_then_a_rerun_that_does_nothing(photos, style
     cores = os.cpu_count() or 1
     assert info["workers"] == min(cores, 2) and info["workers"] * info["threads"] == cores
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png*")} == before
-    skipped = next(r for r in rows if r["pair"] == "cat__hubble")
+    skipped = next(r for r in rows if r["pair"].startswith("cat__hubble-"))
     assert skipped["state"] == "skipped" and float(skipped["loss_total"]) > 0
 
     # other options make other images: nothing counts as done
     plan = batch.plan_batch([str(photos)], styles, str(out), Config.from_options(size=32, iterations=4))
     assert plan.done == {} and len(plan.pending) == 6
+
+
+def test_names_do_not_change_when_inputs_are_added_and_old_names_are_kept(tmp_path, content_img,
+                                                                          styles, capsys):
+    """d1/x.png alone, then with d2/x.png beside it: d1/x's pair keeps its name and is not
+    redone. Outputs named the way earlier versions did (x__hubble, x-<digest>__hubble) are
+    recognised by their record and kept where they are, not redone."""
+    d1, d2, out = tmp_path / "d1", tmp_path / "d2", tmp_path / "out"
+    d1.mkdir(), d2.mkdir()
+    content_img.save(d1 / "x.png")
+    content_img.rotate(180).save(d2 / "x.png")
+    config = Config.from_options(size=32, iterations=3)
+    alone = batch.plan_batch([str(d1 / "x.png")], styles[:1], str(out), config)
+    both = batch.plan_batch([str(d1 / "x.png"), str(d2 / "x.png")], styles[:1], str(out), config)
+    assert both.pairs[0].name == alone.pairs[0].name != both.pairs[1].name
+    assert both.pairs[0].output == alone.pairs[0].output
+
+    assert main(["batch", str(d1 / "x.png"), "--style", styles[0], "-o", str(out), "--workers", "1",
+                 *TINY]) == 0
+    made = alone.pairs[0].output
+    assert made.is_file()
+    both = batch.plan_batch([str(d1 / "x.png"), str(d2 / "x.png")], styles[:1], str(out), config)
+    assert list(both.done) == [alone.pairs[0].name] and both.pending == [both.pairs[1]]
+
+    # the names of earlier versions: x__hubble (x alone) and x-<digest>__hubble (two x)
+    for legacy in batch.legacy_names(d1 / "x.png", Path(styles[0]))[:2]:
+        old = out / f"{legacy}.png"
+        made.rename(old)
+        Path(f"{made}.json").rename(f"{old}.json")
+        again = batch.plan_batch([str(d1 / "x.png"), str(d2 / "x.png")], styles[:1], str(out), config)
+        assert list(again.done) == [alone.pairs[0].name] and again.pairs[0].output == old
+        old.rename(made)
+        Path(f"{old}.json").rename(f"{made}.json")
+    # the summary points at the file that holds the pair's image
+    old = out / f"{batch.legacy_names(d1 / 'x.png', Path(styles[0]))[0]}.png"
+    made.rename(old)
+    Path(f"{made}.json").rename(f"{old}.json")
+    summary = run_batch(batch.plan_batch([str(d1 / "x.png")], styles[:1], str(out), config),
+                              workers=1, progress=False)
+    assert [(r["state"], r["output"]) for r in summary.rows] == [("skipped", str(old))]
+    assert not made.exists()
 
 
 def test_shared_targets_are_what_a_run_computes_itself(content_img, style_img):
@@ -164,8 +207,8 @@ def test_resume_after_a_kill(tmp_path, content_img, styles):
     assert info["skipped"] == len(finished) and info["done"] == 3 - len(finished)
     assert all(r["state"] in ("done", "skipped") for r in rows)
     names = [r["pair"] for r in rows]
-    assert len(set(names)) == 3 and all(n.endswith("__hubble") for n in names)
-    assert sum(n.startswith("p0-") for n in names) == 2  # the two p0 stay apart
+    assert len(set(names)) == 3 and all("__hubble-" in n for n in names)
+    assert sum(n.startswith("p0__") for n in names) == 2  # the two p0 stay apart
     for r in rows:
         assert r["output"].endswith(".jpg")
         Image.open(r["output"]).load()  # complete images, none half-written

@@ -40,10 +40,11 @@ def test_ray_batch_gives_the_local_images(local_ray, tmp_path, content_img, styl
     assert "1 of 3 pairs failed" in capsys.readouterr().err
     summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
     assert summary["backend"] == "ray" and summary["workers"] == 2 and summary["threads"] == 1
+    hubble = tmp_path / "hubble.png"
+    cat, coffee, broken = (batch.pair_name(photos / f"{n}.png", hubble) for n in ("cat", "coffee", "broken"))
     states = {r["pair"]: (r["state"], r["style_targets_computed"]) for r in summary["results"]}
-    assert states == {"broken__hubble": ("failed", None), "cat__hubble": ("done", 0),
-                      "coffee__hubble": ("done", 0)}
-    for name in ("cat__hubble.png", "coffee__hubble.png"):
+    assert states == {broken: ("failed", None), cat: ("done", 0), coffee: ("done", 0)}
+    for name in (f"{cat}.png", f"{coffee}.png"):
         # the same seed gives the same image, byte for byte, wherever it ran
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
         record = json.loads((tmp_path / "ray" / (name + ".json")).read_text())
@@ -52,7 +53,7 @@ def test_ray_batch_gives_the_local_images(local_ray, tmp_path, content_img, styl
     # a rerun on Ray does nothing for the finished pairs
     plan = batch.plan_batch([str(photos)], [str(tmp_path / "hubble.png")], str(tmp_path / "ray"),
                             Config.from_options(size=32, iterations=3, init="noise", seed=7))
-    assert sorted(plan.done) == ["cat__hubble", "coffee__hubble"]
+    assert sorted(plan.done) == [cat, coffee]
 
 
 def test_service_jobs_run_as_ray_tasks(local_ray, tmp_path, content_img, style_img):

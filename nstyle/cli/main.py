@@ -229,7 +229,7 @@ def cmd_batch(argv: Sequence[str]) -> None:
     from nstyle.tasks import batch
 
     p = Parser(prog=f"{PROG} batch", description="Stylize every CONTENT with every --style "
-                "into OUT_DIR (OUT_DIR/<content>__<style>.png and its run record), on a pool of "
+                "into OUT_DIR (OUT_DIR/<content>__<style>-<tag>.png and its run record), on a pool of "
                 "local worker processes or on a Ray cluster. A rerun skips the pairs already "
                 "done; OUT_DIR/summary.csv and summary.json say how each pair went. Exit code 1 "
                 "if any pair failed.")

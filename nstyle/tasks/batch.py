@@ -3,8 +3,9 @@
     plan = plan_batch(["photos/", "more/*.jpg"], ["starry.jpg", "scream.jpg"], "out/", config)
     summary = nstyle.exec.pool.run_batch(plan)  # where it runs: nstyle.exec (a pool, or Ray)
 
-Each pair's output is ``OUT/<content>__<style>.<ext>`` with its run record beside it
-(``.json``), both written atomically, the record last: a pair whose record exists and was
+Each pair's output is ``OUT/<content>__<style>-<tag>.<ext>`` (``pair_name``: the tag is a
+digest of the two files' paths, so adding inputs never renames a pair) with its run record
+beside it (``.json``), both written atomically, the record last: a pair whose record exists and was
 made from the same images and options is done, so a rerun (after a kill, after adding
 photos) does only what is missing. A pair that fails (a broken image, out of memory) is
 recorded in ``summary.csv`` / ``summary.json`` and the others go on.
@@ -18,7 +19,9 @@ back encoded images: the parent is the only process that touches OUT.
 
 from __future__ import annotations
 
+import collections
 import csv
+import dataclasses
 import glob
 import hashlib
 import io
@@ -50,7 +53,7 @@ WORKER_OVERHEAD_BYTES = 600 * 2 ** 20
 class Pair:
     """One (content, style) pair and where its output goes."""
 
-    name: str  # <content>__<style>: the output's stem and the summary's key
+    name: str  # ``pair_name``: the summary's key and the output's stem (but see ``legacy_names``)
     content: Path
     style: Path
     output: Path
@@ -101,19 +104,38 @@ def expand_contents(patterns: Sequence[str]) -> list[Path]:
     return list(unique.values())
 
 
-def _stems(paths: Sequence[Path]) -> dict[Path, str]:
-    """A name per file for output names: its stem, made unique with a short digest of
-    its path where two files share one (a/cat.jpg, b/cat.jpg)."""
-    counts: dict[str, int] = {}
-    for p in paths:
-        counts[p.stem] = counts.get(p.stem, 0) + 1
-    names = {}
-    for p in paths:
-        stem = p.stem.replace(" ", "_")
-        if counts[p.stem] > 1:
-            stem += "-" + hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:6]
-        names[p] = stem
-    return names
+def _readable_stem(path: Path) -> str:
+    return path.stem.replace(" ", "_")
+
+
+def _path_digest(*paths: Path) -> str:
+    return hashlib.sha1("\n".join(str(p.resolve()) for p in paths).encode()).hexdigest()
+
+
+def pair_name(content: Path, style: Path, digits: int = 6) -> str:
+    """``<content>__<style>-<tag>``: both files' stems, and ``digits`` hex digits of a
+    digest of both full paths. It depends on these two files only, so adding other inputs
+    (another cat.jpg from another folder) never renames a pair and never redoes it."""
+    tag = _path_digest(content, style)[:digits]
+    return f"{_readable_stem(content)}__{_readable_stem(style)}-{tag}"
+
+
+def _pair_names(pairs: Sequence[tuple[Path, Path]]) -> list[str]:
+    """``pair_name`` of each pair; the rare pairs whose 6-digit tags clash (same stems
+    too) get the whole digest instead."""
+    names = [pair_name(c, s) for c, s in pairs]
+    clashes = {n for n, count in collections.Counter(names).items() if count > 1}
+    return [pair_name(c, s, 40) if n in clashes else n for n, (c, s) in zip(names, pairs)]
+
+
+def legacy_names(content: Path, style: Path) -> list[str]:
+    """The names earlier versions gave this pair, which depended on the other inputs: the
+    plain stems, each with its own path's digest when another input shared its stem."""
+    def forms(path: Path) -> list[str]:
+        stem = _readable_stem(path)
+        return [stem, f"{stem}-{_path_digest(path)[:6]}"]
+
+    return [f"{c}__{s}" for c in forms(content) for s in forms(style)]
 
 
 def file_digest(path: Path) -> str:
@@ -148,7 +170,10 @@ def plan_batch(contents: Sequence[str], styles: Sequence[str], out_dir: str, con
         if not Path(s).is_file():
             raise BadOption(f"style image {s!r} {'is a folder' if Path(s).is_dir() else 'does not exist'}")
         style_paths.append(Path(s))
-    style_paths = list(dict.fromkeys(style_paths))
+    unique: dict[Path, Path] = {}
+    for p in style_paths:  # each file once, as the user spelled it first (as contents)
+        unique.setdefault(p.resolve(), p)
+    style_paths = list(unique.values())
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadOutput(f"output folder {out_dir!r} is a file")
@@ -158,19 +183,38 @@ def plan_batch(contents: Sequence[str], styles: Sequence[str], out_dir: str, con
         raise BadOutput(f"cannot create the output folder {out_dir!r}: {exc.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise BadOutput(f"output folder {out_dir!r} is not writable")
-    content_names, style_names = _stems(content_paths), _stems(style_paths)
     style_digests = {s: file_digest(s) for s in style_paths}
     plan = BatchPlan(config, out, [], command=command)
-    for c in content_paths:
-        digest = file_digest(c)
-        for s in style_paths:
-            name = f"{content_names[c]}__{style_names[s]}"
-            pair = Pair(name, c, s, out / (name + suffix), pair_key(config, digest, style_digests[s]))
-            plan.pairs.append(pair)
-            record = _finished_record(pair)
-            if record is not None:
-                plan.done[name] = record
+    combos = [(c, s) for c in content_paths for s in style_paths]
+    content_digests = {c: file_digest(c) for c in content_paths}
+    for (c, s), name in zip(combos, _pair_names(combos)):
+        key = pair_key(config, content_digests[c], style_digests[s])
+        plan.pairs.append(Pair(name, c, s, out / (name + suffix), key))
+    _find_finished(plan, suffix)
     return plan
+
+
+def _find_finished(plan: BatchPlan, suffix: str) -> None:
+    """Marks the pairs a previous run finished: under their own name, else under a name an
+    older nstyle gave them (``legacy_names``; the pair then keeps pointing at that file,
+    which is neither redone nor renamed). Each file is claimed by one pair at most."""
+    claimed = set()
+    for pair in plan.pairs:
+        record = _finished_record(pair)
+        if record is not None:
+            plan.done[pair.name] = record
+            claimed.add(pair.output)
+    for pair in plan.pairs:
+        if pair.name in plan.done:
+            continue
+        for legacy in legacy_names(pair.content, pair.style):
+            found = dataclasses.replace(pair, output=plan.out_dir / (legacy + suffix))
+            record = None if found.output in claimed else _finished_record(found)
+            if record is not None:
+                pair.output = found.output
+                plan.done[pair.name] = record
+                claimed.add(found.output)
+                break
 
 
 def _finished_record(pair: Pair) -> Optional[dict[str, Any]]:
@@ -308,8 +352,10 @@ def summary_row(pair: Pair, state: str, seconds: float = 0.0, iterations: int = 
         values = [v for k, v in losses.items() if k.startswith(prefix)]
         return sum(values) if values else None
 
+    # a pair that failed or did not run has no output (a file left there is not its)
+    output = str(pair.output) if state in (DONE, SKIPPED) else ""
     return {"pair": pair.name, "content": str(pair.content), "style": str(pair.style),
-            "output": str(pair.output), "state": state, "seconds": round(seconds, 3),
+            "output": output, "state": state, "seconds": round(seconds, 3),
             "cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 3),
             "iterations": iterations, "loss_total": losses.get("total"),
             "loss_content": part("content."), "loss_style": part("style."),
