@@ -88,18 +88,28 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         bar.close()
     image = result.to_pil()
     save_image(image, out)
+    mixed_style = None
+    if result.mixed_style is not None:  # the style actually used, for the user to see
+        mixed_style = str(save_image(to_pil(result.mixed_style), mixed_style_path(out)))
     if config.output.progression:
         if result.iterations % frame_every:  # the run ended between two frames
             frames.append(image)
         save_progression(frames, config.output.progression)
     record = build_record(config, result, inputs=inputs.describe(), output=str(out),
-                          command=[PROG, *argv], history=history)
+                          command=[PROG, *argv], history=history, mixed_style=mixed_style)
     save_json(record, str(out) + ".json")
     if not quiet:
         scales = len(plan.scales)
         print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations over "
               f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s, "
-              f"estimated peak {plan.estimated_peak_gib:.1f} GiB) and {out}.json", file=sys.stderr)
+              f"estimated peak {plan.estimated_peak_gib:.1f} GiB) and {out}.json"
+              + (f"; the mixed style it used: {mixed_style}" if mixed_style else ""), file=sys.stderr)
+
+
+def mixed_style_path(output: Path) -> Path:
+    """Where the scale mixing's style image goes: OUTPUT.mixed-style.png, beside the output
+    (lossless whatever the output's format)."""
+    return output.with_name(output.name + ".mixed-style.png")
 
 
 def _progress_bar(quiet: bool, total: int):

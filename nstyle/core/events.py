@@ -108,6 +108,9 @@ class Result:
     #: the plan the run followed, with the iterations each step ran (``to_dict`` for JSON)
     plan: Optional[Plan] = None
     precision: str = "fp32"  # what the loop ran in ('auto' resolved)
+    #: the style image the scale mixing made and the run used (fine_style/coarse_style),
+    #: (1, 3, h, w) RGB in [0, 1] on the CPU; None without mixing
+    mixed_style: Optional[torch.Tensor] = None
 
     def to_pil(self) -> "Image.Image":  # noqa: F821
         """``image`` as an RGB PIL image (for front ends: the engine itself needs no PIL)."""

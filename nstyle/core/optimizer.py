@@ -1,7 +1,7 @@
 """One optimization of the plan (a scale, or the scale mixing): the optimizer over the
 image, its closure, the loop with events, stop and cancel, the divergence check, the early
 stop once the image has settled, and the restarts from the best image for the objectives
-that climb (``restarts_on_rise``).
+that climb (``restarts_on_rise``); the scale mixing's own optimizer (``MIX_LR``).
 """
 
 from __future__ import annotations
@@ -64,16 +64,41 @@ def restarts_on_rise(step: Step, optimizer: torch.optim.Optimizer) -> bool:
                                               and objective.style_loss.restarts_on_rise)
 
 
+#: the scale mixing runs Adam with this step (0..255 levels), whatever ``optimizer`` the
+#: run uses. Its objective (the fine layers' Grams alone, from the coarse painting) made
+#: projected L-BFGS climb for its first 15-25 iterations (Starry Night on The Scream:
+#: 5.3e7 to peaks of 2.2e9 at 96 px, 4.9e9 at 256 px); 20 iterations ended mid-climb on
+#: rainbow noise, and once settled it had painted over the coarse painting's shapes (a
+#: plain Starry Night texture at 100 iterations). Restarting from the best (``BestIterate``)
+#: stalled it (no progress at all at 256 px: every first step after a restart climbs). Adam
+#: descends from the first step (5.3e7 to 2.1e6 in 20 iterations at 96 px, 3.9e7 to 5.6e4
+#: in 100 at 256 px) and keeps the coarse painting's shapes under the fine one's strokes.
+MIX_LR = 10.0
+
+
+def best_iterate_for(step: Step, optimizer: torch.optim.Optimizer) -> Optional["BestIterate"]:
+    """What keeps a step's best image: restarts where ``restarts_on_rise``; the scale
+    mixing keeps its best image without restarts, to end on it."""
+    if restarts_on_rise(step, optimizer):
+        return BestIterate()
+    if step.phase == "mix":
+        return BestIterate(restart=False)
+    return None
+
+
 class BestIterate:
-    """The lowest-loss image seen by one L-BFGS optimization, and a restart from it.
+    """The lowest-loss image seen by one optimization, and (``restart``, L-BFGS only) a
+    restart from it.
 
     Called in the closure, before L-BFGS reads its history: when the loss has risen above
     the best, the image and its gradient go back to the best's and the history is
     dropped, so the step is taken afresh from there (a gradient step, then the curvature
-    is learnt again). Costs no extra evaluation: the best's gradient is kept."""
+    is learnt again). Costs no extra evaluation: the best's gradient is kept. Either way
+    ``optimize`` ends the step on the best image when its last step climbed."""
 
-    def __init__(self) -> None:
+    def __init__(self, restart: bool = True) -> None:
         self.loss = math.inf  # as the optimizer sees it (scaled, see ``make_closure``)
+        self.restart = restart
         self.restarts = 0
 
     @property
@@ -84,7 +109,7 @@ class BestIterate:
     def check(self, x: torch.Tensor, loss: torch.Tensor, terms: dict[str, torch.Tensor],
               optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         value = float(loss)
-        if value > self.loss * (1 + RISE_TO_RESTART):
+        if self.restart and value > self.loss * (1 + RISE_TO_RESTART):
             with torch.no_grad():
                 x.copy_(self.x)
                 x.grad.copy_(self.grad)
@@ -97,7 +122,8 @@ class BestIterate:
             return self.best_loss, self.terms
         if value < self.loss:
             self.loss, self.best_loss, self.terms = value, loss, terms
-            self.x, self.grad = x.detach().clone(), x.grad.detach().clone()
+            self.x = x.detach().clone()
+            self.grad = x.grad.detach().clone() if self.restart else None
         return loss, terms
 
 
@@ -107,9 +133,12 @@ def step_tiles(height: int, width: int, tile: int, objective: Objective) -> list
     return make_tiles(height, width, tile, halo_for(objective.layers))
 
 
-def make_optimizer(x: torch.Tensor, o: OptimOptions) -> torch.optim.Optimizer:
-    """The ``--optimizer`` over the one variable ``x``, one iteration per ``step()``."""
+def make_optimizer(x: torch.Tensor, o: OptimOptions, phase: str = "stylize") -> torch.optim.Optimizer:
+    """The ``--optimizer`` over the one variable ``x``, one iteration per ``step()``; for
+    the scale mixing (``phase`` mix), Adam (see ``MIX_LR``)."""
     lr = o.learning_rate
+    if phase == "mix":
+        return torch.optim.Adam([x], lr=MIX_LR)
     if o.optimizer == "lbfgs":
         # one iteration per step() so that events, stop and cancel work per iteration;
         # the optimizer's state (history) persists across steps
@@ -179,9 +208,9 @@ def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvent
              ) -> tuple[torch.Tensor, dict[str, float], int]:
     """Optimizes one step; returns the image, its losses and the iterations run (fewer
     than planned when stopped or settled)."""
-    optimizer = make_optimizer(x, options)
+    optimizer = make_optimizer(x, options, step.phase)
     last: dict[str, torch.Tensor] = {}
-    best = BestIterate() if restarts_on_rise(step, optimizer) else None
+    best = best_iterate_for(step, optimizer)
     closure = make_closure(network, x, step, optimizer, last, best)
     # the valid pixel range, per channel, in VGG's input space
     lowest = preprocess(torch.zeros(1, 3, 1, 1, device=x.device, dtype=x.dtype))

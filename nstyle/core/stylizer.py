@@ -166,7 +166,7 @@ class Stylizer:
             self._check_plan(plan, content, mixing)
         events = RunEvents(callback, cancel, plan.total_iterations, t_start)
         timings: dict[str, float] = {}
-        mix_run = None
+        mix_run = mixed = None
         try:
             if mixing:
                 t = time.perf_counter()
@@ -185,7 +185,7 @@ class Stylizer:
         elapsed = time.perf_counter() - t_start
         timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
         return Result(image, result_losses, events.done, events.stopped, str(self.device), timings,
-                      plan=plan.ran(scales_run, mix_run), precision=self.precision)
+                      plan=plan.ran(scales_run, mix_run), precision=self.precision, mixed_style=mixed)
 
     def _finish(self, x: torch.Tensor, plan: Plan, content: torch.Tensor) -> torch.Tensor:
         """The last image as the user gets it: RGB on the CPU, the output's size, colours

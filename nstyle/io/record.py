@@ -64,11 +64,13 @@ def planned_iterations(result: Result, config: Optional[Config] = None) -> int:
 
 def build_record(config: Config, result: Result, *, inputs: dict[str, Any],
                  output: Optional[str] = None, command: Optional[Sequence[str]] = None,
-                 history: Optional[LossHistory] = None) -> dict[str, Any]:
+                 history: Optional[LossHistory] = None,
+                 mixed_style: Optional[str] = None) -> dict[str, Any]:
     """``inputs``: the front end's description of the inputs (``Inputs.describe`` or the
-    upload names); ``output``: as the user gave it, or None."""
+    upload names); ``output``: as the user gave it, or None; ``mixed_style``: where the
+    front end saved the style image the scale mixing made (``Result.mixed_style``)."""
     h, w = result.image.shape[-2:]
-    return {
+    record = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": list(command) if command is not None else None,
         "inputs": inputs,
@@ -91,3 +93,8 @@ def build_record(config: Config, result: Result, *, inputs: dict[str, Any],
         # every iteration's loss terms, column by column (for a plot)
         "history": history.to_dict() if history is not None else None,
     }
+    if result.mixed_style is not None:
+        # the style the run actually used, made from fine_style and coarse_style
+        mh, mw = result.mixed_style.shape[-2:]
+        record["mixed_style"] = {"path": mixed_style, "size": [mw, mh]}
+    return record
