@@ -132,8 +132,23 @@ def test_a_tiled_run_gives_the_untiled_result(content_img, style_img):
     whole, tiled = run(0), run(64)
     assert [p.tile for p in tiled.plan.scales] == [64] and [p.tile for p in whole.plan.scales] == [0]
     assert float((tiled.image - whole.image).abs().max()) < 2e-3
-    for mine, theirs in zip(seen[64], seen[0]):  # (a tiled run's final losses are its last event's)
+    for mine, theirs in zip(seen[64], seen[0]):
         assert mine == pytest.approx(theirs, rel=1e-3)
+    # the recorded losses are the output's own, tiled or not (not the last event's)
+    assert tiled.losses == pytest.approx(whole.losses, rel=2e-3)  # as close as the images
+    assert tiled.losses["total"] != pytest.approx(seen[64][-1]["total"], rel=1e-3)
+
+
+def test_recorded_losses_are_the_outputs_in_float32(content_img, style_img):
+    """A bfloat16 run records its output's losses as float32 computes them: the first event
+    of a float32 run started from that output reports them too."""
+    common = dict(size=48, content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1")
+    content, style = to_t(content_img), to_t(style_img)
+    low = Stylizer(Config.from_options(iterations=2, precision="bf16", **common)).run(content, [style])
+    seen = []
+    Stylizer(Config.from_options(iterations=1, precision="fp32", **common)).run(
+        content, [style], init_image=low.image, callback=lambda e: seen.append(e.losses))
+    assert low.losses == pytest.approx(seen[0], rel=1e-4)
 
 
 def test_receptive_fields_and_halos():
