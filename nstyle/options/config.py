@@ -145,8 +145,8 @@ class ImageOptions:
     size: int = option(512, f"longest side of the output in pixels ({MIN_SIZE}..{MAX_SIZE})")
     style_scale: float = option(
         1.0, "size of the style images relative to --size (0.1..4): the painting's strokes and "
-        "shapes keep their size in its pixels, so larger = larger brush strokes, smaller = "
-        "finer texture")
+        "shapes keep their size in its pixels, so larger = larger brush strokes and shapes, "
+        "smaller = smaller ones")
     style_blend_weights: Optional[tuple[float, ...]] = option(
         None, "weight of each style image when several are given", default_text="equal")
     init: str = option(
