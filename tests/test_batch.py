@@ -139,7 +139,7 @@ def test_names_do_not_change_when_inputs_are_added_and_old_names_are_kept(tmp_pa
     made.rename(old)
     Path(f"{made}.json").rename(f"{old}.json")
     summary = run_batch(batch.plan_batch([str(d1 / "x.png")], styles[:1], str(out), config),
-                              workers=1, progress=False)
+                        workers=1, progress=False)
     assert [(r["state"], r["output"]) for r in summary.rows] == [("skipped", str(old))]
     assert not made.exists()
 
