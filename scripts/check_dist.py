@@ -18,7 +18,7 @@ EXTRAS = ("service", "video", "cluster", "bench", "test", "all")
 WHEEL_FILES = ("nstyle/service/static/index.html", "nstyle/service/static/app.js",
                "nstyle/service/static/video.js",
                "nstyle/service/static/style.css", "nstyle/data/starry_night.jpg",
-               "nstyle/data/PROVENANCE.md", "nstyle/cli.py")
+               "nstyle/data/PROVENANCE.md", "nstyle/cli/main.py")
 SDIST_FILES = ("pyproject.toml", "README.md", "LICENSE", "nstyle/service/static/app.js",
                "nstyle/data/starry_night.jpg", "tests/conftest.py", "scripts/setup.sh",
                "scripts/install_wheel.sh", "docs/install.md", "Dockerfile")
@@ -54,7 +54,7 @@ def check_wheel(path: Path, readme: str) -> list[str]:
         if not any(n.startswith(f"{dist_info}/licenses/LICENSE") for n in names):
             problems.append("wheel lacks the LICENSE file")
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
-        if "nstyle = nstyle.cli.main:entry_point" not in entry_points:
+        if "nstyle = nstyle.cli:entry_point" not in entry_points:
             problems.append("wheel has no 'nstyle' console script")
         if any(n.startswith(("tests/", "bench/", "scripts/")) for n in names):
             problems.append("wheel installs tests/, bench/ or scripts/ as top-level packages")
