@@ -5,6 +5,8 @@
 #                                  local Ray instance) and Debian's chromium for the browser test
 # torch is pinned to the CPU wheel that lies on this kind of machine (2.13.0); the package
 # itself only asks for torch>=2.1, so elsewhere any recent torch works.
+# Each step says what it does and how long it usually takes; pip's own output is kept in a
+# log and shown only when a step fails (NSTYLE_SETUP_VERBOSE=1 shows it all as it comes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=service,video
@@ -16,15 +18,43 @@ for arg in "$@"; do
   esac
 done
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+LOG=$(mktemp "${TMPDIR:-/tmp}/nstyle-setup.XXXXXX")
+trap 'rm -f "$LOG"' EXIT
+START=$(date +%s)
+
+# step "what it does" "how long it usually takes" command...: one line before, the seconds
+# it took after; on failure the command's output and where it stopped
+step() {
+  local what=$1 usual=$2
+  shift 2
+  local t0
+  t0=$(date +%s)
+  printf 'setup: %s (%s) ... ' "$what" "$usual" >&2
+  if [ -n "${NSTYLE_SETUP_VERBOSE:-}" ]; then
+    echo >&2
+    "$@" >&2 || { echo "setup: failed: $what" >&2; exit 1; }
+  elif ! "$@" >"$LOG" 2>&1; then
+    echo "failed" >&2
+    # this machine's pip index prints a warning per package that means nothing: left out
+    grep -v '^WARNING: Location' "$LOG" | tail -40 >&2
+    echo "setup: failed: $what (the lines above are its last output)" >&2
+    exit 1
+  fi
+  [ -n "${NSTYLE_SETUP_VERBOSE:-}" ] || echo "done in $(($(date +%s) - t0)) s" >&2
+}
+
+pipq() { python -m pip --disable-pip-version-check --no-input "$@"; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating the virtual environment .venv" "a few seconds" "$PY" -m venv .venv
+fi
 . .venv/bin/activate
-# pip's own status survives the filter that hides this machine's noisy index warnings
-pipq() { python -m pip -q --disable-pip-version-check "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; return "${PIPESTATUS[0]}"; }
-pipq install --upgrade pip
-# pin torch first so nothing below pulls a multi-GB CUDA build
-pipq install "torch==${NSTYLE_TORCH_VERSION:-2.13.0}"
-pipq install -e ".[$EXTRAS]"
-python -c "import torch, nstyle; print('nstyle', nstyle.__version__, 'with torch', torch.__version__)"
+step "updating pip" "about 10 s" pipq install --upgrade pip
+# pinned first so that nothing below pulls a multi-GB CUDA build
+step "installing PyTorch ${NSTYLE_TORCH_VERSION:-2.13.0} (CPU)" "under a minute; a few minutes on a slow network" \
+  pipq install "torch==${NSTYLE_TORCH_VERSION:-2.13.0}"
+step "installing nstyle and its extras ($EXTRAS)" "about 30 s; longer the first time" pipq install -e ".[$EXTRAS]"
+python -c "import torch, nstyle; print('setup: nstyle', nstyle.__version__, 'with torch', torch.__version__, 'is ready in .venv', file=__import__('sys').stderr)"
 
 # The browser test (tests/test_service_e2e.py) drives Debian's chromium through Playwright;
 # Playwright's own browser download cannot work offline, so the system package is used.
@@ -32,14 +62,15 @@ python -c "import torch, nstyle; print('nstyle', nstyle.__version__, 'with torch
 if [ "$TEST" = 1 ] && [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
   if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
-    echo "note: /usr/bin/chromium is missing and cannot be installed here (needs apt-get as root);" \
+    echo "setup: note: /usr/bin/chromium is missing and cannot be installed here (needs apt-get as root);" \
          "the browser test will be skipped" >&2
   else
-    echo "installing Debian's chromium for the browser test ..."
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq update
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends chromium >/dev/null
+    step "updating Debian's package lists" "about 10 s" $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq update
+    step "installing Debian's chromium for the browser test" "about a minute" \
+      $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends chromium
   fi
 fi
 if [ "$TEST" = 1 ] && [ -x /usr/bin/chromium ]; then
-  /usr/bin/chromium --version 2>/dev/null || true  # (Debian's wrapper warns harmlessly on stderr)
+  echo "setup: browser test uses $(/usr/bin/chromium --version 2>/dev/null || echo chromium)" >&2
 fi
+echo "setup: finished in $(($(date +%s) - START)) s" >&2
