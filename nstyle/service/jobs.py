@@ -35,6 +35,7 @@ from nstyle.errors import Cancelled, NStyleError
 from nstyle.io.images import decode_image, save_image, save_json
 from nstyle.io.inputs import Inputs
 from nstyle.io.record import LossHistory, build_record
+from nstyle.io.speed import record_run
 from nstyle.service.errors import Conflict, NotFound, QueueFull
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.sheets import is_sheet, run_sheet_job
@@ -475,8 +476,10 @@ class LocalRunner:
             _, stylizer, plan = prepared
         else:
             stylizer, plan = Stylizer(config), None
-        return stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                            callback=callback, cancel=cancel, plan=plan)
+        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
+                              callback=callback, cancel=cancel, plan=plan)
+        record_run(config, result)  # this machine's speed, for the page's estimates
+        return result
 
 
 def job_runner(settings: ServiceSettings):

@@ -4,6 +4,7 @@
 - ``jobs``: the job queue (submit, list, read, cancel, retry, delete);
 - ``files``: what a job has made or was given (result, record, bundle, preview, inputs);
 - ``events``: a job's server-sent event stream;
+- ``gallery``: the built-in paintings and photo, and how long a job would take;
 - ``sheets`` (in ``service/sheets.py``): contact sheets, submitted as jobs;
 - ``videos`` (in ``service/videos.py``): stylized clips, submitted as jobs.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from nstyle.service.settings import ServiceSettings
-from nstyle.service.routes import events, files, info, jobs
+from nstyle.service.routes import events, files, gallery, info, jobs
 from nstyle.service.routes.sheets import sheet_router
 from nstyle.service.routes.videos import video_router
 from nstyle.service.routes.common import ERROR_RESPONSES, require_token
@@ -26,7 +27,7 @@ from nstyle.service.routes.common import ERROR_RESPONSES, require_token
 def api_router(settings: ServiceSettings) -> APIRouter:
     """Every /api route; each needs the token when the server has one."""
     api = APIRouter(prefix="/api", dependencies=[Depends(require_token)], responses=ERROR_RESPONSES)
-    for module in (info, jobs, files, events):
+    for module in (info, jobs, files, events, gallery):
         api.include_router(module.router(settings))
     api.include_router(sheet_router(settings))  # contact sheets: jobs of their own kind
     api.include_router(video_router(settings))  # videos: likewise

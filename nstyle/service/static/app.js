@@ -116,7 +116,18 @@ function errorBox(field) {
   return box;
 }
 
+// the server refused a job: the reason at its field, and beside the Stylize button
 function showRefusal(message, field, index) {
+  const box = showAtField(message, field, index);
+  showFormError(box ? `The job was not started: ${message}` : message);
+}
+
+// a file refused as it is picked: nothing was started, so only its field says why
+function refuseFile(message, field, index) {
+  if (!showAtField(message, field, index)) showFormError(message);
+}
+
+function showAtField(message, field, index) {
   const box = errorBox(field);
   if (box) {
     const which = field && field.startsWith("style") && index != null && state.styles.length > 1
@@ -126,7 +137,7 @@ function showRefusal(message, field, index) {
     // centred: at the bottom of the screen it would hide behind the sticky Stylize bar
     (box.closest(".control, .step") || box).scrollIntoView({ block: "center", behavior: "smooth" });
   }
-  showFormError(box ? `Not started — ${message}` : message);
+  return box;
 }
 
 function clearError(field) {
@@ -212,7 +223,7 @@ function sliderControl(spec, opt, info) {
     show();
   };
   set(opt.default);
-  input.addEventListener("input", () => { show(); clearError(spec.name); });
+  input.addEventListener("input", () => { show(); clearError(spec.name); updateEstimate(); });
   state.controls.set(spec.name, () => String(toValue()));
   state.setters.set(spec.name, set);
   return el("div", { className: "control" },
@@ -241,7 +252,7 @@ function genericControl(opt) {
     get = () => input.value.trim();
     set = (v) => { input.value = v; };
   }
-  input.addEventListener("input", () => clearError(opt.name));
+  input.addEventListener("input", () => { clearError(opt.name); updateEstimate(); });
   const help = opt.default_text && opt.default == null ? `${opt.help}. Empty: ${opt.default_text}` : opt.help;
   wrap.append(el("label", { htmlFor: id, textContent: opt.label }), input,
     el("div", { className: "help", textContent: help }),
@@ -267,11 +278,11 @@ function buildExtraImages(info) {
       remove.hidden = !file;
       updateStart();
     };
-    input.onchange = () => {
+    input.onchange = async () => {
       const file = input.files[0];
       input.value = "";
       clearError(field.name);
-      if (!file || !acceptFile(file, field.name)) return;
+      if (!file || !(await acceptFile(file, field.name))) return;
       state.extras.set(field.name, file);
       render();
     };
@@ -290,41 +301,62 @@ function buildExtraImages(info) {
 const IMAGE_NAME = /\.(png|jpe?g|webp|bmp|tiff?|gif)$/i;
 const isImage = (file) => file && (file.type.startsWith("image/") || IMAGE_NAME.test(file.name));
 
-// a file the server would refuse is refused here too, next to its field
-function acceptFile(file, field, index) {
+// formats a browser cannot draw (the server still reads them): not decoded here
+const UNDRAWABLE = /\.(tiff?)$/i;
+
+// whether the browser can decode the file as a picture (a text file named .jpg cannot)
+async function decodes(file) {
+  if (file.type === "image/tiff" || UNDRAWABLE.test(file.name)) return true;
+  try {
+    const bitmap = await createImageBitmap(file);
+    bitmap.close();
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
+// a file the server would refuse is refused here too, at once and next to its field
+async function acceptFile(file, field, index) {
+  const formats = state.info ? state.info.limits.formats.join(", ") : "png, jpeg, webp";
   if (!isImage(file)) {
-    const formats = state.info ? state.info.limits.formats.join(", ") : "png, jpeg, webp";
-    showRefusal(`${file.name} is not an image (this server takes ${formats})`, field, index);
+    refuseFile(`${file.name} is not an image (this server takes ${formats})`, field, index);
     return false;
   }
   const limit = state.info?.limits.max_upload_bytes;
   if (limit && file.size > limit) {
-    showRefusal(`${file.name} is ${fmtBytes(file.size)}, over this server's limit of ${fmtBytes(limit)}`, field, index);
+    refuseFile(`${file.name} is ${fmtBytes(file.size)}, over this server's limit of ${fmtBytes(limit)}`, field, index);
+    return false;
+  }
+  if (!(await decodes(file))) {
+    refuseFile(`${file.name} cannot be read as a picture: it is damaged or not really an image (this server takes ${formats})`, field, index);
     return false;
   }
   return true;
 }
 
-function setContent(file) {
+async function setContent(file) {
   if (!file) return;
   clearError("content");
-  if (!acceptFile(file, "content")) return;
+  if (!(await acceptFile(file, "content"))) return;
   state.content = file;
+  state.contentSize = null;
   const img = $("content-preview");
-  img.onload = () => { state.contentSize = [img.naturalWidth, img.naturalHeight]; };
+  img.onload = () => { state.contentSize = [img.naturalWidth, img.naturalHeight]; updateEstimate(); };
   img.src = URL.createObjectURL(file);
   img.hidden = false;
   $("content-prompt").hidden = true;
+  $("tryit").hidden = true;
   renderStyles();
 }
 
-function addStyles(files) {
+async function addStyles(files) {
   clearError("style");
   const max = state.info?.limits.max_styles ?? 5;
   for (const file of files) {
-    if (!acceptFile(file, "style")) continue;
+    if (!(await acceptFile(file, "style"))) continue;
     if (state.styles.length >= max) {
-      showRefusal(`at most ${max} style images per job on this server`, "style");
+      refuseFile(`at most ${max} style images per job on this server`, "style");
       break;
     }
     state.styles.push({ file, mask: null });
@@ -339,10 +371,10 @@ function renderStyles() {
     remove.setAttribute("aria-label", `remove ${style.file.name}`);
     remove.onclick = () => { state.styles.splice(i, 1); clearError("style"); renderStyles(); };
     const paint = el("button", { type: "button", className: "chip", textContent: style.mask ? "Mask ✓" : "Paint mask",
-      title: "paint where this style goes", disabled: !state.content });
+      title: "paint where this style goes: a mask confines it to part of the photo", disabled: !state.content });
     paint.dataset.testid = `paint-mask-${i}`;
     paint.onclick = () => openPainter(i);
-    const upload = el("button", { type: "button", className: "chip", textContent: "⤒", title: "upload a mask image for this style" });
+    const upload = el("button", { type: "button", className: "chip", textContent: "⤒", title: "upload a mask for this style: a grayscale image, white where the style goes" });
     upload.setAttribute("aria-label", `upload a mask for style ${i + 1}`);
     upload.dataset.testid = `upload-mask-${i}`;
     upload.onclick = () => { state.maskTarget = i; $("mask-input").click(); };
@@ -361,15 +393,91 @@ function renderStyles() {
   const n = state.styles.length;
   const masked = state.styles.filter((s) => s.mask).length;
   $("style-count").textContent = n ? `${n} image${n > 1 ? "s" : ""}${masked ? `, ${masked} with a mask` : n > 1 ? ", blended equally" : ""}` : "";
-  $("mask-hint").hidden = !n;
   updateStart();
 }
 
-function setMask(index, file) {
+async function setMask(index, file) {
   clearError("style_mask");
-  if (!file || !state.styles[index] || !acceptFile(file, "style_mask", index)) return;
+  if (!file || !state.styles[index] || !(await acceptFile(file, "style_mask", index))) return;
   state.styles[index].mask = file;
   renderStyles();
+}
+
+// ---------------------------------------------------------------- built-in pictures
+
+// the server's paintings (GET /api/styles): a click adds one as a style image, sent back
+// as an ordinary upload
+async function buildGallery() {
+  let paintings;
+  try {
+    paintings = await apiJson("/api/styles");
+  } catch (_) {
+    return;  // an older server: no gallery
+  }
+  const box = $("gallery");
+  box.replaceChildren(el("span", { className: "gallery-label", textContent: "Or click a built-in painting:" }),
+    ...await Promise.all(paintings.map(async (p) => {
+      const button = el("button", { type: "button", className: "painting",
+        title: `${p.title}, ${p.artist}, ${p.year}: ${p.look}` },
+        el("img", { src: await imageUrl(p.image), alt: "" }));
+      button.setAttribute("aria-label", `use ${p.title} by ${p.artist}`);
+      button.dataset.name = p.name;
+      button.onclick = () => addPainting(p.name);
+      return button;
+    })));
+}
+
+async function fetchPicture(path, name) {
+  const blob = await (await api(path)).blob();
+  return new File([blob], name, { type: blob.type || "image/jpeg" });
+}
+
+async function addPainting(name) {
+  await addStyles([await fetchPicture(`/api/styles/${name}/image`, `${name}.jpg`)]);
+}
+
+// "try it": the sample photo and The Starry Night at 256 px, nothing to upload
+async function tryIt() {
+  await setContent(await fetchPicture("/api/samples/photo", "sample-cat.jpg"));
+  if (!state.styles.length) await addPainting("starry-night");
+  const size = state.setters.get("size");
+  if (size) size("256");
+  updateEstimate();
+}
+
+// ---------------------------------------------------------------- how long it will take
+
+let estimateTimer = null;
+
+// asks the server how long the form's job would take there, a moment after the last change
+function updateEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(fetchEstimate, 250);
+}
+
+const onThisComputer = () => (["127.0.0.1", "localhost", "[::1]"].includes(location.hostname)
+  ? "on this computer" : "on this server");
+
+async function fetchEstimate() {
+  const box = $("estimate");
+  if (!state.info || !state.content || !state.contentSize) { box.textContent = ""; return; }
+  const query = new URLSearchParams({ width: state.contentSize[0], height: state.contentSize[1] });
+  for (const [name, get] of state.controls) {
+    const value = get();
+    if (value !== "") query.append(name, value);
+  }
+  try {
+    const answer = await apiJson(`/api/estimate?${query}`);
+    if (answer.measuring) {
+      box.textContent = `measuring how fast ${onThisComputer().slice(3)} is…`;
+      estimateTimer = setTimeout(fetchEstimate, 3000);
+    } else {
+      box.textContent = `${answer.text} ${onThisComputer()}`;
+      box.title = `${answer.iterations} iterations, ${answer.output_size.join("×")} px; from this machine's measured speed`;
+    }
+  } catch (_) {
+    box.textContent = "";  // a value the server refuses: Stylize will say which
+  }
 }
 
 function wireDrop(zone, onFiles) {
@@ -886,7 +994,7 @@ async function reuseJob(job) {
     return new File([blob], info.name, { type: blob.type });
   };
   clearAllErrors();
-  setContent(await fetchFile(job.inputs.content));
+  await setContent(await fetchFile(job.inputs.content));
   const styles = await Promise.all(job.inputs.styles.map(fetchFile));
   const masks = await Promise.all((job.inputs.style_masks || []).map(fetchFile));
   state.styles = styles.map((file, i) => ({ file, mask: masks[i] || null }));
@@ -1002,6 +1110,7 @@ async function main() {
   wireDrop($("style-drop"), addStyles);
   wirePainter();
   $("start").onclick = start;
+  $("try-it").onclick = () => tryIt().catch((err) => showFormError(err.message));
   $("cancel").onclick = () => act(async () => renderJob(await apiJson(state.job.links.cancel, { method: "POST" })));
   $("retry").onclick = () => act(async () => showJob(await apiJson(state.job.links.retry, { method: "POST" })));
   $("reuse").onclick = () => reuseJob(state.job);
@@ -1016,6 +1125,7 @@ async function main() {
     return;
   }
   buildControls(state.info);
+  buildGallery();
   const formats = state.info.limits.formats.join(", ");
   $("content-drop").title = `${formats}; up to ${fmtBytes(state.info.limits.max_upload_bytes)}`;
   updateStart();
