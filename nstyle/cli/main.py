@@ -7,6 +7,7 @@
     nstyle explore units|activations|reconstruct ... -o OUTPUT [options]   (see explore_cli)
     nstyle sheet CONTENT --style S1 --style S2 [--style-weights 1e4,1e5,1e6] -o OUTPUT
     nstyle layers
+    nstyle styles                                  (the built-in paintings, usable by name)
     nstyle batch CONTENT... --style S [--style S2 ...] -o OUT_DIR [--workers N] [--cluster ADDRESS]
     nstyle video IN STYLE [STYLE ...] -o OUT [--temporal-weight W] [--frame-iterations N]   (see video_cli)
     nstyle serve [--host 127.0.0.1] [--port 8000] [--data DIR] [--token T] [--workers N]
@@ -21,7 +22,9 @@ input or option (one line on stderr, nothing written at OUTPUT), 1 a failed run,
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,9 +32,11 @@ from typing import Any, Optional, Sequence
 from nstyle.cli.parser import (PROG, Parser, PrintVersions, add_common_options, add_config_options,
                                add_input_options, config_from_args, inputs_from_args)
 from nstyle.errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
+from nstyle.io import gallery
 from nstyle.io.inputs import NO_MASK, Inputs
 from nstyle.options.config import Config
 from nstyle.tasks.explore import RECONSTRUCT_DEFAULTS
+
 
 def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                   argv: Sequence[str]) -> None:
@@ -57,6 +62,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         except OSError as exc:
             raise BadOutput(f"cannot create the --save-dir folder {str(save_dir)!r}: {exc.strerror}") from None
 
+    estimated = None if quiet else _say_estimate(config, plan)
     frames: list = []
     history = LossHistory()
     bar = _progress_bar(quiet, plan.total_iterations)
@@ -68,7 +74,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         if event.scales > 1 or event.phase != "stylize":
             bar.set_description(f"{event.phase} {event.size}px" if event.phase != "stylize"
                                 else f"scale {event.scale}/{event.scales} ({event.size}px)", refresh=False)
-        bar.set_postfix_str(_loss_summary(event.losses), refresh=False)
+        _fit_postfix(bar, event.losses)
         if save_dir is not None and event.iteration % config.output.save_every == 0:
             save_image(event.preview(), save_dir / f"iter_{event.iteration:05d}.png")
         if config.output.progression and (event.iteration % frame_every == 0 or event.iteration == 1):
@@ -86,6 +92,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         raise
     finally:
         bar.close()
+    _remember_speed(config, result)
     image = result.to_pil()
     save_image(image, out)
     mixed_style = None
@@ -100,8 +107,9 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
     save_json(record, str(out) + ".json")
     if not quiet:
         scales = len(plan.scales)
+        guess = f" (estimated {estimated:.0f} s)" if estimated is not None else ""
         print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations over "
-              f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s, "
+              f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s{guess}, "
               f"estimated peak {plan.estimated_peak_gib:.1f} GiB) and {out}.json"
               + (f"; the mixed style it used: {mixed_style}" if mixed_style else ""), file=sys.stderr)
 
@@ -110,6 +118,58 @@ def mixed_style_path(output: Path) -> Path:
     """Where the scale mixing's style image goes: OUTPUT.mixed-style.png, beside the output
     (lossless whatever the output's format)."""
     return output.with_name(output.name + ".mixed-style.png")
+
+
+def _say_estimate(config: Config, plan) -> Optional[float]:
+    """Prints how long the run should take here, before it starts (measuring this
+    computer's speed first, once); returns the seconds, or None when no estimate can be had."""
+    from nstyle.core.estimate import describe
+    from nstyle.io import speed
+
+    try:
+        if speed.known_speed(config) is None:
+            print(f"{PROG}: measuring this computer's speed for time estimates (once, a few "
+                  "seconds) ...", file=sys.stderr, flush=True)
+        seconds = speed.estimate_seconds(config, plan, measure_if_unknown=True)
+    except NStyleError:
+        return None  # an estimate is a convenience; the run itself will say what is wrong
+    out, steps = plan.output, len(plan.steps)
+    where = f" over {steps} steps" if steps > 1 else ""
+    print(f"{PROG}: {out.width}x{out.height}, {plan.total_iterations} iterations{where}: "
+          f"{describe(seconds)} on this computer (from its measured speed)", file=sys.stderr, flush=True)
+    return seconds
+
+
+def _remember_speed(config: Config, result) -> None:
+    """This run's timings refine the next estimates."""
+    from nstyle.io import speed
+
+    speed.record_run(config, result)
+
+
+#: columns the progress bar itself keeps on a narrow terminal; the loss read-out goes first
+MIN_BAR_COLUMNS = 20
+
+
+def _terminal_columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return shutil.get_terminal_size().columns
+
+
+def _fit_postfix(bar, losses: dict[str, float]) -> None:
+    """The loss read-out after the bar, as much of it as leaves the bar MIN_BAR_COLUMNS:
+    every term, the total alone, or nothing."""
+    if bar.disable:
+        return
+    columns = _terminal_columns()
+    full = _loss_summary(losses)
+    for text in (full, full.split(" ", 1)[0], ""):
+        bar.set_postfix_str(text, refresh=False)
+        without_bar = bar.format_meter(**{**bar.format_dict, "ncols": 0})
+        if columns - len(without_bar) - 2 >= MIN_BAR_COLUMNS:
+            break
 
 
 def _progress_bar(quiet: bool, total: int):
@@ -136,14 +196,18 @@ def _stylize_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Neural style transfer (Gatys, Ecker & Bethge): repaint "
                 "CONTENT in the style of STYLE.", epilog="Other commands: 'nstyle layers', "
                 "'nstyle example', 'nstyle reconstruct content|style', 'nstyle explore units|activations|reconstruct', "
-                "'nstyle sheet', 'nstyle batch', 'nstyle video', 'nstyle serve', 'nstyle gui' (each has --help).",
+                "'nstyle sheet', 'nstyle batch', 'nstyle video', 'nstyle serve', 'nstyle gui' (each has --help); "
+                "'nstyle styles' lists the built-in paintings, usable by name wherever a style image goes.",
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action=PrintVersions, nargs=0,
                    help="print the versions of nstyle, torch and the weights' source, and exit")
     p.add_argument("content", help="the photo to repaint")
-    p.add_argument("styles", nargs="*", metavar="style", help="one or more style images; "
+    p.add_argument("styles", nargs="*", metavar="style", help="one or more style images, or "
+                   "built-in paintings by name (starry-night; 'nstyle styles' lists them); "
                    "STYLE:MASK confines a style to the white part of a mask image (none are "
                    "needed with --fine-style and --coarse-style)")
+    p.add_argument("--style", dest="style_flags", action="append", default=[], metavar="STYLE",
+                   help="a style image or built-in painting, as the positional ones (repeatable)")
     add_common_options(p)
     add_input_options(p)
     add_config_options(p)
@@ -167,9 +231,28 @@ def split_style_masks(styles: Sequence[str]) -> tuple[list[str], Optional[list[s
     return paths, masks
 
 
+def resolve_style(arg: Any) -> Any:
+    """A style argument: an existing file stays a path; a built-in painting's name becomes
+    its installed file; a word that is neither is refused with the closest painting."""
+    if not isinstance(arg, str) or Path(arg).exists():
+        return arg
+    painting = gallery.find(arg)
+    if painting is not None:
+        return str(painting.path())
+    if gallery.looks_like_a_name(arg):
+        hint = gallery.suggest(arg)
+        raise BadOption(f"{arg!r} is neither an image file nor a built-in painting"
+                        + (f" (did you mean {hint}?)" if hint else "")
+                        + f"; '{PROG} styles' lists the paintings")
+    return arg  # a missing file: said when the images are opened
+
+
 def cmd_stylize(argv: Sequence[str]) -> None:
     args = _stylize_parser().parse_args(argv)
-    styles, masks = split_style_masks(args.styles)
+    styles, masks = split_style_masks(list(args.styles) + list(args.style_flags))
+    styles = [resolve_style(s) for s in styles]
+    for name in ("fine_style", "coarse_style"):
+        setattr(args, name, resolve_style(getattr(args, name)))
     if masks is not None:
         if args.style_masks is not None:
             raise BadOption("give masks either as STYLE:MASK or with --mask/--style-masks, not both")
@@ -232,6 +315,14 @@ def cmd_layers(argv: Sequence[str]) -> None:
     p.parse_args(argv)
     for name in LAYER_NAMES:
         print(f"{name:8s} {layer_channels(name):4d} channels")
+
+
+def cmd_styles(argv: Sequence[str]) -> None:
+    p = Parser(prog=f"{PROG} styles", description="List the built-in paintings (public domain, "
+                "shipped with nstyle): give a name wherever a style image goes.")
+    p.parse_args(argv)
+    print(gallery.listing())
+    print(f"\nuse one by name: {PROG} photo.jpg starry-night -o out.png  (or --style starry-night)")
 
 
 def cmd_batch(argv: Sequence[str]) -> None:
@@ -323,14 +414,29 @@ def cmd_video(argv: Sequence[str]) -> None:
     video(argv)
 
 
+COMMANDS = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
+            "styles": cmd_styles, "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore,
+            "sheet": cmd_sheet, "batch": cmd_batch, "video": cmd_video}
+
+
+def check_command_word(word: str) -> None:
+    """A first argument that is no file but close to a command name was a misspelt
+    command ('servee'), not a photo: say so instead of asking for -o."""
+    if word.startswith("-") or Path(word).exists() or not gallery.looks_like_a_name(word):
+        return
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.75)
+    if close:
+        raise BadOption(f"unknown command {word!r}; did you mean '{PROG} {close[0]}'? "
+                        f"('{PROG} --help' lists the commands)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit code (callable from tests)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"reconstruct": cmd_reconstruct, "example": cmd_example, "layers": cmd_layers,
-                "serve": cmd_serve, "gui": cmd_gui, "explore": cmd_explore, "sheet": cmd_sheet,
-                "batch": cmd_batch, "video": cmd_video}
-    command = commands.get(argv[0]) if argv else None
+    command = COMMANDS.get(argv[0]) if argv else None
     try:
+        if argv and command is None:
+            check_command_word(argv[0])
         if command is not None:
             command(argv[1:])
         else:

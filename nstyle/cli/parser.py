@@ -5,6 +5,8 @@ them. Every subcommand (``main``, ``explore``, ``video``) builds its parser from
 from __future__ import annotations
 
 import argparse
+import difflib
+import sys
 from typing import Any, Optional, Sequence
 
 from nstyle.errors import BadOption
@@ -17,10 +19,36 @@ SECTION_TITLES = {"loss": "loss options", "image": "image options", "optim": "op
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports errors in one line and exits 2."""
+    """argparse that reports errors in one line and exits 2, suggesting the option meant
+    when one is misspelt (argparse's own suggestions too, where Python has them: 3.14+)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if sys.version_info >= (3, 14):
+            kwargs.setdefault("suggest_on_error", True)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise BadOption(f"{message} (see '{self.prog} --help')")
+        raise BadOption(f"{self._with_suggestions(message)} (see '{self.prog} --help')")
+
+    def _with_suggestions(self, message: str) -> str:
+        """'unrecognized arguments: --styel-weight 3' names the closest real option."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return message
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        parts: list[str] = []
+        after_option = False
+        for word in message[len(prefix):].split():
+            flag = word.split("=", 1)[0]
+            if not flag.startswith("-"):
+                if not after_option:  # (an unknown option's value is not worth a word)
+                    parts.append(f"unexpected argument {word!r}")
+                after_option = False
+                continue
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) if flag.startswith("--") else []
+            parts.append(f"unknown option {flag}" + (f" (did you mean {close[0]}?)" if close else ""))
+            after_option = "=" not in word
+        return "; ".join(parts)
 
 
 def versions_text() -> str:
@@ -95,7 +123,10 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
             kwargs["metavar"] = metavar
         if opt.is_list:
             kwargs["action"] = _JoinLists
-        group.add_argument("--" + opt.name.replace("_", "-"), *opt.aliases, **kwargs)
+        flag = "--" + opt.name.replace("_", "-")
+        group.add_argument(flag, *opt.aliases, **kwargs)
+        if "color" in flag:  # --preserve-colours: the help's own spelling works too
+            group.add_argument(flag.replace("color", "colour"), **{**kwargs, "help": argparse.SUPPRESS})
 
 
 #: the command-line spellings of the input files (``nstyle.io.inputs``)

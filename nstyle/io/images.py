@@ -314,16 +314,21 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 def check_output_path(path: Union[str, os.PathLike], formats: Iterable[str] = OUTPUT_FORMATS) -> Path:
     """Fail early (before any work) if ``path`` cannot receive an image of a known format."""
     path = Path(path)
+    kinds = ", ".join(sorted(set(formats)))
+    if path.is_dir():
+        raise BadOutput(f"output {str(path)!r} is a folder; give the image's file name, such as "
+                        f"{str(path / 'out.png')!r}")
+    if not path.suffix:
+        raise BadOutput(f"output {str(path)!r} has no file extension, so its format is unknown; "
+                        f"end the name with one of {kinds} (such as {str(path) + '.png'!r})")
     if path.suffix.lower() not in formats:
-        raise BadOutput(f"output {str(path)!r}: unsupported extension {path.suffix or '(none)'!r}; "
-                        f"use one of {', '.join(sorted(set(formats)))}")
+        raise BadOutput(f"output {str(path)!r}: {path.suffix!r} is not an image format nstyle "
+                        f"writes; use one of {kinds}")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise BadOutput(f"output folder {str(folder)!r} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise BadOutput(f"output folder {str(folder)!r} is not writable")
-    if path.is_dir():
-        raise BadOutput(f"output {str(path)!r} is a folder; give a file name such as out.png")
     return path
 
 
@@ -431,5 +436,6 @@ def load_mask(source: ImageSource, what: str = "mask") -> torch.Tensor:
     t = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).float() / 255.0
     t = t.reshape(1, 1, img.height, img.width)
     if float(t.max()) < 1.0 / 255.0:
-        raise BadImage(f"{what} is all black: it selects no pixel (white marks the region)")
+        named = f"{what} {os.fspath(source)!r}" if isinstance(source, (str, os.PathLike)) else what
+        raise BadImage(f"{named} is all black: it selects no pixel (white marks the region)")
     return t

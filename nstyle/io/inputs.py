@@ -137,8 +137,7 @@ class Inputs:
             raise BadOption("no style image was given (or give a fine and a coarse style to mix)")
         blend = config.image.style_blend_weights
         if blend is not None and len(blend) != len(self.styles):
-            raise BadOption(f"style_blend_weights has {len(blend)} values for "
-                            f"{len(self.styles)} style images")
+            raise BadOption(blend_count_message(len(blend), len(self.styles)))
         if self.init_image is not None and config.image.init != "content":
             raise BadOption(f"init is {config.image.init!r} but a starting image was given too; "
                             "give one of them")
@@ -216,10 +215,13 @@ def _is_no_mask(value: Any) -> bool:
 
 
 def _mask_label(source: Any, index: int, count: int) -> str:
-    of = f"style image {index + 1}" if count > 1 else "the style image"
-    if isinstance(source, (str, os.PathLike)):
-        return f"mask {os.fspath(source)!r} of {of}"
-    return f"mask of {of}"
+    """'mask of style image 2': the file's own name is added where a message names it."""
+    return f"mask of style image {index + 1}" if count > 1 else "mask of the style image"
+
+
+def blend_count_message(weights: int, styles: int) -> str:
+    return (f"{weights} style blend weight{'s' if weights != 1 else ''} for {styles} style "
+            f"image{'s' if styles != 1 else ''}: give one weight per style image, in order")
 
 
 def as_style_list(styles: Any) -> list[ImageSource]:
