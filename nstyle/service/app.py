@@ -54,6 +54,8 @@ def create_app(settings: Optional[ServiceSettings] = None) -> FastAPI:
                   description="Neural style transfer (Gatys, Ecker & Bethge) as a job queue. "
                               "See docs/service.md.")
     app.state.settings, app.state.manager = settings, manager
+    # set when a browser has fetched the page: 'nstyle gui' says it opened only then
+    app.state.page_fetched = threading.Event()
     # bounds how many uploads are decoded at once (memory), across every request
     app.state.decode_gate = threading.BoundedSemaphore(settings.decode_slots)
     # bounds how many request bodies are read and checked at once (``uploads.read_form``)

@@ -190,7 +190,8 @@ def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argpa
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    threading.Thread(target=_announce, args=(server, url, not args.no_browser), daemon=True).start()
+    threading.Thread(target=_announce, args=(server, url, not args.no_browser, app.state.page_fetched),
+                     daemon=True).start()
     try:
         server.run(sockets=[sock])
     except FolderInUse as exc:
@@ -199,11 +200,20 @@ def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argpa
         raise BadOption(f"nstyle gui could not start; is another one using {str(settings.data_dir)!r}?")
 
 
-def _announce(server, url: str, open_browser: bool) -> None:
+#: how long a browser that was started has to fetch the page before 'nstyle gui' says
+#: it did not open (a browser command can start and die at once, and still count as run)
+BROWSER_SECONDS = 10.0
+
+
+def _announce(server, url: str, open_browser: bool, page_fetched: threading.Event) -> None:
     while not server.started and not server.should_exit:
         time.sleep(0.05)
     if not server.started:
         return
-    opened = open_browser and webbrowser.open(url)
-    print(f"nstyle gui: {url} {'(opened in your browser)' if opened else '(open it in a browser)'}"
-          "; Ctrl+C stops it", file=sys.stderr, flush=True)
+    if not open_browser:
+        note = "(open it in a browser)"
+    elif webbrowser.open(url) and page_fetched.wait(BROWSER_SECONDS):
+        note = "(opened in your browser)"
+    else:
+        note = "(no browser opened it: open the address yourself)"
+    print(f"nstyle gui: {url} {note}; Ctrl+C stops it", file=sys.stderr, flush=True)

@@ -81,5 +81,6 @@ def add_page(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
-def page() -> FileResponse:
+def page(request: Request) -> FileResponse:
+    request.app.state.page_fetched.set()
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,90 @@
+"""The time estimate: the model's arithmetic, and the machine's figures kept between runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nstyle import estimate, speed
+from nstyle.config import Config
+from nstyle.engine import Stylizer
+from nstyle.estimate import Speed, SpeedRecord, StepSample
+from nstyle.plan import Plan, ScalePlan, schedule
+
+
+def test_fit_recovers_a_line_and_the_setup():
+    # 0.1 s + 20 s per megapixel per iteration; each step's setup costs 2 of its iterations
+    steps = [StepSample(mp, 10, 10 * (0.1 + 20 * mp), 2 * (0.1 + 20 * mp)) for mp in (0.01, 0.05, 0.2)]
+    speed_ = estimate.fit(steps, [1.5, 0.5, 1.0])
+    assert speed_.per_iteration == pytest.approx(0.1)
+    assert speed_.per_megapixel == pytest.approx(20)
+    assert speed_.setup == pytest.approx(2)
+    assert speed_.warmup == pytest.approx(1.0)
+
+
+def test_fit_of_one_size_is_all_per_pixel_and_noise_never_goes_negative():
+    one = estimate.fit([StepSample(0.1, 4, 4.0, 1.0)], [])
+    assert (one.per_iteration, one.per_megapixel) == (0.0, pytest.approx(10.0))
+    # a larger image measured faster (a busy moment): a flat line, not a negative slope
+    flat = estimate.fit([StepSample(0.01, 5, 5.0, 0.0), StepSample(0.1, 5, 2.5, 0.0)], [])
+    assert flat.per_megapixel == 0 and flat.per_iteration == pytest.approx(0.75)
+
+
+def test_seconds_adds_every_step_of_the_plan():
+    plan = Plan((ScalePlan(256, 256, 192, 100), ScalePlan(512, 512, 384, 50)))
+    s = Speed(per_iteration=0.05, per_megapixel=10.0, setup=2.0, warmup=3.0)
+    t1, t2 = 0.05 + 10 * 256 * 192 / 1e6, 0.05 + 10 * 512 * 384 / 1e6
+    assert estimate.seconds(plan, s) == pytest.approx(3.0 + 102 * t1 + 52 * t2)
+
+
+def test_a_tiled_step_counts_its_overlapping_halos():
+    whole = ScalePlan(2048, 2048, 1536, 10)
+    tiled = ScalePlan(2048, 2048, 1536, 10, tile=512)
+    assert estimate.effective_megapixels(whole) == pytest.approx(2048 * 1536 / 1e6)
+    # 4 x 3 tiles of (512 + 2 x 96) px
+    assert estimate.effective_megapixels(tiled, halo=96) == pytest.approx(12 * 704 * 704 / 1e6)
+
+
+@pytest.mark.parametrize("secs, text", [(4, "a few seconds"), (42, "about 40 s"), (100, "about 1 min 30 s"),
+                                        (130, "about 2 min"), (1500, "about 25 min"),
+                                        (4200, "about 1 h 10 min"), (7200, "about 2 h")])
+def test_describe_reads_as_a_person_says_it(secs, text):
+    assert estimate.describe(secs) == text
+
+
+def test_a_record_keeps_the_newest_samples():
+    record = SpeedRecord()
+    for i in range(estimate.MAX_SAMPLES + 5):
+        record.add([StepSample(0.01, 1, float(i), 0.0)], float(i))
+    assert len(record.steps) == estimate.MAX_SAMPLES and record.steps[-1].optimize_seconds == 28
+    again = SpeedRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert again.speed() == record.speed()
+
+
+def test_runs_are_recorded_per_machine_and_the_estimate_follows_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSTYLE_CACHE_DIR", str(tmp_path))
+    config = Config.from_options(scales="32,48", scale_iterations="3,2", tolerance=0)
+    plan = schedule(config, (30, 40))
+    assert speed.known_speed(config) is None and speed.estimate_seconds(config, plan) is None
+    result = Stylizer(config).run(torch.rand(1, 3, 30, 40), [torch.rand(1, 3, 40, 40)])
+    speed.record_run(config, result)
+    kept = json.loads((tmp_path / "speed.json").read_text())[speed.machine_key(config)]
+    assert [s["iterations"] for s in kept["steps"]] == [3, 2]
+    assert [s["megapixels"] for s in kept["steps"]] == [32 * 24 / 1e6, 48 * 36 / 1e6]
+    assert kept["steps"][1]["optimize_seconds"] == pytest.approx(result.timings["optimize_48"])
+    guess = speed.estimate_seconds(config, plan)
+    # the same run again: its own figures predict it (no noise model: the arithmetic)
+    assert guess == pytest.approx(estimate.seconds(plan, speed.known_speed(config)))
+    assert 0 < guess < 10 * result.timings["total"]
+
+
+def test_a_cache_that_cannot_be_written_never_fails_a_run(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NSTYLE_CACHE_DIR", str(blocked / "cache"))
+    config = Config.from_options(size=32, iterations=2)
+    result = Stylizer(config).run(torch.rand(1, 3, 24, 32), [torch.rand(1, 3, 32, 32)])
+    speed.record_run(config, result)  # nothing raised
+    assert speed.known_speed(config) is None
