@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -237,7 +238,7 @@ def test_example_paints_with_the_shipped_painting():
 
     content, style = example_images()
     assert style.size == (640, 400) and style.mode == "RGB"  # nstyle/data/starry_night.jpg
-    r, g, b = (sum(c) / len(c) for c in zip(*style.getdata()))
+    r, g, b = np.asarray(style, dtype=float).reshape(-1, 3).mean(axis=0)
     assert b > r  # the night sky's blue, not a placeholder
 
 
@@ -264,3 +265,115 @@ def test_every_option_help_shows_one_default(command, capsys):
     entries = re.split(r"\n  (?=-)", capsys.readouterr().out)
     twice = [" ".join(e.split())[:70] for e in entries if e.count("(default:") > 1]
     assert not twice, twice
+
+
+# --------------------------------------------------------------------------- the first hour
+
+
+def test_styles_lists_the_built_in_paintings(capsys):
+    code, out, err = run_cli(["styles"], capsys)
+    assert code == 0, err
+    names = [line.split()[0] for line in out.splitlines() if line and not line.startswith("use ")]
+    assert names[:2] == ["starry-night", "the-scream"] and len(names) >= 6
+    assert "nstyle photo.jpg starry-night -o out.png" in out
+
+
+def test_a_built_in_painting_by_name_positional_or_flag(tmp_path, content_path, capsys):
+    out = tmp_path / "out.png"
+    code, _, err = run_cli([content_path, "starry-night", "--style", "The_Scream", "-o", out, *FAST], capsys)
+    assert code == 0, err
+    styles = json.loads((tmp_path / "out.png.json").read_text())["inputs"]["styles"]
+    assert [os.path.basename(s) for s in styles] == ["starry_night.jpg", "the_scream.jpg"]
+    assert all(os.path.isfile(s) for s in styles)  # the installed files
+
+
+def test_an_existing_file_wins_over_a_painting_of_the_same_name(tmp_path, content_path, style_img,
+                                                               capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    style_img.save(tmp_path / "shipwreck", format="PNG")
+    code, _, err = run_cli([content_path, "shipwreck", "-o", tmp_path / "o.png", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "o.png.json").read_text())["inputs"]["styles"] == ["shipwreck"]
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["servee"], "unknown command 'servee'; did you mean 'nstyle serve'?"),
+    (["sever", "--port", "8765"], "unknown command 'sever'; did you mean 'nstyle serve'?"),
+    (["exmaple", "-o", "x.png"], "did you mean 'nstyle example'?"),
+    (["{content}", "starry-nite", "-o", "{out}"],
+     "'starry-nite' is neither an image file nor a built-in painting (did you mean starry-night?); "
+     "'nstyle styles' lists the paintings"),
+    (["{content}", "{style}", "-o", "{out}", "--styel-weight", "3"],
+     "unknown option --styel-weight (did you mean --style-weight?) (see 'nstyle --help')"),
+    (["{content}", "{style}", "-o", "{out}", "--presrve-colors", "luminance"],
+     "unknown option --presrve-colors (did you mean --preserve-colors?)"),
+    (["example", "--sizes", "64"], "unknown option --sizes (did you mean --size?) (see 'nstyle example --help')"),
+    (["{content}", "{style}:nomask.png", "-o", "{out}"],
+     "mask of the style image 'nomask.png' does not exist"),
+    (["{content}", "{style}", "-o", "{folder}"],
+     "output '{folder}' is a folder; give the image's file name, such as '{folder}/out.png'"),
+    (["{content}", "{style}", "-o", "{folder}/result"],
+     "output '{folder}/result' has no file extension, so its format is unknown; end the name with one of"),
+    (["{content}", "{style}", "-o", "{out}", "--style-blend-weights", "1,2"],
+     "2 style blend weights for 1 style image: give one weight per style image, in order"),
+])
+def test_mistakes_are_answered_as_a_person_would(tmp_path, content_path, style_path, capsys, argv, said):
+    names = {"content": content_path, "style": style_path, "out": tmp_path / "out.png", "folder": tmp_path}
+    argv = [a.format(**names) for a in argv]
+    said = said.format(**names)
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and said in err, err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_preserve_colours_is_the_same_option(tmp_path, content_path, style_path, capsys):
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "o.png", "--preserve-colours",
+                            "luminance", *FAST], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "o.png.json").read_text())
+    assert record["config"]["color"]["preserve_colors"] == "luminance"
+
+
+def test_the_estimate_is_said_before_the_run_and_beside_its_time(tmp_path, content_path, style_path, capsys):
+    from nstyle import speed
+    from nstyle.config import Config
+
+    out = tmp_path / "o.png"
+    before = speed.known_speed(Config())
+    code, _, err = run_cli([content_path, style_path, "-o", out, "--size", "48", "--iterations", "3"], capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    estimate_line = next(line for line in lines if "on this computer" in line)
+    assert estimate_line.startswith("nstyle: 48x")
+    assert ", 3 iterations: " in estimate_line and "(from its measured speed)" in estimate_line
+    assert lines.index(estimate_line) < len(lines) - 1 and lines[-1].startswith(f"wrote {out} ")
+    assert "(estimated " in lines[-1]
+    # measured first if it never was here (two samples), and the run itself is one more
+    assert speed.known_speed(Config()).samples == (before.samples if before else 2) + 1
+
+
+def test_quiet_runs_say_no_estimate(tmp_path, content_path, style_path, capsys):
+    code, _, err = run_cli([content_path, style_path, "-o", tmp_path / "o.png", *FAST], capsys)
+    assert code == 0 and err == ""
+
+
+@pytest.mark.parametrize("columns, shown", [(200, "total=1.23e+05 content=4.56e+04 style=7.8e+04"),
+                                            (100, "total=1.23e+05"), (80, None)])
+def test_the_progress_bar_keeps_twenty_columns_and_drops_the_losses_first(monkeypatch, columns, shown):
+    import io
+
+    from tqdm import tqdm
+
+    from nstyle import cli
+
+    monkeypatch.setattr(cli, "_terminal_columns", lambda: columns)
+    bar = tqdm(total=150, file=io.StringIO(), ncols=columns, desc="scale 2/2 (512px)")
+    bar.start_t -= 60  # a minute in: a real rate (s/it) and times
+    bar.update(45)
+    cli._fit_postfix(bar, {"total": 1.23e5, "content.relu4_2": 4.56e4, "style.relu1_1": 7.8e4})
+    line = bar.format_meter(**bar.format_dict)
+    assert bar.postfix == (shown or "")
+    inner = line[line.index("|") + 1: line.rindex("|")]
+    assert len(inner) >= cli.MIN_BAR_COLUMNS, line
+    bar.close()

@@ -37,3 +37,21 @@ def test_gui_starts_on_a_free_loopback_port_and_opens_the_browser(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert f"nstyle gui: {url} (opened in your browser)" in err
     assert (tmp_path / "jobs" / "jobs.sqlite3").exists()
+
+
+@pytest.mark.parametrize("fetched, said", [(True, "(opened in your browser)"),
+                                           (False, "(no browser opened it: open the address yourself)")])
+def test_gui_says_it_opened_a_browser_only_when_the_page_was_fetched(monkeypatch, capsys, fetched, said):
+    """A browser command can start and die at once (webbrowser.open still says True)."""
+    import threading
+    from types import SimpleNamespace
+
+    from nstyle.service import server
+
+    monkeypatch.setattr(server.webbrowser, "open", lambda url: True)
+    monkeypatch.setattr(server, "BROWSER_SECONDS", 0.2)
+    page_fetched = threading.Event()
+    if fetched:
+        page_fetched.set()
+    server._announce(SimpleNamespace(started=True, should_exit=False), "http://127.0.0.1:1/", True, page_fetched)
+    assert capsys.readouterr().err == f"nstyle gui: http://127.0.0.1:1/ {said}; Ctrl+C stops it\n"
