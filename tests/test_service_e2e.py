@@ -179,7 +179,7 @@ def test_page_shows_each_refusal_next_to_its_field(server, browser, tmp_path, co
     page.click("#start")
     expect(page.locator("#err-style_layers")).to_be_visible()
     expect(page.locator("#err-style_layers")).to_contain_text("unknown style layer 'relu9_9'")
-    expect(page.locator("#form-error")).to_contain_text("Not started")
+    expect(page.locator("#form-error")).to_contain_text("The job was not started: unknown style layer")
     page.wait_for_timeout(500)  # nothing hides it a moment later
     expect(page.locator("#err-style_layers")).to_be_visible()
     assert _in_view(page, "#err-style_layers")
@@ -302,4 +302,74 @@ def test_page_stylizes_a_video_and_plays_it(server, browser, tmp_path, style_img
     assert download_info.value.suggested_filename.endswith(".mp4")
     expect(page.locator("#jobs .job")).to_have_count(1)
     page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+    assert errors == []
+
+
+#: where the screenshots of the page go when asked (docs/images for the README); else the
+#: test's own folder
+SCREENSHOTS = os.environ.get("NSTYLE_SCREENSHOTS_DIR")
+
+
+def _no_scroll_needed(page, selector: str) -> bool:
+    """On screen as the page opened: nothing scrolled, inside the viewport."""
+    return page.evaluate("window.scrollY") == 0 and _in_view(page, selector)
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_first_hour_built_in_pictures_estimate_and_options_in_view(server, browser, tmp_path, device):
+    """A newcomer with no pictures: 'try it' brings the sample photo and The Starry Night, a
+    click adds a second painting; the time is said beside Stylize and follows the options;
+    at 1280x900 the size control and Stylize are both on the first screen."""
+    expect = playwright_api.expect
+    options = ({"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+               if device == "phone" else {})
+    page, errors = _open_page(browser, server, **options)
+    expect(page.locator("#gallery .painting")).to_have_count(9)
+    page.click("#try-it")
+    expect(page.locator("#style-thumbs .thumb")).to_have_count(1)
+    expect(page.locator("#content-preview")).to_be_visible()
+    expect(page.locator("#tryit")).to_be_hidden()
+    page.click("#gallery .painting[data-name=the-scream]")
+    expect(page.locator("#style-thumbs .thumb")).to_have_count(2)
+    expect(page.locator("#style-count")).to_have_text("2 images, blended equally")
+    expect(page.locator("output[for=opt-size]")).to_have_text("256 px")  # try-it's quick size
+    expect(page.locator("#estimate")).to_contain_text("on this computer", timeout=180_000)
+    first = page.locator("#estimate").text_content()
+    assert first.startswith(("about", "a few seconds")), first
+    expect(page.locator("#start")).to_be_enabled()
+    if device == "desktop":
+        assert _no_scroll_needed(page, "#opt-size") and _no_scroll_needed(page, "#start")
+        assert _no_scroll_needed(page, "#estimate")
+    else:
+        assert _in_view(page, "#start")  # the sticky bar
+        page.locator("#opt-size").scroll_into_view_if_needed()
+        assert _in_view(page, "#opt-size") and _in_view(page, "#start")
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    page.screenshot(path=str(shots / f"page-{device}.png"))
+    # more iterations: the estimate grows, before anything runs
+    page.fill("#opt-iterations", "1000")
+    expect(page.locator("#estimate")).not_to_have_text(first, timeout=30_000)
+    assert _jobs(server)["total"] == 0
+    assert errors == []
+
+
+def test_a_file_the_browser_cannot_decode_is_refused_at_once(server, browser, tmp_path, style_img):
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("a text file with a picture's name")
+    style = tmp_path / "hubble.png"
+    style_img.save(style)
+    expect = playwright_api.expect
+    page, errors = _open_page(browser, server)
+    page.set_input_files("#style-input", str(style))
+    page.set_input_files("#content-input", str(fake))
+    expect(page.locator("#err-content")).to_have_text(
+        "fake.jpg cannot be read as a picture: it is damaged or not really an image (this server "
+        "takes png, jpeg, webp, bmp, tiff, gif)")
+    expect(page.locator("#content-preview")).to_be_hidden()  # the drop area keeps its prompt
+    expect(page.locator("#content-prompt")).to_be_visible()
+    expect(page.locator("#start")).to_be_disabled()
+    expect(page.locator("#form-error")).to_be_hidden()  # nothing was started: no 'not started'
+    page.set_input_files("#style-input", str(fake))
+    expect(page.locator("#err-style")).to_contain_text("fake.jpg cannot be read as a picture")
+    expect(page.locator("#style-thumbs .thumb")).to_have_count(1)
     assert errors == []
