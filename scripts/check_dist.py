@@ -1,5 +1,5 @@
 """Checks what `python -m build` made before anyone installs it: the wheel carries the
-page's static files, the example painting and its provenance, the licence, and complete
+page's static files, the built-in paintings and their provenance, the licence, and complete
 metadata (the README as description, licence, classifiers, URLs, every extra); the sdist
 carries what rebuilds and tests it. Standard library only.
 
@@ -18,7 +18,10 @@ EXTRAS = ("service", "video", "cluster", "bench", "test", "all")
 WHEEL_FILES = ("nstyle/service/static/index.html", "nstyle/service/static/app.js",
                "nstyle/service/static/video.js",
                "nstyle/service/static/style.css", "nstyle/data/starry_night.jpg",
-               "nstyle/data/PROVENANCE.md", "nstyle/cli/main.py")
+               "nstyle/data/PROVENANCE.md", "nstyle/cli/main.py", "nstyle/io/gallery.py")
+# every built-in painting of the source tree (nstyle styles, the page's gallery)
+WHEEL_FILES += tuple(sorted(f"nstyle/data/{p.name}" for p in
+                            (Path(__file__).resolve().parent.parent / "nstyle" / "data").glob("*.jpg")))
 SDIST_FILES = ("pyproject.toml", "README.md", "LICENSE", "nstyle/service/static/app.js",
                "nstyle/data/starry_night.jpg", "tests/conftest.py", "scripts/setup.sh",
                "scripts/install_wheel.sh", "docs/install.md", "Dockerfile")
