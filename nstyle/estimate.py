@@ -28,6 +28,9 @@ from .plan import Plan, ScalePlan
 
 #: samples kept: the newest win, so the figures follow how busy the machine is now
 MAX_SAMPLES = 24
+#: each older sample (a step of a run) counts this much less than the one after it, so the
+#: estimate follows a machine that has become busier or quieter by the next run
+DECAY = 0.5
 #: the halo of a tile for the default style layers (relu5_1's receptive field; see vgg.halo_for)
 DEFAULT_HALO = 96
 
@@ -85,12 +88,13 @@ class SpeedRecord:
 
 def fit(steps: Sequence[StepSample], warmups: Sequence[float]) -> Speed:
     """A least-squares line through (megapixels, seconds per iteration), weighted by
-    iterations, kept non-negative; the setup and warm-up are medians."""
+    iterations and by age (``DECAY``: the newest count most), kept non-negative; the setup
+    and warm-up are medians."""
     if not steps:
         raise ValueError("no samples to fit")
     xs = [s.megapixels for s in steps]
     ys = [s.seconds_per_iteration for s in steps]
-    ws = [max(1, s.iterations) for s in steps]
+    ws = [max(1, s.iterations) * DECAY ** (len(steps) - 1 - i) for i, s in enumerate(steps)]
     total = sum(ws)
     mx = sum(w * x for w, x in zip(ws, xs)) / total
     my = sum(w * y for w, y in zip(ws, ys)) / total

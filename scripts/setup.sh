@@ -51,9 +51,9 @@ fi
 . .venv/bin/activate
 step "updating pip" "about 10 s" pipq install --upgrade pip
 # pinned first so that nothing below pulls a multi-GB CUDA build
-step "installing PyTorch ${NSTYLE_TORCH_VERSION:-2.13.0} (CPU)" "under a minute; a few minutes on a slow network" \
+step "installing PyTorch ${NSTYLE_TORCH_VERSION:-2.13.0} (CPU)" "about a minute; longer on a slow network" \
   pipq install "torch==${NSTYLE_TORCH_VERSION:-2.13.0}"
-step "installing nstyle and its extras ($EXTRAS)" "about 30 s; longer the first time" pipq install -e ".[$EXTRAS]"
+step "installing nstyle and its extras ($EXTRAS)" "one to two minutes the first time, seconds after" pipq install -e ".[$EXTRAS]"
 python -c "import torch, nstyle; print('setup: nstyle', nstyle.__version__, 'with torch', torch.__version__, 'is ready in .venv', file=__import__('sys').stderr)"
 
 # The browser test (tests/test_service_e2e.py) drives Debian's chromium through Playwright;

@@ -29,7 +29,8 @@ def test_fit_of_one_size_is_all_per_pixel_and_noise_never_goes_negative():
     assert (one.per_iteration, one.per_megapixel) == (0.0, pytest.approx(10.0))
     # a larger image measured faster (a busy moment): a flat line, not a negative slope
     flat = estimate.fit([StepSample(0.01, 5, 5.0, 0.0), StepSample(0.1, 5, 2.5, 0.0)], [])
-    assert flat.per_megapixel == 0 and flat.per_iteration == pytest.approx(0.75)
+    newest = 1 / (1 + estimate.DECAY)  # the newer sample's share of the weight
+    assert flat.per_megapixel == 0 and flat.per_iteration == pytest.approx(0.5 * newest + 1.0 * (1 - newest))
 
 
 def test_seconds_adds_every_step_of_the_plan():
@@ -88,3 +89,11 @@ def test_a_cache_that_cannot_be_written_never_fails_a_run(tmp_path, monkeypatch)
     result = Stylizer(config).run(torch.rand(1, 3, 24, 32), [torch.rand(1, 3, 32, 32)])
     speed.record_run(config, result)  # nothing raised
     assert speed.known_speed(config) is None
+
+
+def test_the_newest_runs_count_most():
+    # the machine got twice as fast (a run of two steps at 2 s, then one at 1 s an iteration)
+    old = [StepSample(0.05, 100, 100 * 2.0, 0.0)] * 2
+    new = [StepSample(0.05, 100, 100 * 1.0, 0.0)] * 2
+    assert estimate.fit(old + new, []).iteration_seconds(0.05) < 1.25
+    assert estimate.fit(new + old, []).iteration_seconds(0.05) > 1.75

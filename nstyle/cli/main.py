@@ -128,8 +128,8 @@ def _say_estimate(config: Config, plan) -> Optional[float]:
 
     try:
         if speed.known_speed(config) is None:
-            print(f"{PROG}: measuring this computer's speed for time estimates (once, a few "
-                  "seconds) ...", file=sys.stderr, flush=True)
+            print(f"{PROG}: measuring this computer's speed for time estimates (once: a tiny "
+                  "run of a few iterations) ...", file=sys.stderr, flush=True)
         seconds = speed.estimate_seconds(config, plan, measure_if_unknown=True)
     except NStyleError:
         return None  # an estimate is a convenience; the run itself will say what is wrong
