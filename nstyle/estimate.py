@@ -43,6 +43,7 @@ class StepSample:
     iterations: int
     optimize_seconds: float
     setup_seconds: float  # its targets
+    measuring: bool = False  # from the tiny measuring run, not a real one
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -89,9 +90,13 @@ class SpeedRecord:
 def fit(steps: Sequence[StepSample], warmups: Sequence[float]) -> Speed:
     """A least-squares line through (megapixels, seconds per iteration), weighted by
     iterations and by age (``DECAY``: the newest count most), kept non-negative; the setup
-    and warm-up are medians."""
+    and warm-up are medians. The measuring run's samples only stand in until real runs of
+    two sizes are known."""
     if not steps:
         raise ValueError("no samples to fit")
+    real = [s for s in steps if not s.measuring]
+    if len({round(s.megapixels, 4) for s in real}) >= 2:
+        steps = real  # real runs of two sizes or more: the measuring run's few iterations retire
     xs = [s.megapixels for s in steps]
     ys = [s.seconds_per_iteration for s in steps]
     ws = [max(1, s.iterations) * DECAY ** (len(steps) - 1 - i) for i, s in enumerate(steps)]

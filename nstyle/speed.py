@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import tempfile
 import threading
 from pathlib import Path
@@ -30,9 +31,9 @@ from .engine import Result, Stylizer, resolve_device, resolve_precision
 from .plan import Plan
 from .vgg import cache_dir, halo_for
 
-#: the tiny run that measures a machine: two scales (so the fit has two sizes), a few
-#: iterations each, never stopping early
-MEASURE_OPTIONS = {"scales": "96,192", "scale_iterations": "4,4", "tolerance": 0.0}
+#: the tiny run that measures a machine: two scales of the sizes people start with (so the
+#: fit has two sizes and extrapolates little), a few iterations each, never stopping early
+MEASURE_OPTIONS = {"scales": "128,256", "scale_iterations": "5,5", "tolerance": 0.0}
 #: the options of the user's config that change the speed, copied into the measuring run
 SPEED_OPTIONS = ("device", "precision", "pooling", "padding")
 FILE_NAME = "speed.json"
@@ -152,18 +153,19 @@ def measure(config: Config) -> estimate.Speed:
     options = {name: getattr(config.model, name) for name in SPEED_OPTIONS}
     tiny = Config.from_options(**options, **MEASURE_OPTIONS)
     gen = torch.Generator().manual_seed(0)
-    content = torch.rand(1, 3, 144, 192, generator=gen)
-    style = torch.rand(1, 3, 192, 192, generator=gen)
+    content = torch.rand(1, 3, 192, 256, generator=gen)
+    style = torch.rand(1, 3, 256, 256, generator=gen)
     stamps: dict[int, list[float]] = {}
     result = Stylizer(tiny).run(content, [style], callback=lambda e: stamps.setdefault(
         e.scale, []).append(e.elapsed))
     samples = []
     for index, step in enumerate(result.plan.scales, start=1):
         times = stamps[index]
-        steady = times[-1] - times[0]
+        # the median interval: one iteration slowed by another program says little
+        steady = statistics.median(b - a for a, b in zip(times, times[1:])) * (len(times) - 1)
         whole = result.timings[f"optimize_{step.size}"] + result.timings[f"targets_{step.size}"]
         samples.append(estimate.StepSample(estimate.effective_megapixels(step), len(times) - 1,
-                                           steady, whole - steady))
+                                           steady, max(0.0, whole - steady), measuring=True))
     key = machine_key(config)
     record = _record_of(key)
     record.add(samples, 0.0)

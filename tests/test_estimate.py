@@ -97,3 +97,12 @@ def test_the_newest_runs_count_most():
     new = [StepSample(0.05, 100, 100 * 1.0, 0.0)] * 2
     assert estimate.fit(old + new, []).iteration_seconds(0.05) < 1.25
     assert estimate.fit(new + old, []).iteration_seconds(0.05) > 1.75
+
+
+def test_the_measuring_run_retires_once_real_runs_of_two_sizes_are_known():
+    measuring = [StepSample(0.01, 4, 4 * 9.0, 0.0, measuring=True), StepSample(0.05, 4, 4 * 9.0, 0.0, measuring=True)]
+    one_real = [StepSample(0.02, 100, 100 * (0.1 + 20 * 0.02), 0.0)]
+    two_real = one_real + [StepSample(0.08, 50, 50 * (0.1 + 20 * 0.08), 0.0)]
+    assert estimate.fit(measuring + one_real, []).samples == 3  # still standing in
+    fitted = estimate.fit(measuring + two_real, [])
+    assert fitted.samples == 2 and fitted.per_megapixel == pytest.approx(20)
