@@ -31,11 +31,14 @@ from .engine import Result, Stylizer, resolve_device, resolve_precision
 from .plan import Plan
 from .vgg import cache_dir, halo_for
 
-#: the tiny run that measures a machine: a warm-up scale (the process's first iterations
-#: run several times slower: measured 0.54 against 0.14 s at 128 px), then two scales of
-#: the sizes people start with (so the fit has two sizes and extrapolates little), a few
-#: iterations each, never stopping early
-MEASURE_OPTIONS = {"scales": "64,128,256", "scale_iterations": "3,5,5", "tolerance": 0.0}
+#: the tiny run that measures a machine: a warm-up scale, then two scales of the sizes
+#: people start with (so the fit has two sizes and extrapolates little), a few iterations
+#: each, never stopping early
+MEASURE_OPTIONS = {"scales": "64,128,256", "scale_iterations": "2,6,6", "tolerance": 0.0}
+#: iterations at the start of a size that are not counted: a process's first iterations
+#: at a new size run several times slower (measured at 128 px on 2 cores: 1.68 and 1.75 s,
+#: then 0.18 to 0.37 s), which a few iterations' mean would take for the machine's speed
+WARMUP_ITERATIONS = 2
 #: the options of the user's config that change the speed, copied into the measuring run
 SPEED_OPTIONS = ("device", "precision", "pooling", "padding")
 FILE_NAME = "speed.json"
@@ -164,7 +167,7 @@ def measure(config: Config) -> estimate.Speed:
     for index, step in enumerate(result.plan.scales, start=1):
         if index == 1:
             continue  # the warm-up
-        times = stamps[index]
+        times = stamps[index][WARMUP_ITERATIONS:]
         # the median interval: one iteration slowed by another program says little
         steady = statistics.median(b - a for a, b in zip(times, times[1:])) * (len(times) - 1)
         whole = result.timings[f"optimize_{step.size}"] + result.timings[f"targets_{step.size}"]
