@@ -336,8 +336,8 @@ def test_preserve_colours_is_the_same_option(tmp_path, content_path, style_path,
 
 
 def test_the_estimate_is_said_before_the_run_and_beside_its_time(tmp_path, content_path, style_path, capsys):
-    from nstyle import speed
-    from nstyle.config import Config
+    from nstyle.io import speed
+    from nstyle.options.config import Config
 
     out = tmp_path / "o.png"
     before = speed.known_speed(Config())
@@ -365,7 +365,7 @@ def test_the_progress_bar_keeps_twenty_columns_and_drops_the_losses_first(monkey
 
     from tqdm import tqdm
 
-    from nstyle import cli
+    import nstyle.cli.main as cli
 
     monkeypatch.setattr(cli, "_terminal_columns", lambda: columns)
     bar = tqdm(total=150, file=io.StringIO(), ncols=columns, desc="scale 2/2 (512px)")

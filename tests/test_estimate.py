@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
-from nstyle import estimate, speed
-from nstyle.config import Config
-from nstyle.engine import Stylizer
-from nstyle.estimate import Speed, SpeedRecord, StepSample
-from nstyle.plan import Plan, ScalePlan, schedule
+from nstyle.core import estimate
+from nstyle.core.estimate import Speed, SpeedRecord, StepSample
+from nstyle.core.plan import Plan, ScalePlan, schedule
+from nstyle.core.stylizer import Stylizer
+from nstyle.io import speed
+from nstyle.options.config import Config
 
 
 def test_fit_recovers_a_line_and_the_setup():

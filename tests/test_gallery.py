@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nstyle import gallery
+from nstyle.io import gallery
 
-DATA = Path(gallery.__file__).parent / "data"
+DATA = gallery.PAINTINGS[0].path().parent  # nstyle/data
 
 
 def test_every_painting_ships_small_and_decodes():

@@ -10,8 +10,9 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the service extra is not installed")
 
-from nstyle import estimate, gallery, speed  # noqa: E402
-from nstyle.config import Config  # noqa: E402
+from nstyle.core import estimate  # noqa: E402
+from nstyle.io import gallery, speed  # noqa: E402
+from nstyle.options.config import Config  # noqa: E402
 from nstyle.service.settings import ServiceSettings  # noqa: E402
 from service_helpers import client_for  # noqa: E402
 

@@ -1,11 +1,11 @@
 """What the page offers someone with no pictures at hand, and how long a run would take.
 
-- ``GET /api/styles``: the built-in paintings (``nstyle.gallery``), each with its image URL;
+- ``GET /api/styles``: the built-in paintings (``nstyle.io.gallery``), each with its image URL;
 - ``GET /api/styles/{name}/image``: one of them (JPEG), looked up by name in the fixed
   table only, never as a path;
 - ``GET /api/samples/photo``: the built-in photo (the example's cat), for "try it";
 - ``GET /api/estimate``: the seconds a job of these options would take on this server,
-  from its plan and the server's measured speed (``nstyle.speed``); while the speed is
+  from its plan and the server's measured speed (``nstyle.io.speed``); while the speed is
   being measured (once, seconds, in the background) it answers ``seconds: null``.
 
 The page fetches a painting or the photo and sends it back as an ordinary upload, so a job
@@ -24,13 +24,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from ... import estimate, gallery, speed
-from ...errors import BadOption
-from ...plan import schedule
-from ..errors import NotFound
-from ..settings import ServiceSettings
-from ..uploads import blame, check_options, check_work
-from .common import settings_of
+from nstyle.core import estimate
+from nstyle.core.plan import schedule
+from nstyle.errors import BadOption
+from nstyle.io import gallery, speed
+from nstyle.io.example import example_images
+from nstyle.service.errors import NotFound
+from nstyle.service.routes.common import settings_of
+from nstyle.service.settings import ServiceSettings
+from nstyle.service.uploads import blame, check_options, check_work
 
 log = logging.getLogger("nstyle.service")
 #: browsers may keep the paintings and the photo: they never change within a version
@@ -66,8 +68,6 @@ def style_image(name: str) -> Response:
 
 @lru_cache(maxsize=1)
 def _photo_jpeg() -> bytes:
-    from ...example import example_images
-
     buffer = io.BytesIO()
     example_images()[0].save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

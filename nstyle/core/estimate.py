@@ -9,7 +9,7 @@ The model (no torch here: it reads the plan and a few measured figures):
 and the losses: close to linear in the pixels); ``setup`` is what a step costs besides its
 iterations (its style and content targets, the first iteration's warm-up), in iterations
 of that step; ``warmup`` is the rest of a run (colour work, the final image). Every figure
-is measured: ``nstyle.speed`` times a tiny run once per machine and device, then every
+is measured: ``nstyle.io.speed`` times a tiny run once per machine and device, then every
 real run adds its own timings, so the estimate follows the machine as it is used.
 
 A tiled step (large outputs) computes each tile with its halo: its pixels are counted
@@ -24,7 +24,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
-from .plan import Plan, ScalePlan
+from nstyle.core.plan import Plan, ScalePlan
 
 #: samples kept: the newest win, so the figures follow how busy the machine is now
 MAX_SAMPLES = 24

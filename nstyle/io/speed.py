@@ -1,4 +1,4 @@
-"""This machine's measured speed, kept between runs: what ``nstyle.estimate`` needs.
+"""This machine's measured speed, kept between runs: what ``nstyle.core.estimate`` needs.
 
     seconds = speed.estimate_seconds(config, plan)     # None when never measured here
     seconds = speed.estimate_seconds(config, plan, measure=True)   # measures once if needed
@@ -25,11 +25,14 @@ from typing import Any, Optional
 
 import torch
 
-from . import estimate
-from .config import Config
-from .engine import Result, Stylizer, resolve_device, resolve_precision
-from .plan import Plan
-from .vgg import cache_dir, halo_for
+from nstyle.core import estimate
+from nstyle.core.device import resolve_device, resolve_precision
+from nstyle.core.events import Result
+from nstyle.core.plan import Plan
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.vgg import cache_dir
+from nstyle.options.config import Config
+from nstyle.options.layers import halo_for
 
 #: the tiny run that measures a machine: a warm-up scale, then two scales of the sizes
 #: people start with (so the fit has two sizes and extrapolates little), a few iterations
