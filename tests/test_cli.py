@@ -315,7 +315,7 @@ def test_an_existing_file_wins_over_a_painting_of_the_same_name(tmp_path, conten
     (["{content}", "{style}", "-o", "{folder}/result"],
      "output '{folder}/result' has no file extension, so its format is unknown; end the name with one of"),
     (["{content}", "{style}", "-o", "{out}", "--style-blend-weights", "1,2"],
-     "2 style blend weights for 1 style image: give one weight per style image, in order"),
+     "style_blend_weights has 2 weights for 1 style image: give one weight per style image, in order"),
 ])
 def test_mistakes_are_answered_as_a_person_would(tmp_path, content_path, style_path, capsys, argv, said):
     names = {"content": content_path, "style": style_path, "out": tmp_path / "out.png", "folder": tmp_path}

@@ -45,7 +45,7 @@ def test_split_moves_files_and_an_init_image_out_of_the_options(content_img, sty
     (dict(styles=["s.png"], style_masks=["a.png", "b.png"]), {}, "2 style masks for 1 style"),
     (dict(styles=[], fine_style="f.png"), {}, "go together"),
     (dict(styles=[]), {}, "no style image was given"),
-    (dict(styles=["s.png"]), {"style_blend_weights": "1,2"}, "2 style blend weights for 1 style image: give one weight per style image"),
+    (dict(styles=["s.png"]), {"style_blend_weights": "1,2"}, "style_blend_weights has 2 weights for 1 style image: give one weight per style image"),
     (dict(styles=["s.png"], init_image="i.png"), {"init": "noise"}, "init is 'noise' but a starting image"),
 ])
 def test_counts_and_combinations_are_checked_before_opening(inputs, options, message):

@@ -100,7 +100,7 @@ def test_options_are_checked_by_the_config_code(settings, images):
         "style_layers": ("relu9_9", "relu9_9"),
         "init": ("/etc/passwd", "init must be one of content, noise, gray, got '/etc/passwd'"),
         "save_dir": ("/tmp", "names a file on the server"),
-        "style_blend_weights": ("1,2,3", "3 style blend weights for 1 style image"),
+        "style_blend_weights": ("1,2,3", "style_blend_weights has 3 weights for 1 style image"),
     }
     with client_for(settings) as client:
         for name, (value, message) in cases.items():

@@ -131,8 +131,8 @@ class TargetMaker:
             return []
         blend = self.config.image.style_blend_weights
         if blend is not None and len(blend) != len(styles):
-            raise BadOption(f"{len(blend)} style blend weights for {len(styles)} style images: give "
-                            "one weight per style image, in order")
+            raise BadOption(f"style_blend_weights has {len(blend)} weights for {len(styles)} style "
+                            "images: give one weight per style image, in order")
         planned = regions.plan(len(styles), masks, blend, keep, height, width)
         return self.with_targets(planned, lambda i: self.style_targets(styles[i], size, tile),
                                   list(self.style_weights), self.style_loss)

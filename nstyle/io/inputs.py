@@ -220,8 +220,8 @@ def _mask_label(source: Any, index: int, count: int) -> str:
 
 
 def blend_count_message(weights: int, styles: int) -> str:
-    return (f"{weights} style blend weight{'s' if weights != 1 else ''} for {styles} style "
-            f"image{'s' if styles != 1 else ''}: give one weight per style image, in order")
+    return (f"style_blend_weights has {weights} weight{'s' if weights != 1 else ''} for {styles} "
+            f"style image{'s' if styles != 1 else ''}: give one weight per style image, in order")
 
 
 def as_style_list(styles: Any) -> list[ImageSource]:
