@@ -148,8 +148,10 @@ def test_save_by_extension(tmp_path, content_img, name, fmt):
 
 
 def test_output_path_checks(tmp_path):
-    with pytest.raises(BadOutput, match="extension"):
+    with pytest.raises(BadOutput, match="'.bmp' is not an image format nstyle writes"):
         images.check_output_path(tmp_path / "out.bmp")
+    with pytest.raises(BadOutput, match="has no file extension"):
+        images.check_output_path(tmp_path / "out")
     with pytest.raises(BadOutput, match="does not exist"):
         images.check_output_path(tmp_path / "missing" / "out.png")
     (tmp_path / "d.png").mkdir()
