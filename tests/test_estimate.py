@@ -107,3 +107,15 @@ def test_the_measuring_run_retires_once_real_runs_of_two_sizes_are_known():
     assert estimate.fit(measuring + one_real, []).samples == 3  # still standing in
     fitted = estimate.fit(measuring + two_real, [])
     assert fitted.samples == 2 and fitted.per_megapixel == pytest.approx(20)
+
+
+def test_the_newest_real_run_sets_the_level_and_the_older_ones_the_shape():
+    # an hour ago, under load: 5x slower at three sizes; now one run at one size, at speed
+    busy = [StepSample(mp, 100, 100 * 5 * (0.1 + 20 * mp), 0.0) for mp in (0.01, 0.03, 0.1)]
+    now = StepSample(0.05, 80, 80 * (0.1 + 20 * 0.05), 0.0)
+    fitted = estimate.fit(busy + [now], [])
+    assert fitted.iteration_seconds(0.05) == pytest.approx(1.1)
+    assert fitted.iteration_seconds(0.2) == pytest.approx(0.1 + 20 * 0.2, rel=0.1)
+    # a run of a few iterations (a test, a probe) is too short to set the level
+    short = StepSample(0.05, 3, 3 * 0.2, 0.0)
+    assert estimate.fit(busy + [short], []).iteration_seconds(0.05) > 3

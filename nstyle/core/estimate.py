@@ -31,6 +31,8 @@ MAX_SAMPLES = 24
 #: each older sample (a step of a run) counts this much less than the one after it, so the
 #: estimate follows a machine that has become busier or quieter by the next run
 DECAY = 0.5
+#: a sample of at least this many iterations sets the level of the whole line (see ``fit``)
+LEVEL_ITERATIONS = 20
 #: the halo of a tile for the default style layers (relu5_1's receptive field; see vgg.halo_for)
 DEFAULT_HALO = 96
 
@@ -89,7 +91,8 @@ class SpeedRecord:
 
 def fit(steps: Sequence[StepSample], warmups: Sequence[float]) -> Speed:
     """A least-squares line through (megapixels, seconds per iteration), weighted by
-    iterations and by age (``DECAY``: the newest count most), kept non-negative; the setup
+    iterations and by age (``DECAY``: the newest count most), kept non-negative, then
+    scaled to pass through the newest sample of ``LEVEL_ITERATIONS`` or more; the setup
     and warm-up are medians. The measuring run's samples only stand in until real runs of
     two sizes are known."""
     if not steps:
@@ -114,6 +117,13 @@ def fit(steps: Sequence[StepSample], warmups: Sequence[float]) -> Speed:
         elif intercept < 0:  # through the origin instead
             slope = sum(w * x * y for w, x, y in zip(ws, xs, ys)) / sum(w * x * x for w, x in zip(ws, xs))
             intercept = 0.0
+    # the newest long enough sample sets the level: the machine as it is now (busier or
+    # quieter than when older samples were taken), the line's shape from all of them
+    newest = steps[-1]
+    predicted = intercept + slope * newest.megapixels
+    if newest.iterations >= LEVEL_ITERATIONS and predicted > 0:
+        factor = newest.seconds_per_iteration / predicted
+        intercept, slope = intercept * factor, slope * factor
     speed = Speed(intercept, slope, 0.0, 0.0, len(steps))
     setups = [s.setup_seconds / speed.iteration_seconds(s.megapixels) for s in steps
               if speed.iteration_seconds(s.megapixels) > 0]
