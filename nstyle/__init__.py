@@ -11,7 +11,7 @@ from nstyle.tasks import explore  # noqa: E402  (nstyle.explore.units / activati
 from nstyle.tasks import video  # noqa: E402  (nstyle.video.stylize_frames, VideoStylizer; needs nstyle[video] to run)
 from nstyle.tasks.sheet import contact_sheet  # noqa: E402
 from nstyle.errors import (BadImage, BadOption, BadOutput, Cancelled, NStyleError,  # noqa: E402
-                     OutOfMemory, RunFailed, TooLarge)
+                           OutOfMemory, RunFailed, TooLarge)
 
 __all__ = ["stylize", "stylize_video", "run", "prepare", "contact_sheet", "explore", "video", "Inputs", "Config", "Stylizer", "Progress", "Result", "CancelToken",
            "NStyleError", "BadImage", "BadOption", "BadOutput", "RunFailed", "OutOfMemory",

@@ -41,7 +41,7 @@ from nstyle.service.settings import ServiceSettings
 from nstyle.service.sheets import is_sheet, run_sheet_job
 from nstyle.service.videos import is_video, run_video_job
 from nstyle.service.store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
-                    RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
+                                  RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
 from nstyle.service.uploads import Submission, release_memory
 
 log = logging.getLogger("nstyle.service")

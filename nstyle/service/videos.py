@@ -38,7 +38,7 @@ from nstyle.io.video_files import ClipOutput, open_upload
 from nstyle.service.errors import OverLimit
 from nstyle.service.store import PREVIEW_FILE, RECORD_FILE, SUCCEEDED, JobRow
 from nstyle.service.uploads import (STYLE_FIELDS, InputImage, StoredInput, Submission, Upload, blame,
-                      check_submission, fmt_bytes)
+                                    check_submission, fmt_bytes)
 
 #: the option that marks a stored job as a video: its video options, as JSON
 VIDEO_OPTION = "video_options"
