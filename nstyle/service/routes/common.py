@@ -8,12 +8,15 @@ import secrets
 from typing import Any, Optional
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nstyle.service.errors import Conflict, Unauthorized
 from nstyle.service.jobs import JobManager
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import FINISHED, PREVIEW_FILE, QUEUED, RUNNING, SUCCEEDED, JobRow
+from nstyle.service.uploads import read_form
 
 #: answers every /api route may give (documented once, on the /api router)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -88,3 +91,15 @@ def finished(row: JobRow) -> JobRow:
         raise Conflict(f"job {row.id} is {row.state}{detail}; it has no result"
                        if row.state in FINISHED else f"job {row.id} is {row.state}; no result yet")
     return row
+
+
+async def submit_form(request: Request, settings: ServiceSettings, kind: str, check) -> JSONResponse:
+    """A submitted form, whatever its kind: read (``read_form``), checked completely by
+    ``check`` off the event loop before anything is stored, queued; answers 201 with the
+    job's view and its Location (POST /api/jobs, /api/sheets and /api/videos)."""
+    manager = manager_of(request)
+    async with read_form(request, settings, kind) as (uploads, fields):
+        sub = await run_in_threadpool(check, uploads, fields, settings, request.app.state.decode_gate)
+        row = await run_in_threadpool(manager.submit, sub)
+    return JSONResponse(job_view(row, manager), status_code=201,
+                        headers={"Location": f"/api/jobs/{row.id}"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from nstyle.errors import BadOption
@@ -14,8 +13,8 @@ from nstyle.service.schemas import JobList, JobView
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import QUEUED, RUNNING, STATES
 from nstyle.service.form_schema import form_schema
-from nstyle.service.uploads import check_submission, read_form
-from nstyle.service.routes.common import job_view, manager_of, settings_of
+from nstyle.service.uploads import check_submission
+from nstyle.service.routes.common import job_view, manager_of, settings_of, submit_form
 
 
 
@@ -51,13 +50,7 @@ async def create_job(request: Request) -> JSONResponse:
     `keep_mask`, `init_image`, `fine_style` and `coarse_style`, and any engine option as a
     text field (see GET /api/info; lists are comma-separated). The job is checked
     completely before anything is stored: a refused job leaves nothing behind."""
-    settings, manager = settings_of(request), manager_of(request)
-    async with read_form(request, settings, "job") as (uploads, fields):
-        sub = await run_in_threadpool(check_submission, uploads, fields, settings,
-                                      request.app.state.decode_gate)
-        row = await run_in_threadpool(manager.submit, sub)
-    return JSONResponse(job_view(row, manager), status_code=201,
-                        headers={"Location": f"/api/jobs/{row.id}"})
+    return await submit_form(request, settings_of(request), "job", check_submission)
 
 
 #: largest offset of the job list (SQLite's integers end at 2**63; found by fuzzing)

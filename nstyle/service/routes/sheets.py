@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from nstyle.service.routes.common import job_view, manager_of
+from nstyle.service.routes.common import submit_form
 from nstyle.service.form_schema import form_schema, job_files
-from nstyle.service.uploads import read_form
 from nstyle.service.sheets import NOT_FOR_SHEETS, SHEET_FILES, check_sheet
 from nstyle.tasks.sheet import DEFAULT_FOR_SIZE
 
@@ -34,12 +32,6 @@ def sheet_router(settings) -> APIRouter:
         style) and any other job option as
         a text field (size defaults to 256 and iterations to 60 here). Answers the job,
         as POST /api/jobs does; follow it at /api/jobs/{id}."""
-        manager = manager_of(request)
-        async with read_form(request, settings, "sheet") as (uploads, fields):
-            sub = await run_in_threadpool(check_sheet, uploads, fields, settings,
-                                          request.app.state.decode_gate)
-            row = await run_in_threadpool(manager.submit, sub)
-        return JSONResponse(job_view(row, manager), status_code=201,
-                            headers={"Location": f"/api/jobs/{row.id}"})
+        return await submit_form(request, settings, "sheet", check_sheet)
 
     return router

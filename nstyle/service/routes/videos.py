@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from nstyle.service.routes.common import job_view, manager_of
+from nstyle.service.routes.common import submit_form
 from nstyle.service.form_schema import BINARY, SCHEMA_TYPES, form_schema, job_files
-from nstyle.service.uploads import read_form
 from nstyle.service.videos import CLIP_FIELD, check_video
 from nstyle.tasks.video import NOT_FOR_VIDEO, VideoOptions
 
@@ -36,12 +34,6 @@ def video_router(settings) -> APIRouter:
         files `style`, and options as text fields: any job option, and `temporal_weight`,
         `flow` (dis or farneback), `frame_iterations`, `independent` (true/false). Answers
         the job, as POST /api/jobs does; follow it at /api/jobs/{id}; its result is an MP4."""
-        manager = manager_of(request)
-        async with read_form(request, settings, "video") as (uploads, fields):
-            sub = await run_in_threadpool(check_video, uploads, fields, settings,
-                                          request.app.state.decode_gate)
-            row = await run_in_threadpool(manager.submit, sub)
-        return JSONResponse(job_view(row, manager), status_code=201,
-                            headers={"Location": f"/api/jobs/{row.id}"})
+        return await submit_form(request, settings, "video", check_video)
 
     return router
