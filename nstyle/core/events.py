@@ -33,8 +33,27 @@ class CancelToken:
         return self._event.is_set()
 
 
+class IterationFigures:
+    """``total`` and ``eta`` of an iteration report, from its ``losses``, ``elapsed``,
+    ``iteration`` and ``iterations`` (``Progress``, and the copy a Ray task sends back)."""
+
+    losses: dict[str, float]
+    elapsed: float
+    iteration: int
+    iterations: int
+
+    @property
+    def total(self) -> float:
+        return self.losses["total"]
+
+    @property
+    def eta(self) -> float:
+        """Seconds left, extrapolated from the mean time per iteration so far."""
+        return self.elapsed / self.iteration * (self.iterations - self.iteration)
+
+
 @dataclass(frozen=True, eq=False, kw_only=True)
-class Progress:
+class Progress(IterationFigures):
     """One iteration's report: an immutable value, valid after the callback returns.
 
     ``losses`` holds each term's weighted contribution to ``total`` (named as in
@@ -57,15 +76,6 @@ class Progress:
     _stop: Optional[Callable[[], None]] = field(default=None, repr=False)
     #: turns ``image`` into what the user will get (colour finishing)
     _render: Optional[Callable[[torch.Tensor], torch.Tensor]] = field(default=None, repr=False)
-
-    @property
-    def total(self) -> float:
-        return self.losses["total"]
-
-    @property
-    def eta(self) -> float:
-        """Seconds left, extrapolated from the mean time per iteration so far."""
-        return self.elapsed / self.iteration * (self.iterations - self.iteration)
 
     def rendered(self) -> torch.Tensor:
         """The current image as the user would get it, RGB (1, 3, H, W) in [0, 1]."""

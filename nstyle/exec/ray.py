@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from nstyle import errors
+from nstyle.core.events import IterationFigures
 from nstyle.tasks.batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
 from nstyle.errors import BadOption, Cancelled, NStyleError, RunFailed
 
@@ -144,7 +145,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 @dataclass
-class RemoteProgress:
+class RemoteProgress(IterationFigures):
     """A ``Progress`` event that came from a Ray task: the same fields, and the latest
     preview the task sent."""
 
@@ -157,14 +158,6 @@ class RemoteProgress:
     size: int = 0
     phase: str = "stylize"
     _preview: Callable[[], Any] = field(default=lambda: None, repr=False)
-
-    @property
-    def total(self) -> float:
-        return self.losses["total"]
-
-    @property
-    def eta(self) -> float:
-        return self.elapsed / self.iteration * (self.iterations - self.iteration)
 
     def preview(self):
         return self._preview()
