@@ -1,5 +1,5 @@
 """Longer property-based fuzzing of the HTTP API than the test suite's (same checks:
-tests/fuzz_checks.py): every route of the OpenAPI schema with generated requests, in
+tests/support/fuzz.py): every route of the OpenAPI schema with generated requests, in
 process, on a fresh data folder; no answer may be a 500, a non-JSON error or slower than
 schemathesis's limit, and no job it got accepted may fail as an internal error.
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="0: the same cases every run; else random")
     p.add_argument("--json", default=str(ROOT / "bench" / "results" / "fuzz_service.json"))
     args = p.parse_args(argv)
-    from fuzz_checks import fuzz_operations
+    from tests.support.fuzz import fuzz_operations
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nstyle-fuzz-") as tmp:

@@ -56,7 +56,7 @@ step "installing PyTorch ${NSTYLE_TORCH_VERSION:-2.13.0} (CPU)" "about a minute;
 step "installing nstyle and its extras ($EXTRAS)" "one to two minutes the first time, seconds after" pipq install -e ".[$EXTRAS]"
 python -c "import torch, nstyle; print('setup: nstyle', nstyle.__version__, 'with torch', torch.__version__, 'is ready in .venv', file=__import__('sys').stderr)"
 
-# The browser test (tests/test_service_e2e.py) drives Debian's chromium through Playwright;
+# The browser test (tests/service/test_service_e2e.py) drives Debian's chromium through Playwright;
 # Playwright's own browser download cannot work offline, so the system package is used.
 # Only for a test set-up, only if missing; NSTYLE_NO_BROWSER=1 skips it.
 if [ "$TEST" = 1 ] && [ -z "${NSTYLE_NO_BROWSER:-}" ] && [ ! -x /usr/bin/chromium ]; then

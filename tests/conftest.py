@@ -1,9 +1,9 @@
 import os
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
+
+from tests.support.tensors import small_picture
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -18,18 +18,12 @@ def _isolated_cache(tmp_path_factory):
         os.environ["NSTYLE_CACHE_DIR"] = old
 
 
-def _small(array: np.ndarray, size: int) -> Image.Image:
-    img = Image.fromarray(array).convert("RGB")
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return img
-
-
 @pytest.fixture(scope="session")
 def content_img() -> Image.Image:
     """A real photo (scikit-image's cat), 64 px on its longest side."""
     from skimage import data
 
-    return _small(data.chelsea(), 64)
+    return small_picture(data.chelsea(), 64)
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +31,14 @@ def style_img() -> Image.Image:
     """A real picture with strong texture (Hubble deep field), 64 px."""
     from skimage import data
 
-    return _small(data.hubble_deep_field(), 64)
+    return small_picture(data.hubble_deep_field(), 64)
 
 
 @pytest.fixture(scope="session")
 def style_img2() -> Image.Image:
     from skimage import data
 
-    return _small(data.coffee(), 64)
+    return small_picture(data.coffee(), 64)
 
 
 @pytest.fixture
@@ -59,9 +53,3 @@ def style_path(tmp_path, style_img):
     p = tmp_path / "style.png"
     style_img.save(p)
     return p
-
-
-def to_t(img: Image.Image) -> torch.Tensor:
-    from nstyle.io.images import to_tensor
-
-    return to_tensor(img)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "nstyle"
+TESTS = Path(__file__).resolve().parent
+PACKAGE = TESTS.parent / "nstyle"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
@@ -31,10 +32,12 @@ def test_the_import_contracts_hold():
 
 
 def test_no_module_imports_another_modules_private_names():
+    """Neither the package nor its tests (tests use public names; shared test helpers are
+    public names of tests/support/)."""
     offenders = []
-    for path in SOURCES:
+    for path in SOURCES + sorted(TESTS.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nstyle"):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("nstyle", "tests")):
                 offenders += [f"{path.relative_to(PACKAGE.parent)}: {node.module}.{a.name}"
                               for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not offenders, offenders
@@ -57,3 +60,20 @@ def test_every_class_in_core_reads_at_a_glance():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 >= 250:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_the_tests_mirror_the_package_tree():
+    """A module's tests sit in the folder of its package (tests/core/ for nstyle/core/, ...);
+    tests/support/ holds what several test folders share, and no test imports another
+    test file or the root conftest."""
+    packages = {p.parent.relative_to(PACKAGE) for p in PACKAGE.rglob("__init__.py")}
+    folders = {p.parent.relative_to(TESTS) for p in TESTS.rglob("test_*.py")} - {Path(".")}
+    assert folders <= packages, sorted(map(str, folders - packages))
+    borrowed = []
+    for path in TESTS.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                last = node.module.split(".")[-1]
+                if last == "conftest" or last.startswith("test_"):
+                    borrowed.append(f"{path.relative_to(TESTS)}: {node.module}")
+    assert not borrowed, borrowed

@@ -91,7 +91,7 @@ def _record_of(key: str) -> estimate.SpeedRecord:
         return estimate.SpeedRecord()
 
 
-def _save(key: str, record: estimate.SpeedRecord) -> None:
+def save_record(key: str, record: estimate.SpeedRecord) -> None:
     """Written to a temporary file and renamed, so a reader never sees half of it."""
     path = speed_file()
     try:
@@ -142,7 +142,7 @@ def _add(config: Config, result: Result) -> estimate.SpeedRecord:
     samples, rest = run_samples(config, result)
     if samples:
         record.add(samples, rest)
-        _save(key, record)
+        save_record(key, record)
     return record
 
 
@@ -179,7 +179,7 @@ def measure(config: Config) -> estimate.Speed:
     key = machine_key(config)
     record = _record_of(key)
     record.add(samples, 0.0)
-    _save(key, record)
+    save_record(key, record)
     return record.speed()
 
 

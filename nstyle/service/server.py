@@ -190,7 +190,7 @@ def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argpa
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    threading.Thread(target=_announce, args=(server, url, not args.no_browser, app.state.page_fetched),
+    threading.Thread(target=announce, args=(server, url, not args.no_browser, app.state.page_fetched),
                      daemon=True).start()
     try:
         server.run(sockets=[sock])
@@ -205,7 +205,7 @@ def gui(argv: Sequence[str], parser_class: type[argparse.ArgumentParser] = argpa
 BROWSER_SECONDS = 10.0
 
 
-def _announce(server, url: str, open_browser: bool, page_fetched: threading.Event) -> None:
+def announce(server, url: str, open_browser: bool, page_fetched: threading.Event) -> None:
     while not server.started and not server.should_exit:
         time.sleep(0.05)
     if not server.started:

@@ -3,7 +3,7 @@ loss gets them by being registered.
 
 Each check builds the loss's targets and terms through its ``StyleLoss`` interface alone, on
 small random features (two layers, four channels), so they say nothing about VGG: whole
-runs per loss are in tests/test_style_losses.py.
+runs per loss are in tests/core/test_style_losses.py.
 """
 
 import pytest
