@@ -1,4 +1,4 @@
-"""Ray: batch pairs and service jobs as Ray tasks, for work past one machine.
+"""Ray: batch pairs and service jobs (every kind of ``Task``) as Ray tasks, for work past one machine.
 
 Addresses (``--cluster``): ``auto`` joins the cluster this machine is part of (``ray start``
 set it up), ``ray://HOST:PORT`` reaches one through Ray Client, ``local`` starts a private
@@ -14,16 +14,13 @@ it can hold. Ray itself is imported only here, and only when asked for.
 
 from __future__ import annotations
 
-import io
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from nstyle import errors
-from nstyle.core.events import IterationFigures
 from nstyle.tasks.batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
 from nstyle.errors import BadOption, Cancelled, NStyleError, RunFailed
 
@@ -144,65 +141,40 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- service jobs
 
 
-@dataclass
-class RemoteProgress(IterationFigures):
-    """A ``Progress`` event that came from a Ray task: the same fields, and the latest
-    preview the task sent."""
-
-    iteration: int
-    iterations: int
-    losses: dict[str, float]
-    elapsed: float
-    scale: int = 1
-    scales: int = 1
-    size: int = 0
-    phase: str = "stylize"
-    _preview: Callable[[], Any] = field(default=lambda: None, repr=False)
-
-    def preview(self):
-        return self._preview()
-
-    def stop(self) -> None:  # the service cancels instead
-        pass
-
-
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _ray_job(config_dict, loaded, preview_seconds: float):
-    """A service job on a Ray worker, as a stream: progress events (with a preview every
-    ``preview_seconds``), then the result or the error. The engine runs in a thread so
-    that a cancel (Ray interrupts this generator) reaches it as a ``CancelToken``."""
+def _ray_task(task, preview_seconds: float):
+    """A service job's task on a Ray worker, as a stream: progress events (with a preview
+    PNG at most every ``preview_seconds``, and at every milestone), then the output or the
+    error. The task runs in a thread so that a cancel (Ray interrupts this generator)
+    reaches it as a ``CancelToken``. The worker process keeps its Stylizers (VGG) between
+    tasks."""
     from nstyle.core.events import CancelToken
+    from nstyle.io.images import encode_image
+    from nstyle.tasks.base import TaskContext
 
     global _STATE
     if _STATE is None:
         _STATE = WorkerState()
-    stylizer = _STATE.stylizer(config_dict, None)
     events: queue.Queue = queue.Queue()
     token = CancelToken()
     last_preview = [float("-inf")]
 
-    def on_progress(event) -> None:
-        item = {"kind": "progress", "iteration": event.iteration, "iterations": event.iterations,
-                "losses": event.losses, "elapsed": event.elapsed, "scale": event.scale,
-                "scales": event.scales, "size": event.size, "phase": event.phase}
+    def report(progress) -> None:
+        item = {"kind": "progress", **progress.plain()}
         now = time.monotonic()
-        if event.iteration in (1, event.iterations) or now - last_preview[0] >= preview_seconds:
-            item["preview"], last_preview[0] = _png(event.preview()), now
+        due = progress.milestone or progress.iteration in (1, progress.iterations) \
+            or now - last_preview[0] >= preview_seconds
+        image = progress.preview() if due else None
+        if image is not None:
+            item["preview"], last_preview[0] = encode_image(image, ".png"), now
         events.put(item)
 
     def work() -> None:
+        context = TaskContext(report, token, stylizer=lambda config: _STATE.stylizer(config.to_dict(), None),
+                              local=False)
         try:
-            r = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                             callback=on_progress, cancel=token)
-            events.put({"kind": "result", "png": _png(r.to_pil()), "losses": r.losses,
-                        "iterations": r.iterations, "stopped_early": r.stopped_early,
-                        "device": r.device, "timings": r.timings, "plan": r.plan,
-                        "precision": r.precision})
+            output = task.run(context)
+            events.put({"kind": "output", "files": output.files, "record": output.record,
+                        "summary": output.summary})
         except NStyleError as exc:
             events.put({"kind": "error", "type": type(exc).__name__, "message": str(exc)})
         except BaseException as exc:  # noqa: BLE001 - reported to the service as the job's failure
@@ -222,9 +194,11 @@ def _ray_job(config_dict, loaded, preview_seconds: float):
         thread.join()
 
 
-class RayJobRunner:
-    """Runs service jobs as Ray tasks instead of in the server's worker threads
-    (``nstyle serve --cluster``); the job manager sees the same progress and result."""
+class RayTaskRunner:
+    """Runs service jobs of every kind (image, sheet, video) as Ray tasks instead of in the
+    server's worker threads (``nstyle serve --cluster``); the job manager sees the same
+    progress and output. A task on Ray keeps no state on the server's disk, so a retried
+    video starts again from its first frame."""
 
     def __init__(self, address: str, preview_seconds: float = 1.0) -> None:
         self.ray = connect(address)
@@ -232,22 +206,13 @@ class RayJobRunner:
         gpus = self.ray.cluster_resources().get("GPU", 0)
         self.options = {"num_cpus": 1, "num_gpus": 1 if gpus else 0, "max_retries": 0}
 
-    def plan(self, config, loaded):
-        """The job's sizes and iterations (its progress total); its tiles and memory are
-        planned where it runs."""
-        from nstyle.core.plan import schedule
+    def run(self, task, *, report, cancel, workdir=None):
+        from nstyle.tasks.base import TaskOutput, TaskProgress
 
-        mixing = loaded.fine_style is not None and loaded.coarse_style is not None
-        return schedule(config, tuple(loaded.content.shape[-2:]),
-                        tuple(loaded.coarse_style.shape[-2:]) if mixing else None)
-
-    def run(self, config, loaded, *, callback, cancel):
         ray = self.ray
-        options = dict(self.options, num_gpus=0 if config.model.device == "cpu" else self.options["num_gpus"])
-        stream = ray.remote(_ray_job).options(**options).remote(config.to_dict(), loaded,
-                                                                self.preview_seconds)
-        preview: dict[str, Any] = {}
-        last: Optional[RemoteProgress] = None
+        options = dict(self.options, num_gpus=0 if task.config.model.device == "cpu" else self.options["num_gpus"])
+        stream = ray.remote(_ray_task).options(**options).remote(task, self.preview_seconds)
+        last: Optional[TaskProgress] = None
         while True:
             if cancel is not None and cancel.cancelled:
                 ray.cancel(stream)
@@ -262,32 +227,22 @@ class RayJobRunner:
                 raise RunFailed("the Ray task ended without a result") from None
             except ray.exceptions.RayError as exc:
                 raise RunFailed(f"the Ray task failed: {_first_line(exc)}") from None
-            if item["kind"] == "progress":
-                if "preview" in item:
-                    preview.update(png=item.pop("preview"), image=None)
-                last = RemoteProgress(**{k: v for k, v in item.items() if k != "kind"},
-                                      _preview=lambda: _decoded(preview))
-                callback(last)
-            elif item["kind"] == "result":
-                return _result(item)
+            kind = item.pop("kind")
+            if kind == "progress":
+                png = item.pop("preview", None)
+                last = TaskProgress(**item, preview=lambda png=png: _decoded(png))
+                report(last)
+            elif kind == "output":
+                return TaskOutput(**item)
             else:
                 cls = getattr(errors, item["type"], RunFailed)
                 raise (cls if isinstance(cls, type) and issubclass(cls, NStyleError) else RunFailed)(item["message"])
 
 
-def _decoded(preview: dict[str, Any]):
-    from PIL import Image
+def _decoded(png: Optional[bytes]):
+    """A preview sent as PNG bytes, as the RGB picture it shows (None: none was sent)."""
+    if png is None:
+        return None
+    from nstyle.io.images import decode_image
 
-    if preview.get("image") is None and preview.get("png"):
-        with Image.open(io.BytesIO(preview["png"])) as img:
-            preview["image"] = img.convert("RGB")
-    return preview.get("image")
-
-
-def _result(item: dict[str, Any]):
-    from nstyle.core.events import Result
-    from nstyle.io.images import decode_image, to_tensor
-
-    image = to_tensor(decode_image(item["png"], "result"))
-    return Result(image, item["losses"], item["iterations"], item["stopped_early"], item["device"],
-                  item["timings"], plan=item["plan"], precision=item["precision"])
+    return decode_image(png, "preview")

@@ -1,8 +1,9 @@
-"""The queue: workers that run stored jobs through the engine, one at a time per worker.
+"""The queue: workers that run stored jobs, one at a time per worker.
 
-Jobs wait in submission order. A worker takes the oldest, runs ``Stylizer`` with a
-``CancelToken`` and a progress callback, and writes the result, its run record and the
-final state. Progress lives in memory (``LiveState``) while a job runs: it changes many
+Jobs wait in submission order. A worker takes the oldest, makes it the ``Task`` of its
+stored kind (``nstyle.tasks``: image, sheet, video), has the runner run it (here, or on
+Ray with ``serve --cluster``) with a ``CancelToken`` and a progress callback, and writes
+the task's files, its run record and the final state. Progress lives in memory (``LiveState``) while a job runs: it changes many
 times a second and is worthless after a restart, so only outcomes go to the store.
 
 Restarts never lose a job: at start, queued jobs go back in the queue in their old order;
@@ -16,7 +17,6 @@ from __future__ import annotations
 import base64
 import collections
 import errno
-import io
 import logging
 import shutil
 import sqlite3
@@ -28,18 +28,17 @@ from typing import Any, Optional
 from PIL import Image
 
 from nstyle.options.config import Config
-from nstyle.core.events import CancelToken, Progress
-from nstyle.core.stylizer import Stylizer
-from nstyle.core.plan import Plan
+from nstyle.core.events import CancelToken
 from nstyle.errors import Cancelled, NStyleError
-from nstyle.io.images import decode_image, save_image, save_json
+from nstyle.exec.local import LocalTaskRunner
+from nstyle.io.images import decode_image, encode_image, save_bytes, save_image, save_json
 from nstyle.io.inputs import Inputs
-from nstyle.io.record import LossHistory, build_record
-from nstyle.io.speed import record_run
+from nstyle.tasks.base import SHEET, VIDEO, Task, TaskProgress
+from nstyle.tasks.image import ImageTask
 from nstyle.service.errors import Conflict, NotFound, QueueFull
 from nstyle.service.settings import ServiceSettings
-from nstyle.service.sheets import is_sheet, run_sheet_job
-from nstyle.service.videos import is_video, run_video_job
+from nstyle.service.sheets import sheet_task
+from nstyle.service.videos import video_task
 from nstyle.service.store import (CANCELLED, FAILED, INTERRUPTED, PREVIEW_FILE, QUEUED, RECORD_FILE,
                                   RESULT_FILE, RUNNING, SUCCEEDED, JobRow, JobStore, input_entries)
 from nstyle.service.uploads import Submission, release_memory
@@ -89,7 +88,7 @@ class LiveState:
     def show(self, image, iteration: int) -> None:
         """``image`` (PIL) becomes the job's preview, full size and for the event stream."""
         self.preview_image = image
-        self.preview_png = _png(image)
+        self.preview_png = encode_image(image, ".png")
         self.preview_data_url = _stream_data_url(image, self.preview_png)
         self.preview_iteration = iteration
 
@@ -405,43 +404,42 @@ class JobManager:
 
     def _run(self, job_id: str, live: LiveState) -> dict[str, Any]:
         row = self.get(job_id)
-        config = Config.from_dict(row.config)
-        if is_video(row.options):  # a clip: its frames in turn, resumable
-            return run_video_job(row, config, live, self.store, lambda: self._changed(job_id),
-                                 self.settings.preview_seconds)
-        inputs, names = self._inputs(job_id, row)
-        loaded = inputs.load(config, allow_paths=False)
-        if is_sheet(row.options):  # a contact sheet: many small runs in one job
-            return run_sheet_job(row, config, loaded, names, live, self.store,
-                                 lambda: self._changed(job_id))
-        live.iterations = self.runner.plan(config, loaded).total_iterations  # every step
-        history = LossHistory()
-
-        def on_progress(event: Progress) -> None:
-            history(event)
-            live.iteration = event.iteration
-            live.losses, live.elapsed, live.eta = event.losses, event.elapsed, event.eta
-            live.scale, live.scales, live.phase = event.scale, event.scales, event.phase
-            now = time.monotonic()
-            if (event.iteration == 1 or event.iteration == event.iterations
-                    or now - live.preview_time >= self.settings.preview_seconds):
-                self._set_preview(live, event)
-                live.preview_time = now
-            self._changed(job_id)
-
-        result = self.runner.run(config, loaded, callback=on_progress, cancel=live.cancel)
-        image = result.to_pil()
-        save_image(image, self.store.file(job_id, RESULT_FILE))
-        record = build_record(config, result, inputs=names, history=history)
-        record["job"] = {"id": job_id, "options": row.options,
-                         "uploads": [e["name"] for e in input_entries(row.inputs)]}
+        task = self._task(row)
+        live.iterations = task.planned_iterations()  # every step: scales, cells or frames
+        output = self.runner.run(task, report=lambda p: self._progress(job_id, live, p), cancel=live.cancel,
+                                 workdir=self.store.job_dir(job_id))
+        for name, data in output.files.items():
+            save_bytes(data, self.store.file(job_id, name))
+        record = dict(output.record, job={"id": job_id, "options": row.options,
+                                          "uploads": [e["name"] for e in input_entries(row.inputs)]})
         save_json(record, self.store.file(job_id, RECORD_FILE))
-        return {"state": SUCCEEDED, "iterations": result.iterations,
-                "iterations_total": live.iterations, "losses": result.losses,
-                "output_size": [image.width, image.height]}
+        return {"state": SUCCEEDED, **output.summary}
 
-    def _set_preview(self, live: LiveState, event: Progress) -> None:
-        live.show(event.preview(), event.iteration)
+    def _task(self, row: JobRow) -> Task:
+        """The stored job as the task of its kind, its inputs read from the files this
+        server stored at submission."""
+        config = Config.from_dict(row.config)
+        if row.kind == VIDEO:
+            return video_task(row, config, self.store)
+        inputs, names = self._inputs(row.id, row)
+        loaded = inputs.load(config, allow_paths=False)
+        if row.kind == SHEET:
+            return sheet_task(row, config, loaded, names)
+        return ImageTask(config, loaded, names)
+
+    def _progress(self, job_id: str, live: LiveState, p: TaskProgress) -> None:
+        """A task's progress into the job's live state; its preview when one is due."""
+        live.iteration, live.iterations = p.iteration, p.iterations
+        live.losses, live.elapsed, live.eta = p.losses, p.elapsed, p.eta
+        live.scale, live.scales, live.phase = p.part, p.parts, p.phase
+        now = time.monotonic()
+        if (p.milestone or p.iteration in (1, p.iterations)
+                or now - live.preview_time >= self.settings.preview_seconds):
+            image = p.preview()
+            if image is not None:
+                live.show(image, p.iteration)
+                live.preview_time = now
+        self._changed(job_id)
 
     def result_data_url(self, job_id: str) -> Optional[str]:
         """A finished job's result as the event stream's preview (for streams that missed
@@ -454,42 +452,14 @@ class JobManager:
             return None
 
 
-class LocalRunner:
-    """Runs a job in this process (the default). ``plan`` makes the job's plan (with this
-    machine's memory and tiles) and its Stylizer, and the same worker thread's ``run``
-    follows that plan with that Stylizer: a job is planned once."""
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def plan(self, config: Config, loaded: Any) -> Plan:
-        stylizer = Stylizer(config)
-        plan = stylizer.plan(loaded.content, loaded.styles, fine_style=loaded.fine_style,
-                             coarse_style=loaded.coarse_style)
-        self._local.prepared = (config, stylizer, plan)
-        return plan
-
-    def run(self, config: Config, loaded: Any, *, callback, cancel: CancelToken) -> Any:
-        prepared = getattr(self._local, "prepared", None)
-        self._local.prepared = None
-        if prepared is not None and prepared[0] is config:
-            _, stylizer, plan = prepared
-        else:
-            stylizer, plan = Stylizer(config), None
-        result = stylizer.run(loaded.content, loaded.styles, **loaded.run_arguments(),
-                              callback=callback, cancel=cancel, plan=plan)
-        record_run(config, result)  # this machine's speed, for the page's estimates
-        return result
-
-
 def job_runner(settings: ServiceSettings):
-    """The settings' runner: ``LocalRunner``, or a Ray one when ``cluster`` is set (it
+    """The settings' runner: ``LocalTaskRunner``, or a Ray one when ``cluster`` is set (it
     connects now, so a server with an unreachable cluster does not start)."""
     if settings.cluster is None:
-        return LocalRunner()
-    from nstyle.exec.ray import RayJobRunner
+        return LocalTaskRunner()
+    from nstyle.exec.ray import RayTaskRunner
 
-    return RayJobRunner(settings.cluster, settings.preview_seconds)
+    return RayTaskRunner(settings.cluster, settings.preview_seconds)
 
 
 def _stream_data_url(image, png: Optional[bytes] = None) -> str:
@@ -499,14 +469,8 @@ def _stream_data_url(image, png: Optional[bytes] = None) -> str:
     if max(image.size) > STREAM_PREVIEW_SIZE:
         small = image.copy()
         small.thumbnail((STREAM_PREVIEW_SIZE, STREAM_PREVIEW_SIZE))
-    data = png if png is not None and small is image else _png(small)
+    data = png if png is not None and small is image else encode_image(small, ".png")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _verb(state: str) -> str:

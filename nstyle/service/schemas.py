@@ -57,6 +57,7 @@ class JobLinks(BaseModel):
 class JobView(BaseModel):
     id: str
     state: str = Field(description="queued, running, succeeded, failed, cancelled or interrupted")
+    kind: str = Field(description="image (POST /api/jobs), sheet (POST /api/sheets) or video (POST /api/videos)")
     created: str = Field(description="ISO 8601, UTC")
     started: Optional[str] = None
     finished: Optional[str] = None

@@ -2,10 +2,10 @@
 
 A sheet is one job in the ordinary queue (one at a time with the others, listed, followed
 by the same event stream, cancelled, retried and deleted like them), whose result is the
-labelled sheet (``nstyle.tasks.sheet``) and whose record is the sheet's record. What makes a job
-a sheet is its ``SHEET_OPTION`` (the columns' style weights) among the options it was
-submitted with. Its previews are the sheet so far; its progress counts the iterations of
-every cell.
+labelled sheet (``nstyle.tasks.sheet.SheetTask``) and whose record is the sheet's record.
+Its kind is stored with it (``sheet``); its columns' style weights are kept among its
+options (``SHEET_OPTION``). Its previews are the sheet so far; its progress counts the
+iterations of every cell.
 
 The request is a job's form (the file ``content``, files ``style``, options as text) plus
 ``style_weights``; the server's limits apply to the whole sheet (cells x iterations), and
@@ -15,20 +15,19 @@ weight or blend weights of its own) is refused with a message that names the fie
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Callable
+from typing import Any
 
 
 from nstyle.options.config import MIN_SIZE, Config
 from nstyle.errors import BadOption, NStyleError
-from nstyle.io.images import fit_size, save_image, save_json
+from nstyle.io.images import fit_size
 from nstyle.io.inputs import LoadedInputs
-from nstyle.tasks.sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetProgress, contact_sheet, fmt_weight, parse_style_weights
-from nstyle.service.store import RECORD_FILE, RESULT_FILE, SUCCEEDED, JobRow
+from nstyle.tasks.base import SHEET
+from nstyle.tasks.sheet import DEFAULT_FOR_SIZE, SHEET_DEFAULTS, SheetTask, fmt_weight, parse_style_weights
+from nstyle.service.store import JobRow
 from nstyle.service.uploads import CONTENT_FIELD, STYLE_FIELDS, Submission, Upload, blame, check_submission
 
-#: the option that marks a stored job as a sheet: its columns, as the client gave them
+#: a sheet's columns (style weights), as the client gave them
 SHEET_OPTION = "sheet_style_weights"
 #: the size of the run the sheet previews (``nstyle.tasks.sheet.content_balance``)
 FOR_SIZE_OPTION = "sheet_for_size"
@@ -36,10 +35,6 @@ FOR_SIZE_OPTION = "sheet_for_size"
 SHEET_FILES = (CONTENT_FIELD, *STYLE_FIELDS)
 #: options that belong to the sheet itself (its columns, its rows)
 NOT_FOR_SHEETS = ("style_weight", "style_blend_weights")
-
-
-def is_sheet(options: dict[str, Any]) -> bool:
-    return SHEET_OPTION in options
 
 
 def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], settings,
@@ -74,6 +69,7 @@ def check_sheet(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
     _check_sheet_work(sub, len(weights), settings)
     sub.options[SHEET_OPTION] = ",".join(fmt_weight(w) for w in weights)
     sub.options[FOR_SIZE_OPTION] = for_size
+    sub.kind = SHEET
     return sub
 
 
@@ -98,36 +94,8 @@ def _check_sheet_work(sub: Submission, columns: int, settings) -> None:
                               "size, fewer iterations, styles or weights"), field)
 
 
-def run_sheet_job(row: JobRow, config: Config, loaded: LoadedInputs, names: dict[str, Any],
-                  live, store, changed: Callable[[], None]) -> dict[str, Any]:
-    """A worker runs a sheet job: the cells in turn, the live state kept up to date, the
-    sheet and its record written to the job's result files; returns the job's outcome."""
-    weights = parse_style_weights(row.options[SHEET_OPTION])
-
-    def on_progress(p: SheetProgress) -> None:
-        live.iteration, live.iterations = p.iteration, p.iterations
-        live.losses, live.elapsed = p.event.losses, time.perf_counter() - t0
-        live.eta = live.elapsed / p.iteration * (p.iterations - p.iteration)
-        live.scale, live.scales, live.phase = p.cell, p.cells, "sheet"
-        changed()
-
-    def on_cell(partial, cells_done: int) -> None:  # the sheet so far is the preview
-        live.show(partial, live.iteration)
-        changed()
-
-    t0 = time.perf_counter()
-    rows = [os.path.splitext(n or f"style {i + 1}")[0] for i, n in enumerate(names.get("styles") or [])]
-    for_size = int(row.options.get(FOR_SIZE_OPTION, DEFAULT_FOR_SIZE))
-    figure = contact_sheet(loaded.content, loaded.styles, weights, config, names=rows, for_size=for_size,
-                           callback=on_progress, on_cell=on_cell, cancel=live.cancel)
-    save_image(figure.image, store.file(row.id, RESULT_FILE))
-    record = dict(figure.record, job={"id": row.id, "options": row.options,
-                                      "uploads": [names["content"], *names.get("styles", [])]})
-    record["timings"]["total"] = round(time.perf_counter() - t0, 3)
-    save_json(record, store.file(row.id, RECORD_FILE))
-    iterations = sum(c.get("iterations", 0) for c in figure.record["cells"])
-    return {"state": SUCCEEDED, "iterations": iterations,
-            "iterations_total": figure.record["iterations_per_cell"] * len(figure.record["cells"]),
-            "losses": None, "output_size": list(figure.image.size),
-            "error": (f"{figure.record['failed']} of {len(figure.record['cells'])} cells failed "
-                      "(marked on the sheet)") if figure.record["failed"] else None}
+def sheet_task(row: JobRow, config: Config, loaded: LoadedInputs, names: dict[str, Any]) -> SheetTask:
+    """The stored sheet job as the task a worker runs."""
+    return SheetTask(config, loaded.content, loaded.styles, parse_style_weights(row.options[SHEET_OPTION]),
+                     names["content"], list(names.get("styles") or []),
+                     int(row.options.get(FOR_SIZE_OPTION, DEFAULT_FOR_SIZE)))

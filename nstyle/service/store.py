@@ -25,18 +25,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 from nstyle.service.uploads import Submission
+from nstyle.tasks.base import POSTER_PNG, RESULT_PNG, SHEET, VIDEO
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order = queue order
     id           TEXT NOT NULL UNIQUE,
     state        TEXT NOT NULL,
+    kind         TEXT NOT NULL DEFAULT 'image',  -- image, sheet or video (nstyle.tasks.base)
     created      REAL NOT NULL,
     started      REAL,
     finished     REAL,
@@ -53,7 +55,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
 
-RESULT_FILE, RECORD_FILE, PREVIEW_FILE = "result.png", "result.json", "preview.png"
+RESULT_FILE, RECORD_FILE, PREVIEW_FILE = RESULT_PNG, "result.json", POSTER_PNG
+#: before schema 3, a job's kind was known by one of its options: the contact sheet's
+#: style weights, the video's options
+LEGACY_KIND_MARKERS = {SHEET: "sheet_style_weights", VIDEO: "video_options"}
 #: seconds a statement waits for another connection's lock before it fails
 BUSY_TIMEOUT = 2.0
 _JSON_COLUMNS = ("options", "config", "inputs", "losses", "output_size")
@@ -64,6 +69,7 @@ class JobRow:
     id: str
     seq: int
     state: str
+    kind: str
     created: float
     started: Optional[float]
     finished: Optional[float]
@@ -105,7 +111,15 @@ class JobStore:
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
             if "iterations_total" not in columns:  # records of schema 1
                 self._db.execute("ALTER TABLE jobs ADD COLUMN iterations_total INTEGER")
+            if "kind" not in columns:  # records of schema 1 and 2 knew a job's kind by its options
+                self._add_kind_column()
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _add_kind_column(self) -> None:
+        self._db.execute("ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'image'")
+        for kind, marker in LEGACY_KIND_MARKERS.items():
+            self._db.execute("UPDATE jobs SET kind = ? WHERE json_extract(options, ?) IS NOT NULL",
+                             (kind, f"$.{marker}"))
 
     def close(self) -> None:
         with self._lock:
@@ -142,9 +156,9 @@ class JobStore:
         try:
             with self._lock:
                 self._db.execute(
-                    "INSERT INTO jobs (id, state, created, options, config, inputs) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (job_id, QUEUED, time.time(), json.dumps(sub.options),
+                    "INSERT INTO jobs (id, state, kind, created, options, config, inputs) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, QUEUED, sub.kind, time.time(), json.dumps(sub.options),
                      json.dumps(sub.config.to_dict()), json.dumps(inputs)))
         except BaseException:
             shutil.rmtree(self.job_dir(job_id), ignore_errors=True)

@@ -31,10 +31,12 @@ from nstyle.options.config import Config, OptionInfo, iter_options
 from nstyle.core.device import resolve_device
 from nstyle.errors import BadImage, BadOption, NStyleError
 from nstyle.io.images import check_structure, decode_image, load_mask
-from nstyle.io.inputs import FILE_FIELDS, NO_MASK, Inputs
+from nstyle.io.inputs import Inputs
+from nstyle.options.inputs import FILE_FIELDS, NO_MASK
 from nstyle.core.plan import schedule
 from nstyle.service.errors import Busy, OverLimit, UnsupportedFormat
 from nstyle.service.settings import MB, ServiceSettings
+from nstyle.tasks.base import IMAGE
 
 #: option sections a client may not set: ``output`` names files on the server's disk (the
 #: service keeps previews and results itself); ``memory`` is the server's to bound
@@ -132,6 +134,7 @@ class Submission:
     config: Config
     options: dict[str, str]  # the options as the client gave them
     files: list[StoredInput]
+    kind: str = IMAGE  # the job's kind (``nstyle.tasks.base.KINDS``)
 
     def entry(self, key: str) -> StoredInput:
         return next(f for f in self.files if f.key == key)

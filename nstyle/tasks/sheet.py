@@ -18,11 +18,12 @@ before any work (a size that cannot fit) ends the whole sheet.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -34,9 +35,10 @@ from nstyle.core.stylizer import Stylizer
 from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadOption, RunFailed
 from nstyle.io.grid import Cell, Figure, Grid
-from nstyle.io.images import ImageSource, fit_size, load_image, to_pil, to_tensor
+from nstyle.io.images import ImageSource, encode_image, fit_size, load_image, to_pil, to_tensor
 from nstyle.io.inputs import describe
 from nstyle.io.record import versions
+from nstyle.tasks.base import RESULT_PNG, SHEET, TaskContext, TaskOutput, TaskProgress
 
 #: the sheet's defaults under the user's options: small and quick
 SHEET_DEFAULTS = {"size": 256, "iterations": 60}
@@ -251,3 +253,49 @@ class _SheetRun:
                 "precision": self.precision, "iterations_per_cell": self.per_cell,
                 "style_targets": {"computed": self.targets.misses, "reused": self.targets.hits},
                 "timings": timings}
+
+
+@dataclass
+class SheetTask:
+    """A contact sheet as a job: ``contact_sheet`` of decoded images, the sheet so far as
+    its preview after every cell."""
+
+    kind: ClassVar[str] = SHEET
+
+    config: Config
+    content: torch.Tensor
+    styles: list[torch.Tensor]
+    style_weights: tuple[float, ...]
+    #: upload names: the content's, and one per style (its row label)
+    content_name: str
+    style_names: list[str]
+    for_size: int = DEFAULT_FOR_SIZE
+
+    def planned_iterations(self) -> int:
+        return len(self.styles) * len(self.style_weights) * sum(self.config.scale_iteration_counts)
+
+    def run(self, context: TaskContext) -> TaskOutput:
+        t0 = time.perf_counter()
+        last: list[TaskProgress] = []
+
+        def on_progress(p: SheetProgress) -> None:
+            last[:] = [TaskProgress(p.iteration, p.iterations, p.event.losses, time.perf_counter() - t0,
+                                    part=p.cell, parts=p.cells, phase="sheet")]
+            context.report(last[0])
+
+        def on_cell(partial: Image.Image, cells_done: int) -> None:  # the sheet so far
+            if last:
+                context.report(dataclasses.replace(last[0], preview=lambda: partial, milestone=True))
+
+        rows = [os.path.splitext(n or f"style {i + 1}")[0] for i, n in enumerate(self.style_names)]
+        figure = contact_sheet(self.content, self.styles, self.style_weights, self.config, names=rows,
+                               for_size=self.for_size, callback=on_progress, on_cell=on_cell,
+                               cancel=context.cancel)
+        record = dict(figure.record)
+        record["timings"] = dict(record["timings"], total=round(time.perf_counter() - t0, 3))
+        cells, failed = figure.record["cells"], figure.record["failed"]
+        summary = {"iterations": sum(c.get("iterations", 0) for c in cells),
+                   "iterations_total": figure.record["iterations_per_cell"] * len(cells),
+                   "losses": None, "output_size": list(figure.image.size),
+                   "error": f"{failed} of {len(cells)} cells failed (marked on the sheet)" if failed else None}
+        return TaskOutput({RESULT_PNG: encode_image(figure.image, ".png")}, record, summary)

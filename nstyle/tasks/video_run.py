@@ -8,7 +8,8 @@ its last frame, from that frame as written; a changed option or input gets a fol
 its own. Only when every frame is done is the output written (atomically, ``videoio``),
 with its run record beside it, and the work folder removed.
 
-Used by ``nstyle video`` (``video_cli``) and by the service's video jobs.
+Used by ``nstyle video`` (``nstyle.cli.video``) and, as a ``VideoTask``, by the service's
+video jobs.
 """
 
 from __future__ import annotations
@@ -19,18 +20,23 @@ import json
 import platform
 import shutil
 import statistics
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Optional, Sequence
 
 import torch
 
 from nstyle.options.config import Config
 from nstyle.core.events import CancelToken
 from nstyle.errors import BadImage
-from nstyle.io.images import load_image, save_image, save_json
+from nstyle.core.plan import schedule
+from nstyle.io.images import decode_image, encode_image, load_image, save_image, save_json, to_tensor
 from nstyle.io.record import versions
 from nstyle.tasks.video import FrameProgress, StylizedFrame, VideoOptions, VideoStylizer, later_frames_config
-from nstyle.io.video_files import Clip, ClipOutput, write_clip
+from nstyle.io.video_files import Clip, ClipOutput, open_upload, write_clip
+from nstyle.tasks.base import POSTER_PNG, RESULT_MP4, VIDEO, TaskContext, TaskOutput, TaskProgress
 
 STATE_FILE = "state.json"
 
@@ -165,3 +171,72 @@ def video_versions() -> dict[str, str]:
     except ImportError:
         pass
     return found
+
+
+def planned_iterations(config: Config, options: VideoOptions, frames: int, wh: tuple[int, int]) -> int:
+    """Iterations over the whole clip: the first frame's schedule, then each later frame's."""
+    first = schedule(config, (wh[1], wh[0]), None).total_iterations
+    later = first if options.independent else options.frame_iterations
+    return first + (frames - 1) * later
+
+
+@dataclass
+class VideoTask:
+    """A clip as a job: its bytes and its styles' bytes in, the MP4 and a poster (the last
+    frame) out. With a ``TaskContext.workdir``, finished frames are kept there, so a retry
+    continues after the last of them."""
+
+    kind: ClassVar[str] = VIDEO
+
+    config: Config
+    options: VideoOptions
+    clip: bytes
+    clip_name: str
+    #: what the clip's container is, as a file extension (".mp4", ".mkv", ".avi", ".gif")
+    clip_suffix: str
+    frames: int
+    frame_size: tuple[int, int]  # width, height
+    styles: list[bytes]
+    style_names: list[str]
+
+    def planned_iterations(self) -> int:
+        return planned_iterations(self.config, self.options, self.frames, self.frame_size)
+
+    def run(self, context: TaskContext) -> TaskOutput:
+        with tempfile.TemporaryDirectory(prefix="nstyle-video-") as tmp:
+            folder = Path(tmp)
+            clip_path = folder / f"clip{self.clip_suffix}"
+            clip_path.write_bytes(self.clip)
+            clip = open_upload(clip_path, self.clip_name, 10**12)  # checked when it was submitted
+            styles = [to_tensor(decode_image(data, f"style image {i + 1}")) for i, data in enumerate(self.styles)]
+            out = ClipOutput("video", folder / RESULT_MP4, text=RESULT_MP4)
+            run = ClipRun(clip, styles, [digest_bytes(d) for d in self.styles], self.config, self.options,
+                          out, work_parent=context.workdir if context.workdir is not None else folder)
+            poster = self._frames(run, run.resume(), context)
+            record = run.write({"clip": self.clip_name, "styles": list(self.style_names)},
+                               record_path=folder / "record.json")
+            files = {RESULT_MP4: out.path.read_bytes(), POSTER_PNG: encode_image(poster, ".png")}
+        return TaskOutput(files, record, {
+            "iterations": record["iterations"], "iterations_total": self.planned_iterations(),
+            "losses": run.state["frames"][-1]["losses"], "output_size": record["written"]["size"]})
+
+    def _frames(self, run: ClipRun, done: int, context: TaskContext):
+        """Stylizes the frames after the first ``done``; returns the last (the poster)."""
+        total = self.planned_iterations()
+        before = [sum(f["iterations"] for f in run.state["frames"])]  # finished frames' iterations
+        resumed_at, t0 = before[0], time.perf_counter()
+
+        def on_progress(p) -> None:
+            e = p.event
+            context.report(TaskProgress(before[0] + e.iteration, total, e.losses, time.perf_counter() - t0,
+                                        part=p.frame + 1, parts=self.frames, phase="video",
+                                        preview=e.preview, milestone=e.iteration == 1,
+                                        resumed_at=resumed_at))
+
+        poster = None
+        for frame in run.frames(done, callback=on_progress, cancel=context.cancel):
+            before[0] += frame.result.iterations
+            poster = frame.image
+        if poster is None:  # every frame was finished by an earlier try
+            poster = load_image(run.frame_path(self.frames - 1), "finished frame")
+        return poster

@@ -70,7 +70,7 @@ def job_view(row: JobRow, manager: JobManager) -> dict[str, Any]:
             row.state in FINISHED and manager.store.file(row.id, PREVIEW_FILE).exists()):
         links["preview"] = base + "/preview"  # (a succeeded video's: one of its frames)
     return {
-        "id": row.id, "state": row.state, "created": _iso(row.created), "started": _iso(row.started),
+        "id": row.id, "state": row.state, "kind": row.kind, "created": _iso(row.created), "started": _iso(row.started),
         "finished": _iso(row.finished),
         "queue_position": manager.queue_position(row.id) if row.state == QUEUED else None,
         "progress": live.progress() if live is not None else None,

@@ -13,8 +13,7 @@ from fastapi.responses import StreamingResponse
 from nstyle.service.errors import NotFound
 from nstyle.service.jobs import JobManager
 from nstyle.service.settings import ServiceSettings
-from nstyle.service.sheets import is_sheet
-from nstyle.service.videos import is_video
+from nstyle.tasks.base import IMAGE, SHEET, VIDEO
 from nstyle.service.store import FINISHED, SUCCEEDED, JobRow
 from nstyle.service.routes.common import job_view, manager_of
 
@@ -106,14 +105,10 @@ def _final_progress(row: JobRow) -> dict[str, Any]:
     return {"id": row.id, "iteration": row.iterations, "iterations": total,
             "percent": round(100.0 * (row.iterations or 0) / total, 1), "elapsed": round(elapsed, 3),
             "eta": 0.0, "losses": row.losses or {}, "preview_iteration": row.iterations,
-            # the live events' last phase: a run ends stylizing, a contact sheet on its
-            # cells, a video on its frames
-            "phase": _last_phase(row.options)}
+            "phase": LAST_PHASE[row.kind]}
 
 
-def _last_phase(options: dict[str, Any]) -> str:
-    if is_sheet(options):
-        return "sheet"
-    return "video" if is_video(options) else "stylize"
+#: the live events' last phase, per kind of job
+LAST_PHASE = {IMAGE: "stylize", SHEET: "sheet", VIDEO: "video"}
 
 

@@ -14,7 +14,8 @@ from nstyle.service.jobs import JobManager
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.store import RECORD_FILE, RESULT_FILE, JobRow, input_entries
 from nstyle.service.uploads import media_type
-from nstyle.service.videos import VIDEO_RESULT_FILE, is_video
+from nstyle.service.videos import VIDEO_RESULT_FILE
+from nstyle.tasks.base import VIDEO
 from nstyle.service.routes.common import finished, manager_of
 
 NO_RESULT = {409: {"description": "no result (yet)"}}
@@ -46,7 +47,7 @@ def get_result(job_id: str, manager: JobManager = Depends(manager_of)) -> FileRe
 
 def result_file(row: JobRow) -> tuple[str, str]:
     """(stored file name, media type) of a job's result."""
-    return (VIDEO_RESULT_FILE, "video/mp4") if is_video(row.options) else (RESULT_FILE, "image/png")
+    return (VIDEO_RESULT_FILE, "video/mp4") if row.kind == VIDEO else (RESULT_FILE, "image/png")
 
 
 def get_record(job_id: str, manager: JobManager = Depends(manager_of)) -> FileResponse:
