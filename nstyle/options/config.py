@@ -49,9 +49,10 @@ INITS = ("content", "noise", "gray")
 MOVED_TO_INPUTS = ("style_masks", "keep_mask", "fine_style", "coarse_style")
 
 
-def option(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with its user-facing help text (and choices, metavar)."""
-    return field(default=default, metadata={"help": help, **meta})
+def option(default: Any, help: str, *, label: str, **meta: Any) -> Any:
+    """A dataclass field with its user-facing help text, the label a form shows for it (and
+    choices, metavar)."""
+    return field(default=default, metadata={"help": help, "label": label, **meta})
 
 
 def check_weight(name: str, value: float) -> None:
@@ -87,26 +88,30 @@ def default_style_layer_weights(layers) -> list[float]:
 @dataclass(frozen=True)
 class LossOptions:
     content_layers: tuple[str, ...] = option(
-        ("relu4_2",), "layers whose activations the output must match to keep the content")
+        ("relu4_2",), "layers whose activations the output must match to keep the content",
+        label="Content layers")
     content_layer_weights: Optional[tuple[float, ...]] = option(
-        None, "weight of each content layer", default_text="equal, summing to 1")
+        None, "weight of each content layer", default_text="equal, summing to 1",
+        label="Content layer weights")
     style_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-        "layers whose Gram matrices the output must match to take on the style")
+        "layers whose Gram matrices the output must match to take on the style", label="Style layers")
     style_layer_weights: Optional[tuple[float, ...]] = option(
         None, "weight w_l of each style layer",
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
-        "as deep ones")
+        "as deep ones", label="Style layer weights")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
         "neighbors (each position's features pulled towards their nearest neighbour among the "
-        "style's, matched again at each scale; cannot run tiled)", choices=STYLE_LOSSES)
-    content_weight: float = option(1.0, "alpha: weight of the content loss")
-    style_weight: float = option(1e5, "beta: weight of the style loss")
+        "style's, matched again at each scale; cannot run tiled)", choices=STYLE_LOSSES,
+        label="Style statistics")
+    content_weight: float = option(1.0, "alpha: weight of the content loss", label="Content weight")
+    style_weight: float = option(1e5, "beta: weight of the style loss", label="Style weight")
     tv_weight: float = option(
         5.0, "weight of the total-variation (smoothness) loss; the default removes the finest "
-        "colour speckle without blurring strokes (a few thousandths of the total loss)")
+        "colour speckle without blurring strokes (a few thousandths of the total loss)",
+        label="Smoothness weight")
 
     def __post_init__(self) -> None:
         check_layer_names(self.content_layers, "content layer")
@@ -142,19 +147,21 @@ class LossOptions:
 
 @dataclass(frozen=True)
 class ImageOptions:
-    size: int = option(512, f"longest side of the output in pixels ({MIN_SIZE}..{MAX_SIZE})")
+    size: int = option(512, f"longest side of the output in pixels ({MIN_SIZE}..{MAX_SIZE})",
+                       label="Output size")
     style_scale: float = option(
         1.0, "size of the style images relative to --size (0.1..4): the painting's strokes and "
         "shapes keep their size in its pixels, so larger = larger brush strokes and shapes, "
-        "smaller = smaller ones")
+        "smaller = smaller ones", label="Style scale")
     style_blend_weights: Optional[tuple[float, ...]] = option(
-        None, "weight of each style image when several are given", default_text="equal")
+        None, "weight of each style image when several are given", default_text="equal",
+        label="Style blend weights")
     init: str = option(
         "content", "where the optimization starts: content (the photo), noise (white noise) "
         "or gray (the ImageNet mean colour), unless a starting image is given",
-        choices=INITS)
+        choices=INITS, label="Start from")
     seed: int = option(0, f"random seed (0..{MAX_SEED}); the same seed and options give the "
-                       "same output")
+                       "same output", label="Random seed")
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or not MIN_SIZE <= self.size <= MAX_SIZE:
@@ -176,21 +183,22 @@ class ImageOptions:
 
 @dataclass(frozen=True)
 class OptimOptions:
-    optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS)
+    optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS, label="Optimizer")
     iterations: int = option(
         100, "optimizer iterations at the first (coarsest) scale; each finer scale gets half "
-        "as many (see --scale-iterations)")
+        "as many (see --scale-iterations)", label="Iterations")
     lr: Optional[float] = option(
         None, f"learning rate / step size, at most {MAX_LR:g}; the gradient is scaled so its "
-        "first mean magnitude is one pixel level", default_text="lbfgs 1, adam 10, adagrad 10, sgd 1")
-    beta1: float = option(0.9, "Adam's beta1")
-    beta2: float = option(0.999, "Adam's beta2")
-    eps: float = option(1e-8, "Adam's epsilon")
-    history_size: int = option(100, f"L-BFGS history size (1..{MAX_HISTORY_SIZE})")
+        "first mean magnitude is one pixel level", default_text="lbfgs 1, adam 10, adagrad 10, sgd 1",
+        label="Step size")
+    beta1: float = option(0.9, "Adam's beta1", label="Adam beta 1")
+    beta2: float = option(0.999, "Adam's beta2", label="Adam beta 2")
+    eps: float = option(1e-8, "Adam's epsilon", label="Adam epsilon")
+    history_size: int = option(100, f"L-BFGS history size (1..{MAX_HISTORY_SIZE})", label="L-BFGS memory")
     tolerance: float = option(
         0.25, "end a scale early once the image has stopped changing: the mean absolute pixel "
         "change per iteration (0..255 levels, averaged over 5 iterations) is below this; 0 "
-        "runs every iteration")
+        "runs every iteration", label="Stop when changes fall below")
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -219,19 +227,19 @@ class OptimOptions:
 class ModelOptions:
     pooling: str = option("avg", "VGG pooling: avg (the paper's choice for image synthesis: "
                           "smoother gradients, the painting's palette and large shapes carry "
-                          "over) or max (the network as trained)", choices=("max", "avg"))
+                          "over) or max (the network as trained)", choices=("max", "avg"), label="Pooling")
     padding: str = option(
         "reflect", "how every VGG convolution pads the border: zeros (the original network), "
         "reflect or replicate (no dark/pale frame for the style loss to fight, so no bands "
-        "along the image edges)", choices=PADDING_MODES)
+        "along the image edges)", choices=PADDING_MODES, label="Border padding")
     device: str = option("auto", "where to run: auto picks cuda, then mps, then cpu",
-                         choices=DEVICES)
+                         choices=DEVICES, label="Device")
     precision: str = option(
         "auto", "arithmetic of the VGG network in the optimization loop: fp32; bf16 (bfloat16 "
         "network, losses accumulated in float32: about 2x faster per iteration where the "
         "hardware has bfloat16 units, a little less progress per iteration); auto: bf16 on "
         "CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32",
-        choices=PRECISIONS)
+        choices=PRECISIONS, label="Precision")
 
     def __post_init__(self) -> None:
         if self.pooling not in ("max", "avg"):
@@ -246,14 +254,14 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class OutputOptions:
-    save_every: int = option(0, "save the image every N iterations (0: never)")
+    save_every: int = option(0, "save the image every N iterations (0: never)", label="Save every")
     save_dir: Optional[str] = option(
         None, "folder for --save-every images", default_text="OUTPUT's name + '_iterations'",
-        metavar="DIR")
+        metavar="DIR", label="Save folder")
     progression: Optional[str] = option(
         None, "write the run's progress as one strip (.png) or animation (.gif): the first "
         "iteration, then every --save-every iterations (10 frames if that is 0), then the end",
-        metavar="FILE")
+        metavar="FILE", label="Progression picture")
 
     def __post_init__(self) -> None:
         if not isinstance(self.save_every, int) or self.save_every < 0:
@@ -269,10 +277,11 @@ class ColorOptions:
         "none", "keep the content photo's colours: luminance (stylize the luminance only, "
         "then put back the photo's chroma: the paper's method), histogram (first recolour the "
         "style images to the photo's colour mean and covariance), swap (the photo's chroma "
-        "under the finished image's luminance, for comparison) or none", choices=PRESERVE_COLORS)
+        "under the finished image's luminance, for comparison) or none", choices=PRESERVE_COLORS,
+        label="Keep the photo's colours")
     color_match: str = option(
         "pca", "colour map of --preserve-colors histogram: pca (symmetric square roots, as in "
-        "Image Analogies) or cholesky", choices=COLOR_MATCH)
+        "Image Analogies) or cholesky", choices=COLOR_MATCH, label="Colour matching")
 
     def __post_init__(self) -> None:
         if self.preserve_colors not in PRESERVE_COLORS:
@@ -288,14 +297,16 @@ class ScaleOptions:
         None, "coarse-to-fine sizes, smallest first (e.g. 256,512,1024): each result, "
         "upsampled, starts the next; the last is the output size and overrides --size",
         metavar="S1,S2,...", default_text=f"--size halved until it is at most {SINGLE_SCALE_MAX} "
-        f"(512 runs 256,512), so one scale up to {SINGLE_SCALE_MAX} px")
+        f"(512 runs 256,512), so one scale up to {SINGLE_SCALE_MAX} px", label="Sizes, coarse to fine")
     scale_iterations: Optional[tuple[int, ...]] = option(
         None, "iterations at each scale, one value for all or one per scale",
-        metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at each next one")
+        metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at each next one",
+        label="Iterations per size")
     fine_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1"), "layers whose Gram matrices carry the fine style's texture "
-        "into the mixed style image (starting from the coarse style)")
-    mix_iterations: int = option(100, "iterations that synthesize the mixed style image")
+        "into the mixed style image (starting from the coarse style)", label="Fine-texture layers")
+    mix_iterations: int = option(100, "iterations that synthesize the mixed style image",
+                                 label="Mixing iterations")
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -323,10 +334,11 @@ class MemoryOptions:
     tile_size: Optional[int] = option(
         None, f"run the network on tiles of this many pixels (a multiple of {TILE_ALIGN}, "
         ">= 64; the result is the same, memory is bounded); 0 never tiles",
-        default_text="tiles only when one pass over the whole image would not fit in memory")
+        default_text="tiles only when one pass over the whole image would not fit in memory",
+        label="Tile size")
     memory_limit: Optional[float] = option(
         None, "GiB the run may use; a run estimated to need more is refused before it starts",
-        default_text="the memory available when it starts")
+        default_text="the memory available when it starts", label="Memory limit")
 
     def __post_init__(self) -> None:
         t = self.tile_size
@@ -433,6 +445,8 @@ class OptionInfo:
     default_text: Optional[str] = None
     #: further command-line spellings of the flag
     aliases: tuple[str, ...] = ()
+    #: what a form (the service's page) calls it
+    label: str = ""
 
     @property
     def base_type(self) -> type:
@@ -460,7 +474,8 @@ def iter_options() -> Iterator[OptionInfo]:
         for f in dataclasses.fields(cls):
             yield OptionInfo(section.name, f.name, hints[f.name], f.default,
                              f.metadata["help"], f.metadata.get("choices"), f.metadata.get("metavar"),
-                             f.metadata.get("default_text"), tuple(f.metadata.get("aliases", ())))
+                             f.metadata.get("default_text"), tuple(f.metadata.get("aliases", ())),
+                             f.metadata["label"])
 
 
 def coerce(opt: OptionInfo, value: Any) -> Any:

@@ -1,9 +1,9 @@
 """What the page calls each option: a readable label, and help without command-line flags.
 
-The help texts in ``nstyle.options.config`` are written for the command line ("overrides --size");
-a person on the page knows the fields by their labels, so each ``--flag`` becomes the label
-of the field it names. An option added to the config without a label here still gets one,
-made from its name.
+Each option carries its label (``option(..., label=...)`` in ``nstyle.options.config``);
+the file fields carry theirs in ``nstyle.io.inputs``. The help texts are written for the
+command line ("overrides --size"); a person on the page knows the fields by their labels,
+so each ``--flag`` becomes the label of the field it names.
 """
 
 from __future__ import annotations
@@ -11,23 +11,11 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from nstyle.io.inputs import FILE_FIELDS
+from nstyle.options.inputs import FILE_FIELDS
+from nstyle.options.config import iter_options
 
-LABELS = {
-    "content_layers": "Content layers", "content_layer_weights": "Content layer weights",
-    "style_layers": "Style layers", "style_layer_weights": "Style layer weights",
-    "content_weight": "Content weight", "style_weight": "Style weight",
-    "tv_weight": "Smoothness weight",
-    "size": "Output size", "style_scale": "Style scale",
-    "style_blend_weights": "Style blend weights", "init": "Start from", "seed": "Random seed",
-    "optimizer": "Optimizer", "iterations": "Iterations", "lr": "Step size",
-    "beta1": "Adam beta 1", "beta2": "Adam beta 2", "eps": "Adam epsilon",
-    "history_size": "L-BFGS memory", "tolerance": "Stop when changes fall below",
-    "pooling": "Pooling", "padding": "Border padding", "device": "Device", "precision": "Precision",
-    "preserve_colors": "Keep the photo's colours", "color_match": "Colour matching",
-    "scales": "Sizes, coarse to fine", "scale_iterations": "Iterations per size",
-    "fine_layers": "Fine-texture layers", "mix_iterations": "Mixing iterations",
-}
+#: every option's label, by name
+LABELS = {o.name: o.label for o in iter_options()}
 
 SECTIONS = {"loss": "Loss", "image": "Image", "optim": "Optimizer", "model": "Network",
             "color": "Colour", "scale": "Sizes and scale mixing"}

@@ -69,15 +69,15 @@ class VideoOptions:
     temporal_weight: float = option(
         DEFAULT_TEMPORAL_WEIGHT, "weight of the temporal loss, which keeps each frame's pixels "
         "close to the previous stylized frame warped to it, where the optical flow is trusted "
-        "(0: off; the warped start stays)")
+        "(0: off; the warped start stays)", label="Temporal weight")
     flow: str = option("dis", "optical flow method (OpenCV): dis (Dense Inverse Search, fast) "
-                       "or farneback", choices=flow.FLOW_METHODS)
+                       "or farneback", choices=flow.FLOW_METHODS, label="Optical flow")
     frame_iterations: int = option(
         DEFAULT_FRAME_ITERATIONS, "iterations of each frame after the first, which starts from "
-        "the previous one warped (the first frame runs --iterations)")
+        "the previous one warped (the first frame runs --iterations)", label="Iterations per later frame")
     independent: bool = option(
         False, "stylize every frame on its own as a still image (no warped start, no temporal "
-        "loss): the flickering baseline, for comparison")
+        "loss): the flickering baseline, for comparison", label="Each frame on its own")
 
     def __post_init__(self) -> None:
         check_weight("temporal_weight", self.temporal_weight)

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from nstyle.version import __version__
-from nstyle.io.inputs import INPUT_FIELDS
+from nstyle.options.inputs import INPUT_FIELDS
 from nstyle.tasks.video import VideoOptions
 from nstyle.service.labels import SECTIONS, label, readable
 from nstyle.service.schemas import ServerInfo
@@ -64,7 +64,8 @@ def info(settings: ServiceSettings = Depends(settings_of)) -> dict[str, Any]:
         "inputs": [{"name": MASK_FIELD if f.per_style else f.name, "label": label(f.name),
                     "help": readable(f.help), "mask": f.mask, "per_style": f.per_style}
                    for f in INPUT_FIELDS],
-        "video_options": [{"name": f.name, "type": f.type if isinstance(f.type, str) else f.type.__name__,
+        "video_options": [{"name": f.name, "label": f.metadata["label"],
+                           "type": f.type if isinstance(f.type, str) else f.type.__name__,
                            "default": f.default, "help": readable(f.metadata["help"]),
                            "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None}
                           for f in dataclasses.fields(VideoOptions)],
