@@ -27,15 +27,26 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from nstyle.cli.parser import (PROG, Parser, PrintVersions, add_common_options, add_config_options,
                                add_input_options, config_from_args, inputs_from_args)
 from nstyle.errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
 from nstyle.io import gallery
-from nstyle.io.inputs import NO_MASK, Inputs
+from nstyle.options.inputs import NO_MASK
+
+if TYPE_CHECKING:  # PyTorch is imported only once a command has work to do (--help and a bad
+    # flag answer in a fraction of a second instead of seconds)
+    from nstyle.io.inputs import Inputs
 from nstyle.options.config import Config
-from nstyle.tasks.explore import RECONSTRUCT_DEFAULTS
+
+
+#: option overrides of 'nstyle reconstruct' (the user's flags still win): start from noise,
+#: and only the mode's own term
+RECONSTRUCT_DEFAULTS = {
+    "content": {"style_weight": 0.0, "tv_weight": 0.0, "init": "noise"},
+    "style": {"content_weight": 0.0, "tv_weight": 0.0, "init": "noise", "style_weight": 1.0},
+}
 
 
 def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
@@ -74,7 +85,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         if event.scales > 1 or event.phase != "stylize":
             bar.set_description(f"{event.phase} {event.size}px" if event.phase != "stylize"
                                 else f"scale {event.scale}/{event.scales} ({event.size}px)", refresh=False)
-        _fit_postfix(bar, event.losses)
+        fit_postfix(bar, event.losses)
         if save_dir is not None and event.iteration % config.output.save_every == 0:
             save_image(event.preview(), save_dir / f"iter_{event.iteration:05d}.png")
         if config.output.progression and (event.iteration % frame_every == 0 or event.iteration == 1):
@@ -158,7 +169,7 @@ def _terminal_columns() -> int:
         return shutil.get_terminal_size().columns
 
 
-def _fit_postfix(bar, losses: dict[str, float]) -> None:
+def fit_postfix(bar, losses: dict[str, float]) -> None:
     """The loss read-out after the bar, as much of it as leaves the bar MIN_BAR_COLUMNS:
     every term, the total alone, or nothing."""
     if bar.disable:
@@ -448,6 +459,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was written at the output", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`nstyle styles | head`): not an error
+        # Python would complain again flushing stdout at exit: point it at nothing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for SIGPIPE
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("NSTYLE_DEBUG"):
             raise

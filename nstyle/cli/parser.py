@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from nstyle.errors import BadOption
-from nstyle.io.inputs import INPUT_FIELDS, NO_MASK, Inputs
+from nstyle.options.inputs import INPUT_FIELDS, NO_MASK
+
+if TYPE_CHECKING:  # imported where used: it brings PyTorch, seconds that --help should not pay
+    from nstyle.io.inputs import Inputs
 from nstyle.options.config import INITS, Config, iter_options
 
 PROG = "nstyle"
@@ -161,6 +164,8 @@ def inputs_from_args(args: argparse.Namespace, content: Any, styles: list[Any]) 
         if files["init_image"] is not None:
             raise BadOption("--init is a path and --init-image is given too; give one of them")
         files["init_image"], args.init = init, None
+    from nstyle.io.inputs import Inputs  # PyTorch: only once there is work to do
+
     return Inputs(content, styles, **files)
 
 

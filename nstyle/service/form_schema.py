@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from nstyle.io.inputs import INPUT_FIELDS
+from nstyle.options.inputs import INPUT_FIELDS
 from nstyle.service.settings import ServiceSettings
 from nstyle.service.uploads import CONTENT_FIELD, MASK_FIELD, client_options
 

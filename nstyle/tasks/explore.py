@@ -15,7 +15,7 @@
 - ``reconstructions``: Gatys et al.'s figure 1 in one grid: content reconstructed from
   conv1_1 ... conv5_1, style from conv1_1, conv1_1-conv2_1, ... up to conv5_1, with
   average pooling as in the paper. Each cell is an ordinary ``Stylizer`` run with the
-  same options as ``nstyle reconstruct`` (``RECONSTRUCT_DEFAULTS``).
+  same options as ``nstyle reconstruct`` (``nstyle.cli.main.RECONSTRUCT_DEFAULTS``).
 
 Every function returns a ``grid.Figure`` (a labelled picture and a run record) and
 raises ``BadOption``/``BadImage`` for bad input; nothing here prints or writes files.
@@ -45,12 +45,6 @@ from nstyle.io.record import versions
 from nstyle.core.vgg import layer_stride, receptive_radius
 from nstyle.core.vgg import CONV_LAYERS, VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
 
-#: option overrides of 'nstyle reconstruct' (the user's flags still win): start from noise,
-#: and only the mode's own term
-RECONSTRUCT_DEFAULTS = {
-    "content": {"style_weight": 0.0, "tv_weight": 0.0, "init": "noise"},
-    "style": {"content_weight": 0.0, "tv_weight": 0.0, "init": "noise", "style_weight": 1.0},
-}
 #: the layers of the paper's figure 1
 PAPER_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 #: the figure's defaults: the paper synthesized with average pooling; every cell starts
@@ -95,7 +89,7 @@ def parse_channels(spec: Any, layer: str) -> list[int]:
     return [int(c) for c in dict.fromkeys(channels)]
 
 
-def _network(layer: str, config: Config) -> tuple[VGG19Features, torch.device]:
+def network_for(layer: str, config: Config) -> tuple[VGG19Features, torch.device]:
     device = resolve_device(config.model.device)
     net = VGG19Features(layer, config.model.pooling, weights=load_weights(),
                         padding=config.model.padding).to(device)
@@ -122,7 +116,7 @@ def units(layer: str, channels: Any = "0-15", config: Optional[Config] = None, *
     """
     config = Config.from_options(config or Config.from_options(size=128, iterations=120), **options)
     chosen = parse_channels(channels, layer)
-    net, device = _network(layer, config)
+    net, device = network_for(layer, config)
     t0 = time.perf_counter()
     size, steps = config.image.size, config.optim.iterations
     images, gains = [], []
@@ -245,7 +239,7 @@ def activations(image: ImageSource, layer: str, top: int = 16, config: Optional[
     t0 = time.perf_counter()
     original = load_image(image, "image")
     rgb = resize_tensor(to_tensor(original), config.image.size)
-    net, device = _network(layer, config)
+    net, device = network_for(layer, config)
     with torch.no_grad():
         act = net(preprocess(rgb.to(device)), [layer])[layer][0].float().cpu()
     means = act.mean(dim=(1, 2))
