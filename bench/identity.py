@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import re
 import tempfile
 from pathlib import Path
 
@@ -224,6 +225,22 @@ def record(selected: list[str]) -> dict:
     return result
 
 
+#: a batch pair's name ends in a digest of its inputs' full paths (``tasks.batch.pair_name``),
+#: which differ from one scratch folder to the next: compared without it
+PAIR_TAG = re.compile(r"(__[^/\s\"]*?)-[0-9a-f]{6}\b")
+
+
+def without_pair_tags(value):
+    """``value`` with every batch pair name's path digest replaced by ``TAG``."""
+    if isinstance(value, dict):
+        return {without_pair_tags(k): without_pair_tags(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_pair_tags(v) for v in value]
+    if isinstance(value, str):
+        return PAIR_TAG.sub(r"\1-TAG", value)
+    return value
+
+
 def differences(old, new, path="") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -267,7 +284,7 @@ def main(argv=None) -> int:
     for name in baseline:
         if selected and name not in selected:
             continue
-        diff = differences(baseline[name], fresh.get(name, {}))
+        diff = differences(without_pair_tags(baseline[name]), without_pair_tags(fresh.get(name, {})))
         if not diff:
             print(f"{name:22} identical")
             continue
