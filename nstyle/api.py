@@ -23,6 +23,7 @@ from nstyle.core.events import CancelToken, Progress, Result
 from nstyle.core.stylizer import Stylizer
 from nstyle.io.images import ImageSource
 from nstyle.io.inputs import Inputs, LoadedInputs, as_style_list
+from nstyle.tasks.video import stylize_frames
 
 
 def prepare(content: ImageSource, styles: Sequence[ImageSource] = (),
@@ -71,7 +72,5 @@ def stylize_video(frames: Iterable[ImageSource],
     receives a ``video.FrameProgress`` (frame index and the engine's event) every iteration.
     Options and styles are checked before the first frame. For how each frame was made
     (losses, temporal error), use ``nstyle.tasks.video.stylize_frames``."""
-    from nstyle.tasks.video import stylize_frames
-
     done = stylize_frames(frames, styles, config, callback=callback, cancel=cancel, **options)
     return (frame.image for frame in done)

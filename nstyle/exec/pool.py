@@ -13,6 +13,10 @@ import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+import torch
+
+from nstyle.core.device import resolve_device
+from nstyle.core.plan import available_memory
 from nstyle.options.config import Config
 from nstyle.tasks import batch
 
@@ -23,8 +27,6 @@ _SETUP: dict[str, Any] = {}
 
 def _init_worker(config_dict, targets, styles: dict[str, bytes], threads: int) -> None:
     """Runs once in each worker process: threads, then VGG, before the first pair."""
-    import torch
-
     global _STATE
     torch.set_num_threads(threads)
     _STATE = batch.WorkerState()
@@ -109,12 +111,8 @@ def local_pool_size(config: Config, pairs: int, workers: Optional[int],
     """(workers, threads per worker): by default as many workers as cores, fewer when
     their estimated memory does not fit or there are fewer pairs; threads so that
     workers x threads = cores. A GPU gets one worker (several would share it)."""
-    from nstyle.core.plan import available_memory
-
     cores = os.cpu_count() or 1
     if workers is None:
-        from nstyle.core.device import resolve_device
-
         if resolve_device(config.model.device).type != "cpu":
             workers = 1
         else:

@@ -20,9 +20,14 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
+import torch
+
 from nstyle import errors
 from nstyle.tasks.batch import WORKER_OVERHEAD_BYTES, FAILED, PairOutcome, PairTask, WorkerState
 from nstyle.errors import BadOption, Cancelled, NStyleError, RunFailed
+from nstyle.core.events import CancelToken
+from nstyle.io.images import decode_image, encode_image
+from nstyle.tasks.base import TaskContext, TaskOutput, TaskProgress
 
 INSTALL_HINT = "--cluster needs Ray, which is not installed here: pip install 'nstyle[cluster]'"
 
@@ -85,8 +90,6 @@ _STATE: Optional[WorkerState] = None
 
 def _ray_pair(config_dict, task: PairTask, style_bytes: bytes, targets, threads: int) -> PairOutcome:
     """One pair on a Ray worker; the worker process keeps its Stylizer (VGG) between tasks."""
-    import torch
-
     global _STATE
     torch.set_num_threads(threads)
     if _STATE is None:
@@ -147,10 +150,6 @@ def _ray_task(task, preview_seconds: float):
     error. The task runs in a thread so that a cancel (Ray interrupts this generator)
     reaches it as a ``CancelToken``. The worker process keeps its Stylizers (VGG) between
     tasks."""
-    from nstyle.core.events import CancelToken
-    from nstyle.io.images import encode_image
-    from nstyle.tasks.base import TaskContext
-
     global _STATE
     if _STATE is None:
         _STATE = WorkerState()
@@ -207,8 +206,6 @@ class RayTaskRunner:
         self.options = {"num_cpus": 1, "num_gpus": 1 if gpus else 0, "max_retries": 0}
 
     def run(self, task, *, report, cancel, workdir=None):
-        from nstyle.tasks.base import TaskOutput, TaskProgress
-
         ray = self.ray
         options = dict(self.options, num_gpus=0 if task.config.model.device == "cpu" else self.options["num_gpus"])
         stream = ray.remote(_ray_task).options(**options).remote(task, self.preview_seconds)
@@ -243,6 +240,4 @@ def _decoded(png: Optional[bytes]):
     """A preview sent as PNG bytes, as the RGB picture it shows (None: none was sent)."""
     if png is None:
         return None
-    from nstyle.io.images import decode_image
-
     return decode_image(png, "preview")

@@ -18,11 +18,10 @@ import torch
 
 from nstyle.options.config import Config
 from nstyle.core.events import Progress, Result
+from nstyle.version import __version__
 
 
 def versions() -> dict[str, str]:
-    from nstyle.version import __version__
-
     return {"nstyle": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__}
 

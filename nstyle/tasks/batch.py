@@ -35,7 +35,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 from nstyle.options.config import Config
 from nstyle.errors import BadOption, BadOutput, NStyleError
-from nstyle.io.images import OUTPUT_FORMATS
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.targets import StyleTargets
+from nstyle.io.images import OUTPUT_FORMATS, decode_image, encode_image, save_bytes, save_json, to_tensor
+from nstyle.io.record import LossHistory, build_record
 
 #: files a folder argument contributes (an explicit file may have any name)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -266,9 +269,6 @@ class PairOutcome:
 def stylize_pair(stylizer, task: PairTask, style) -> PairOutcome:
     """Runs one pair on a worker's ``Stylizer`` (``style``: the decoded style tensor).
     Every error becomes the pair's outcome: one pair never stops the batch."""
-    from nstyle.io.images import decode_image, encode_image, to_tensor
-    from nstyle.io.record import LossHistory, build_record
-
     t0, cpu0 = time.perf_counter(), time.process_time()
     targets = stylizer.shared_targets
     misses = targets.misses if targets is not None else 0
@@ -302,8 +302,6 @@ class WorkerState:
         self.styles: dict[str, Any] = {}
 
     def stylizer(self, config_dict: dict[str, Any], targets):
-        from nstyle.core.stylizer import Stylizer
-
         key = json.dumps(config_dict, sort_keys=True)
         if key not in self.stylizers:
             self.stylizers[key] = Stylizer(Config.from_dict(config_dict))
@@ -312,16 +310,12 @@ class WorkerState:
         return stylizer
 
     def style(self, style_id: str, data: bytes):
-        from nstyle.io.images import decode_image, to_tensor
-
         if style_id not in self.styles:
             self.styles[style_id] = to_tensor(decode_image(data, "style image"))
         return self.styles[style_id]
 
     def run(self, config_dict, task: PairTask, style_bytes: bytes, targets) -> PairOutcome:
         """``targets``: the shared ``StyleTargets``; None: each pair computes its own."""
-        from nstyle.core.targets import StyleTargets
-
         try:
             stylizer = self.stylizer(config_dict, targets if targets is not None else StyleTargets())
             style = self.style(task.style_id, style_bytes)
@@ -385,8 +379,6 @@ def remove_stale_temporaries(plan: BatchPlan) -> int:
 def read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes], dict[Path, str]]:
     """(style path -> id, id -> bytes, style path -> error) for the styles ``pairs`` use;
     a style that cannot be read or decoded fails its pairs, not the batch."""
-    from nstyle.io.images import decode_image
-
     ids, data, errors = {}, {}, {}
     for path in dict.fromkeys(p.style for p in pairs):
         try:
@@ -406,10 +398,6 @@ def read_styles(pairs: Sequence[Pair]) -> tuple[dict[Path, str], dict[str, bytes
 def shared_style_targets(config: Config, styles: dict[str, bytes]):
     """Every style's Gram targets at every scale, computed here once; returns
     (``StyleTargets``, estimated peak bytes of one run, seconds spent)."""
-    from nstyle.core.targets import StyleTargets
-    from nstyle.core.stylizer import Stylizer
-    from nstyle.io.images import decode_image, to_tensor
-
     t0 = time.perf_counter()
     stylizer = Stylizer(config, style_targets=StyleTargets())
     tensors = [to_tensor(decode_image(b, "style image")) for b in styles.values()]
@@ -438,8 +426,6 @@ def pair_tasks(pairs: Sequence[Pair], style_ids: dict[Path, str], plan: BatchPla
 
 def write_outcome(pair: Pair, outcome: PairOutcome) -> PairOutcome:
     """The image, then its record (whose presence marks the pair done), each atomically."""
-    from nstyle.io.images import save_bytes, save_json
-
     if outcome.state != DONE:
         return outcome
     try:
@@ -463,8 +449,6 @@ def summarize(plan: BatchPlan, rows: list[dict[str, Any]], info: dict[str, Any],
 
 
 def write_summary(out_dir: Path, summary: BatchSummary) -> None:
-    from nstyle.io.images import save_bytes, save_json
-
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()

@@ -43,7 +43,7 @@ from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor
 from nstyle.io.inputs import describe
 from nstyle.io.record import versions
 from nstyle.core.vgg import layer_stride, receptive_radius
-from nstyle.core.vgg import CONV_LAYERS, VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
+from nstyle.core.vgg import VGG19Features, check_layer_names, deprocess, layer_channels, load_weights, preprocess
 
 #: the layers of the paper's figure 1
 PAPER_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")

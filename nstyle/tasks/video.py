@@ -46,7 +46,8 @@ from nstyle.core.stylizer import Stylizer
 from nstyle.core.targets import StyleTargets
 from nstyle.core.image_tensors import resize_tensor
 from nstyle.errors import BadImage, BadOption
-from nstyle.io.images import ImageSource, load_image, to_pil, to_tensor
+from nstyle.io.images import ImageSource, load_image, to_tensor
+from nstyle.io.inputs import as_style_list
 from nstyle.core.plan import Plan
 
 #: the temporal term's weight: it must hold the unchanged pixels against the style term,
@@ -278,8 +279,6 @@ def stylize_frames(frames: Iterable[ImageSource], styles: Any, config: Optional[
     ``StylizedFrame`` as it is done. ``styles``: one image or a list; ``options``: engine
     options (``size=256``, ``style_weight=1e5``, ...) and video options
     (``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``)."""
-    from nstyle.io.inputs import as_style_list
-
     video = {k: options.pop(k) for k in list(options) if k in VIDEO_OPTION_NAMES}
     config = Config.from_options(config, **options)
     style_tensors = [to_tensor(load_image(s, f"style image {i + 1}"))
