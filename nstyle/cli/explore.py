@@ -18,6 +18,7 @@ from nstyle.tasks import explore, sheet
 from nstyle.cli.parser import PROG, Parser, add_common_options, add_config_options, config_from_args
 from nstyle.options.config import iter_options
 from nstyle.errors import RunFailed
+from nstyle.io.console import progress_bar
 from nstyle.io.grid import Figure
 from nstyle.io.images import check_output_path
 
@@ -28,10 +29,7 @@ ACTIVATION_OPTIONS = ("size", "pooling", "padding", "device")
 
 def _step_bar(quiet: bool, what: str):
     """A tqdm bar over the work's steps, and the callback that moves it."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr, desc=what,
-               disable=quiet or not sys.stderr.isatty())
+    bar = progress_bar(None, "step", what, quiet=quiet)
 
     def on_step(done: int, total: int) -> None:
         if bar.total != total:

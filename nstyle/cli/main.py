@@ -33,6 +33,7 @@ from nstyle.cli.parser import (PROG, Parser, PrintVersions, add_common_options, 
                                add_input_options, config_from_args, inputs_from_args)
 from nstyle.errors import BadOption, BadOutput, Cancelled, NStyleError, RunFailed
 from nstyle.io import gallery
+from nstyle.io.console import progress_bar
 from nstyle.options.inputs import NO_MASK
 
 if TYPE_CHECKING:  # PyTorch is imported only once a command has work to do (--help and a bad
@@ -76,7 +77,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
     estimated = None if quiet else _say_estimate(config, plan)
     frames: list = []
     history = LossHistory()
-    bar = _progress_bar(quiet, plan.total_iterations)
+    bar = progress_bar(plan.total_iterations, "it", "stylizing", quiet=quiet)
     frame_every = config.output.save_every or max(1, plan.total_iterations // 10)
 
     def on_progress(event) -> None:
@@ -181,13 +182,6 @@ def fit_postfix(bar, losses: dict[str, float]) -> None:
         without_bar = bar.format_meter(**{**bar.format_dict, "ncols": 0})
         if columns - len(without_bar) - 2 >= MIN_BAR_COLUMNS:
             break
-
-
-def _progress_bar(quiet: bool, total: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="it", dynamic_ncols=True, leave=True, file=sys.stderr,
-                disable=quiet or not sys.stderr.isatty(), desc="stylizing")
 
 
 def _loss_summary(losses: dict[str, float]) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from nstyle.cli.parser import PROG, Parser, add_config_options, config_from_args
 from nstyle.options.config import iter_options
 from nstyle.errors import BadOption, Cancelled
+from nstyle.io.console import progress_bar
 from nstyle.io.images import load_image, to_tensor
 from nstyle.tasks.video import NOT_FOR_VIDEO, VideoOptions
 from nstyle.tasks.video_run import ClipRun, digest_bytes, record_path_for
@@ -115,10 +116,7 @@ def cmd_video(argv: Sequence[str]) -> None:
 
 
 def _stylize(run: ClipRun, done: int, n: int, quiet: bool) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=n, initial=done, unit="frame", dynamic_ncols=True, file=sys.stderr,
-               desc="video", disable=quiet or not sys.stderr.isatty())
+    bar = progress_bar(n, "frame", "video", initial=done, quiet=quiet)
 
     def on_progress(p) -> None:
         e = p.event

@@ -18,6 +18,7 @@ import torch
 from nstyle.core.device import resolve_device
 from nstyle.core.plan import available_memory
 from nstyle.exec.ray import RayPool
+from nstyle.io.console import progress_bar
 from nstyle.options.config import Config
 from nstyle.tasks import batch
 
@@ -143,7 +144,7 @@ def run_batch(plan: batch.BatchPlan, *, workers: Optional[int] = None, threads: 
     runnable = [p for p in pending if p.style not in style_errors]
     info: dict[str, Any] = {"backend": "ray" if cluster else "local", "cluster": cluster,
                             "style_targets": {"shared": share_style_targets}}
-    bar = batch.progress_bar(len(plan.pairs), len(plan.pairs) - len(runnable), progress)
+    bar = progress_bar(len(plan.pairs), "pair", "batch", initial=len(plan.pairs) - len(runnable), quiet=not progress)
     try:
         if runnable:
             targets, peak, seconds = batch.shared_style_targets(plan.config, style_bytes)

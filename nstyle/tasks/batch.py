@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -458,8 +457,3 @@ def write_summary(out_dir: Path, summary: BatchSummary) -> None:
     save_json({**summary.info, "results": summary.rows}, out_dir / "summary.json")
 
 
-def progress_bar(total: int, initial: int, show: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="pair", desc="batch", dynamic_ncols=True,
-                file=sys.stderr, disable=not show or not sys.stderr.isatty())
