@@ -577,22 +577,29 @@ function buildForm() {
   return form;
 }
 
-async function start() {
-  const button = $("start");
+// every kind of job is submitted alike: the button waits, the answer is shown (or the
+// refusal next to its field), the button comes back (sheet.js and video.js use it too)
+async function submitJob(buttonId, url, buildBody) {
+  const button = $(buttonId);
+  const label = button.textContent;
   button.disabled = true;
   button.textContent = "Uploading…";
   clearAllErrors();
   try {
-    const job = await apiJson("/api/jobs", { method: "POST", body: buildForm() });
+    const job = await apiJson(url, { method: "POST", body: buildBody() });
     await showJob(job);
     followInView();
     refreshJobs();
   } catch (err) {
     showRefusal(err.message, err.field, err.index);
   } finally {
-    button.textContent = "Stylize";
+    button.textContent = label;
     updateStart();
   }
+}
+
+function start() {
+  return submitJob("start", "/api/jobs", buildForm);
 }
 
 // on one column (a phone), the job is below the form: bring it into view

@@ -18,22 +18,8 @@ function buildSheetForm() {
   return form;
 }
 
-async function startSheet() {
-  const button = $("sheet-start");
-  button.disabled = true;
-  button.textContent = "Uploading…";
-  clearAllErrors();
-  try {
-    const job = await apiJson("/api/sheets", { method: "POST", body: buildSheetForm() });
-    await showJob(job);
-    followInView();
-    refreshJobs();
-  } catch (err) {
-    showRefusal(err.message, err.field, err.index);
-  } finally {
-    button.textContent = "Contact sheet";
-    updateStart();
-  }
+function startSheet() {
+  return submitJob("sheet-start", "/api/sheets", buildSheetForm);
 }
 
 $("sheet-start").addEventListener("click", startSheet);

@@ -17,22 +17,8 @@ function buildVideoForm(file) {
   return form;
 }
 
-async function startVideo(file) {
-  const button = $("video-start");
-  button.disabled = true;
-  button.textContent = "Uploading…";
-  clearAllErrors();
-  try {
-    const job = await apiJson("/api/videos", { method: "POST", body: buildVideoForm(file) });
-    await showJob(job);
-    followInView();
-    refreshJobs();
-  } catch (err) {
-    showRefusal(err.message, err.field, err.index);
-  } finally {
-    button.textContent = "Stylize a video…";
-    updateStart();
-  }
+function startVideo(file) {
+  return submitJob("video-start", "/api/videos", () => buildVideoForm(file));
 }
 
 // the field's placeholder is the server's default
