@@ -27,6 +27,16 @@ def resize_tensor(image: torch.Tensor, longest: int) -> torch.Tensor:
     return out.clamp(0.0, 1.0)
 
 
+def crop_border(image: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``image`` (..., H, W) without ``fraction`` of its height and width at each border
+    (rounded; at least one pixel row and column are kept)."""
+    if fraction <= 0:
+        return image
+    h, w = image.shape[-2:]
+    dy, dx = min(round(h * fraction), (h - 1) // 2), min(round(w * fraction), (w - 1) // 2)
+    return image[..., dy:h - dy, dx:w - dx]
+
+
 def check_image_tensor(t: torch.Tensor, what: str) -> None:
     if not isinstance(t, torch.Tensor) or t.ndim != 4 or t.shape[:2] != (1, 3):
         shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__

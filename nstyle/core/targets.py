@@ -14,7 +14,7 @@ import torch
 
 from nstyle.core import losses, regions, tiles
 from nstyle.core.device import resolve_precision
-from nstyle.core.image_tensors import check_image_tensor, digest, hw, resize_tensor
+from nstyle.core.image_tensors import check_image_tensor, crop_border, digest, hw, resize_tensor
 from nstyle.core.losses import StyleLoss
 from nstyle.core.objective import content_weights, style_weights
 from nstyle.core.plan import make as make_plan, style_size
@@ -106,7 +106,9 @@ class TargetMaker:
         if key in self._style_cache:
             self._style_cache.move_to_end(key)
             return self._style_cache[key]
-        x = preprocess(resize_tensor(style.float(), style_size(self.config, size)).to(self.device))
+        # resized first, then cropped: the painting's strokes keep the size --style-scale gives
+        resized = resize_tensor(style.float(), style_size(self.config, size))
+        x = preprocess(crop_border(resized, self.config.image.style_margin).to(self.device))
         grams = self._style_cache[key] = self._shared_or_computed(x, tile)
         while len(self._style_cache) > STYLE_CACHE_ENTRIES:
             self._style_cache.popitem(last=False)

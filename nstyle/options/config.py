@@ -36,6 +36,8 @@ STYLE_LOSSES = ("gram", "meancov", "neighbors")
 #: ``--preserve-colors`` and ``--color-match`` (``nstyle.core.color`` implements them)
 PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
 COLOR_MATCH = ("pca", "cholesky")
+#: the most of a style image's side ``--style-margin`` may leave out at each border
+MAX_STYLE_MARGIN = 0.2
 #: ranges of the numeric options that have no natural bound, so that every value accepted
 #: here is one the engine can run: a larger seed overflows torch's generator, an lr past
 #: float32 overflows the optimizer, and L-BFGS allocates a list of history_size slots up
@@ -156,6 +158,12 @@ class ImageOptions:
     style_blend_weights: Optional[tuple[float, ...]] = option(
         None, "weight of each style image when several are given", default_text="equal",
         label="Style blend weights")
+    style_margin: float = option(
+        0.0, f"fraction of each style image's width and height (0..{MAX_STYLE_MARGIN}) left out "
+        "along every border before its style is taken: a scan of a painting often carries its "
+        "canvas edge, frame or a strip of another colour there, and the network, which sees "
+        "where an image ends, paints that strip back along the output's edges",
+        label="Style border left out")
     init: str = option(
         "content", "where the optimization starts: content (the photo), noise (white noise) "
         "or gray (the ImageNet mean colour), unless a starting image is given",
@@ -169,6 +177,9 @@ class ImageOptions:
         if not (isinstance(self.style_scale, (int, float)) and math.isfinite(self.style_scale)
                 and 0.1 <= self.style_scale <= 4.0):
             raise BadOption(f"style_scale must be in 0.1..4, got {self.style_scale!r}")
+        if not (isinstance(self.style_margin, (int, float)) and not isinstance(self.style_margin, bool)
+                and math.isfinite(self.style_margin) and 0 <= self.style_margin <= MAX_STYLE_MARGIN):
+            raise BadOption(f"style_margin must be a fraction in 0..{MAX_STYLE_MARGIN}, got {self.style_margin!r}")
         if self.style_blend_weights is not None:
             for v in self.style_blend_weights:
                 check_weight("style_blend_weights", v)
