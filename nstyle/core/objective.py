@@ -28,6 +28,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from nstyle.core import losses
+from nstyle.core.image_tensors import fit_size
 from nstyle.core.losses import terms as loss_terms
 from nstyle.core.losses.base import StyleLoss
 from nstyle.core.regions import Region
@@ -119,20 +120,63 @@ def with_total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return terms
 
 
+#: how fast the content weight grows as an output shrinks below the reference size:
+#: (reference positions / output positions) ** this. 1 would only undo the content sum's
+#: growth with the positions; measured, that is not enough: the content layer (relu4_2,
+#: stride 8) holds less of a small image's scene, and Tübingen x The Starry Night at 128 px
+#: kept structure_kept 0.41 with 1 (0.38 before, 0.57 at 512 px) and 0.52 with 2
+#: (bench/balance.py, docs/quality.md). The pixel terms (tv, temporal) take 1: with 2 the
+#: 128 px result was visibly blurred, for the same structure.
+CONTENT_BALANCE_EXPONENT = 2
+PIXEL_BALANCE_EXPONENT = 1
+
+
+@dataclass(frozen=True)
+class Balance:
+    """What the content and the pixel terms (tv, temporal) are multiplied by at one scale
+    (``balance``)."""
+
+    content: float
+    pixels: float
+
+
+def balance(output_hw: tuple[int, int], scale_hw: tuple[int, int], balance_size: int) -> Balance:
+    """The factors of the content and pixel terms (sums over positions) at a scale of
+    ``scale_hw`` pixels in a run whose output is ``output_hw``.
+
+    Within a run: output positions / the scale's positions, since the style term (Grams
+    divided by M, or a mean over positions) does not grow with the image while these sums
+    do, so every scale keeps the output's balance. Across output sizes: an output smaller
+    than the reference ``balance_size`` (its longest side; the output's aspect ratio) is
+    weighed (reference positions / output positions) ** the exponents above more, so a
+    128 px preview keeps about as much of the photo as the 512 px run: before, the same
+    weights gave pure texture there. At and above the reference nothing changes (the
+    default 512 px output is weighed exactly as before; larger outputs were not measured).
+    ``balance_size`` 0: no reference, the weights hold at every output size as given."""
+    oh, ow = output_hw
+    within = oh * ow / (scale_hw[0] * scale_hw[1])
+    smaller = 1.0
+    if balance_size:
+        rw, rh = fit_size(ow, oh, balance_size)
+        smaller = max(1.0, rh * rw / (oh * ow))
+    return Balance(within * smaller ** CONTENT_BALANCE_EXPONENT, within * smaller ** PIXEL_BALANCE_EXPONENT)
+
+
 def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
-              positions_factor: float = 1.0) -> Objective:
+              positions_factor: float = 1.0, pixels_factor: Optional[float] = None) -> Objective:
     """The run's objective at one scale, from its ``LossOptions`` and that scale's targets.
 
-    ``positions_factor``: output positions / this scale's positions. The content and tv
-    terms are sums over positions while the style term (Grams divided by M) is not, so at a
-    coarse scale style would outweigh content by this factor; they are multiplied by it
-    instead, so every scale keeps the balance the weights set for the output size."""
+    ``positions_factor`` (content) and ``pixels_factor`` (tv; default the same): see
+    ``balance``: the content and tv terms are sums over positions while the style term is
+    not, so they are multiplied by these to keep the balance the weights set at the
+    reference size, at every scale."""
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items())
     style_loss = losses.get(loss.style_loss)
     style = style_loss.terms(style_weights(loss), loss.style_weight * style_loss.scale)
-    tv = loss.tv_weight * positions_factor if loss.tv_weight > 0 else 0.0
+    pixels_factor = positions_factor if pixels_factor is None else pixels_factor
+    tv = loss.tv_weight * pixels_factor if loss.tv_weight > 0 else 0.0
     return Objective(content, style, tuple(style_regions), tv)
 
 

@@ -45,7 +45,7 @@ from nstyle.core.device import is_oom, resolve_device
 from nstyle.core.events import CancelToken, Progress, Result, RunEvents, TemporalTarget, check_temporal
 from nstyle.core.image_tensors import check_image_tensor, fit_size, hw, resize_tensor
 from nstyle.core.mixing import mix
-from nstyle.core.objective import Objective, TemporalTerm, for_scale
+from nstyle.core.objective import Objective, TemporalTerm, balance, for_scale
 from nstyle.core.optimizer import Step, optimize, step_tiles
 from nstyle.core.plan import Plan, ScalePlan, make as make_plan, mix_step
 from nstyle.core.targets import StyleTargets, TargetMaker
@@ -246,12 +246,13 @@ class Stylizer:
         content_bgr = preprocess(resize_tensor(content, scale.size).to(self.device))
         h, w = content_bgr.shape[-2:]
         keep = None if keep_mask is None else regions.resize_mask(keep_mask.float(), h, w).to(self.device)
+        factors = balance((plan.output.height, plan.output.width), (h, w), self.config.loss.balance_size)
         objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile),
                               self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
-                              positions_factor=plan.output.height * plan.output.width / (h * w))
+                              positions_factor=factors.content, pixels_factor=factors.pixels)
         if temporal is not None:
-            factor = plan.output.height * plan.output.width / (h * w)
-            objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factor))
+            objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w,
+                                                                                    factors.pixels))
         return Step(scale, objective, content_bgr, keep, step_tiles(h, w, scale.tile, objective),
                      self.config.optim.tolerance, index=index, count=len(plan.scales))
 

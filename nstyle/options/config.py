@@ -114,9 +114,18 @@ class LossOptions:
         5.0, "weight of the total-variation (smoothness) loss; the default removes the finest "
         "colour speckle without blurring strokes (a few thousandths of the total loss)",
         label="Smoothness weight")
+    balance_size: int = option(
+        512, "output size (longest side, px) at which the content, style and tv weights are "
+        "defined: at a smaller size the content and tv terms are weighed up to it, so a 128 px "
+        "preview keeps about as much of the photo as a 512 px run (bench/balance.py); 0 takes "
+        "them as given at every output size (before 2026-12: small outputs came out as pure texture)",
+        label="Balance defined at (px)")
 
     def __post_init__(self) -> None:
         check_layer_names(self.content_layers, "content layer")
+        b = self.balance_size
+        if not isinstance(b, int) or isinstance(b, bool) or not (b == 0 or MIN_SIZE <= b <= MAX_SIZE):
+            raise BadOption(f"balance_size must be 0 or an integer in {MIN_SIZE}..{MAX_SIZE}, got {b!r}")
         check_layer_names(self.style_layers, "style layer")
         if self.style_loss not in STYLE_LOSSES:
             raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")

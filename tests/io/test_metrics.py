@@ -63,3 +63,18 @@ def test_default_settings_paint_no_edge_band(content_img, style_img):
     result = Stylizer(Config.from_options(size=64, iterations=30)).run(to_t(content_img), [to_t(style_img)])
     bands = metrics.edge_bands(result.image[0].permute(1, 2, 0).numpy())
     assert 0.3 < bands["detail_ratio"] < 1.5 and bands["luma_step"] < 0.1, bands
+
+
+def test_structure_kept_compares_at_one_size():
+    from skimage import data
+
+    from PIL import Image
+
+    from nstyle.io.metrics import structure_kept
+
+    photo = Image.fromarray(data.chelsea())
+    assert structure_kept(photo, photo, 64) == pytest.approx(1.0)
+    # the photo at another size is still the photo
+    assert structure_kept(photo.resize((150, 100)), photo, 64) > 0.9
+    noise = np.random.default_rng(0).random((100, 150, 3))
+    assert structure_kept(noise, photo, 64) < 0.2

@@ -309,16 +309,17 @@ def test_a_scale_ends_once_the_image_settles_and_the_plan_says_so(content_img, s
 
 def test_coarse_scales_keep_the_output_sizes_content_balance(content_img):
     """Content is a sum over positions and style (Grams / M) is not: a coarse scale's content
-    term is multiplied by output positions / its positions, so the balance is the output's."""
+    term is multiplied by output positions / its positions, so the balance is the output's
+    (balance_size 0: without the reference size's own factor, tests/core/test_balance.py)."""
     seen = {}
 
     def cb(event):
         seen.setdefault(event.scale, event.losses["content.relu4_2"])
 
-    cfg = Config.from_options(scales="32,64", scale_iterations="1", style_weight=0, init="gray")
+    cfg = Config.from_options(scales="32,64", scale_iterations="1", style_weight=0, init="gray", balance_size=0)
     result = Stylizer(cfg).run(to_t(content_img), callback=cb)
     (h1, w1), (h2, w2) = [(p["height"], p["width"]) for p in result.plan["scales"]]
-    plain = Stylizer(Config.from_options(size=32, iterations=1, style_weight=0, init="gray")).run(
+    plain = Stylizer(Config.from_options(size=32, iterations=1, style_weight=0, init="gray", balance_size=0)).run(
         to_t(content_img), callback=lambda e: seen.setdefault("plain", e.losses["content.relu4_2"]))
     assert plain.iterations == 1
     assert seen[1] == pytest.approx(seen["plain"] * (h2 * w2) / (h1 * w1), rel=1e-4)
