@@ -62,6 +62,7 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
     if config.output.progression:
         check_output_path(config.output.progression, formats=(".png", ".gif"))
     loaded = inputs.load(config)
+    from nstyle.core import nnst
     from nstyle.core.stylizer import Stylizer
 
     stylizer = Stylizer(config)
@@ -74,11 +75,14 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
         except OSError as exc:
             raise BadOutput(f"cannot create the --save-dir folder {str(save_dir)!r}: {exc.strerror}") from None
 
-    estimated = None if quiet else _say_estimate(config, plan)
+    method_nnst = config.optim.method == "nnst"
+    # the plan and the time estimates model the gatys method; nnst has its own schedule
+    total = nnst.total_steps(config) if method_nnst else plan.total_iterations
+    estimated = None if quiet or method_nnst else _say_estimate(config, plan)
     frames: list = []
     history = LossHistory()
-    bar = progress_bar(plan.total_iterations, "it", "stylizing", quiet=quiet)
-    frame_every = config.output.save_every or max(1, plan.total_iterations // 10)
+    bar = progress_bar(total, "it", "stylizing", quiet=quiet)
+    frame_every = config.output.save_every or max(1, total // 10)
 
     def on_progress(event) -> None:
         history(event)
@@ -118,11 +122,12 @@ def _run_and_save(config: Config, inputs: Inputs, output: str, quiet: bool,
                           command=[PROG, *argv], history=history, mixed_style=mixed_style)
     save_json(record, str(out) + ".json")
     if not quiet:
-        scales = len(plan.scales)
+        scales = len(nnst.scale_levels(config.output_size)) + 1 if method_nnst else len(plan.scales)
         guess = f" (estimated {estimated:.0f} s)" if estimated is not None else ""
+        peak = "" if method_nnst else f", estimated peak {plan.estimated_peak_gib:.1f} GiB"
         print(f"wrote {out} ({image.width}x{image.height}, {result.iterations} iterations over "
-              f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s{guess}, "
-              f"estimated peak {plan.estimated_peak_gib:.1f} GiB) and {out}.json"
+              f"{scales} scale{'s' if scales > 1 else ''}, {result.timings['total']:.1f} s{guess}"
+              f"{peak}) and {out}.json"
               + (f"; the mixed style it used: {mixed_style}" if mixed_style else ""), file=sys.stderr)
 
 

@@ -149,3 +149,18 @@ def finish(mode: str, output: torch.Tensor, content: torch.Tensor) -> torch.Tens
     if mode in ("luminance", "swap"):
         return recombine(output, content)
     return output
+
+
+def zca_match(values: torch.Tensor, reference: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+    """``values`` (N, D) mapped so their mean and covariance are ``reference``'s (M, D): the
+    ZCA whitening of ``values`` followed by the colouring with ``reference``'s covariance,
+    x' = Σ_r^½ Σ_v^-½ (x − μ_v) + μ_r (the symmetric square roots, as ``match_color``'s pca).
+    ``ridge`` is added to both covariances' diagonals (NNST's 1e-4, which keeps a flat
+    channel from being blown up). Float64 inside; returned in ``values``' dtype."""
+    v, r = values.double(), reference.double()
+    mu_v, mu_r = v.mean(0, keepdim=True), r.mean(0, keepdim=True)
+    eye = torch.eye(v.shape[1], dtype=torch.float64, device=v.device)
+    cov_v = (v - mu_v).T @ (v - mu_v) / v.shape[0] + ridge * eye
+    cov_r = (r - mu_r).T @ (r - mu_r) / r.shape[0] + ridge * eye
+    a = _sqrtm(cov_r) @ _sqrtm(cov_v, inverse=True)
+    return ((v - mu_v) @ a.T + mu_r).to(values.dtype)

@@ -40,7 +40,8 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nstyle.core import color, regions
+from nstyle.core import color, nnst, regions
+from nstyle.core.color_finish import oklab_finish
 from nstyle.core.device import is_oom, resolve_device
 from nstyle.core.events import CancelToken, Progress, Result, RunEvents, TemporalTarget, check_temporal
 from nstyle.core.image_tensors import check_image_tensor, fit_size, hw, resize_tensor
@@ -68,6 +69,7 @@ class Stylizer:
         #: runs and processes; None: each Stylizer computes its own)
         self.network = TargetMaker(config, self.device, style_targets)
         self.precision = "bf16" if self.network.dtype == torch.bfloat16 else "fp32"
+        self._nnst_vgg: Optional[VGG19Features] = None  # made by the first --method nnst run
 
     @property
     def vgg(self) -> Optional[VGG19Features]:
@@ -159,6 +161,12 @@ class Stylizer:
         styles, masks = checked_inputs(content, styles, style_masks, keep_mask, fine_style, coarse_style,
                                        needs_style=bool(self.network.style_weights))
         check_temporal(temporal)
+        if self.config.optim.method == "nnst":
+            nnst.check_inputs(styles, init_image=init_image, style_masks=style_masks, keep_mask=keep_mask,
+                              fine_style=fine_style, temporal=temporal)
+            if self._nnst_vgg is None:
+                self._nnst_vgg = nnst.network(self.config.model.padding, self.device)
+            return nnst.run(self._nnst_vgg, self.config, content.float(), styles[0], callback, cancel, t_start)
         mixing = fine_style is not None
         if plan is None:
             plan = self.plan(content, styles, fine_style=fine_style, coarse_style=coarse_style)
@@ -181,23 +189,23 @@ class Stylizer:
                 raise OutOfMemory(f"out of memory on {self.device.type} at size {self.config.output_size}; "
                                   "use a smaller --size, --tile-size or another device") from None
             raise
-        image = self._finish(x, plan, content.float())
+        image = self._finish(x, plan, content.float(), styles)
         elapsed = time.perf_counter() - t_start
         timings.update(total=elapsed, per_iteration=timings.get("optimize", 0.0) / max(events.done, 1))
         return Result(image, result_losses, events.done, events.stopped, str(self.device), timings,
                       plan=plan.ran(scales_run, mix_run), precision=self.precision, mixed_style=mixed)
 
-    def _finish(self, x: torch.Tensor, plan: Plan, content: torch.Tensor) -> torch.Tensor:
+    def _finish(self, x: torch.Tensor, plan: Plan, content: torch.Tensor,
+                styles: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         """The last image as the user gets it: RGB on the CPU, the output's size, colours
-        finished."""
+        finished (``--preserve-colors``, ``--color-finish``)."""
         image = deprocess(x.detach()).clamp(0, 1).cpu()
         out = plan.output
         if tuple(image.shape[-2:]) != (out.height, out.width):
             # stopped before the last scale: still the requested size
             image = F.interpolate(image, size=(out.height, out.width),
                                   mode="bicubic", align_corners=False).clamp(0, 1)
-        return color.finish(self.config.color.preserve_colors, image,
-                            resize_tensor(content, self.config.output_size))
+        return finish_colors(self.config, image, content, styles)
 
     def _run_scales(self, content: torch.Tensor, styles: list[torch.Tensor],
                     masks: list[Optional[torch.Tensor]], keep_mask: Optional[torch.Tensor],
@@ -297,6 +305,17 @@ class Stylizer:
         step = mix_step(self.config, hw(fine), hw(coarse), self.device)
         events = RunEvents(None, None, step.iterations, time.perf_counter())
         return mix(self.network, self.config, fine.float(), coarse.float(), step, events)[0]
+
+
+def finish_colors(config: Config, image: torch.Tensor, content: torch.Tensor,
+                  styles: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``--preserve-colors``' finishing, then ``--color-finish`` (content and paintings brought
+    to the output's size here)."""
+    content = resize_tensor(content, config.output_size)
+    image = color.finish(config.color.preserve_colors, image, content)
+    if config.color_finish == "oklab" and styles:
+        image = oklab_finish(image, content, [resize_tensor(s, config.output_size) for s in styles])
+    return image
 
 
 def checked_inputs(content, styles, style_masks, keep_mask, fine_style, coarse_style, needs_style: bool

@@ -147,7 +147,10 @@ def _add(config: Config, result: Result) -> estimate.SpeedRecord:
 
 
 def record_run(config: Config, result: Result) -> None:
-    """Adds a finished run's timings to this machine's samples."""
+    """Adds a finished run's timings to this machine's samples (the estimates model the
+    gatys method's plan; an nnst run's steps are another kind of work and are left out)."""
+    if config.optim.method != "gatys":
+        return
     _add(config, result)
 
 

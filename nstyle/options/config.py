@@ -38,6 +38,12 @@ PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
 COLOR_MATCH = ("pca", "cholesky")
 #: the most of a style image's side ``--style-margin`` may leave out at each border
 MAX_STYLE_MARGIN = 0.2
+#: ``--method``: gatys (the optimization this tool is built on) or nnst (Kolkin et al.'s
+#: Neural Neighbor Style Transfer, ``nstyle.core.nnst``)
+METHODS = ("gatys", "nnst")
+#: ``--color-finish``: auto (oklab for nnst, none for gatys), none or oklab
+#: (``nstyle.core.color_finish``)
+COLOR_FINISHES = ("auto", "none", "oklab")
 #: ranges of the numeric options that have no natural bound, so that every value accepted
 #: here is one the engine can run: a larger seed overflows torch's generator, an lr past
 #: float32 overflows the optimizer, and L-BFGS allocates a list of history_size slots up
@@ -203,6 +209,16 @@ class ImageOptions:
 
 @dataclass(frozen=True)
 class OptimOptions:
+    method: str = option(
+        "gatys", "gatys (Gram matrices and a content loss, L-BFGS, the options below) or nnst "
+        "(Neural Neighbor Style Transfer, Kolkin et al. 2022: each position's VGG hypercolumn "
+        "replaced by its nearest neighbour in the painting, Adam on a Laplacian pyramid from 64 "
+        "px up; no content loss; slow on a CPU, see docs/quality.md)", choices=METHODS,
+        label="Method")
+    style_rotations: int = option(
+        4, "nnst: 4 matches against the painting and its copies turned by 90, 180 and 270 "
+        "degrees (more strokes to choose from; 4x the matching work), 1 against the painting alone",
+        label="Painting rotations (nnst)")
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS, label="Optimizer")
     iterations: int = option(
         100, "optimizer iterations at the first (coarsest) scale; each finer scale gets half "
@@ -221,6 +237,10 @@ class OptimOptions:
         "runs every iteration", label="Stop when changes fall below")
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise BadOption(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.style_rotations not in (1, 4) or isinstance(self.style_rotations, bool):
+            raise BadOption(f"style_rotations must be 1 or 4, got {self.style_rotations!r}")
         if self.optimizer not in OPTIMIZERS:
             raise BadOption(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.iterations, int) or self.iterations < 1:
@@ -302,8 +322,19 @@ class ColorOptions:
     color_match: str = option(
         "pca", "colour map of --preserve-colors histogram: pca (symmetric square roots, as in "
         "Image Analogies) or cholesky", choices=COLOR_MATCH, label="Colour matching")
+    color_finish: str = option(
+        "auto", "a last colour step: oklab (in OkLab, the output's lightness kept within the "
+        "painting's range, the photo's colours mapped to the painting's colour mean and "
+        "covariance, smoothed along the lightness edges: NNST's colour correction), none, or "
+        "auto (oklab with --method nnst, none otherwise)", choices=COLOR_FINISHES,
+        label="Colour finish")
 
     def __post_init__(self) -> None:
+        if self.color_finish not in COLOR_FINISHES:
+            raise BadOption(f"color_finish must be one of {', '.join(COLOR_FINISHES)}, got {self.color_finish!r}")
+        if self.color_finish == "oklab" and self.preserve_colors != "none":
+            raise BadOption("color_finish oklab gives the painting's palette and preserve_colors "
+                            "keeps the photo's: choose one")
         if self.preserve_colors not in PRESERVE_COLORS:
             raise BadOption(f"preserve_colors must be one of {', '.join(PRESERVE_COLORS)}, "
                             f"got {self.preserve_colors!r}")
@@ -385,6 +416,12 @@ class Config:
     def __post_init__(self) -> None:
         sizes = self.scale_sizes
         counts = self.scale.scale_iterations
+        if self.optim.method == "nnst" and counts is not None and len(counts) != 1:
+            raise BadOption("with --method nnst, scale_iterations is one number: the Adam steps "
+                            "of every scale and of the final pass (default 200)")
+        if self.optim.method == "nnst" and self.color.preserve_colors != "none":
+            raise BadOption("--method nnst does not keep the photo's colours (preserve_colors); "
+                            "use --color-finish none to keep the optimized colours")
         if counts is not None and len(counts) not in (1, len(sizes)):
             raise BadOption(f"scale_iterations has {len(counts)} values for {len(sizes)} scales "
                             f"({','.join(map(str, sizes))}); give one value or one per scale")
@@ -400,6 +437,14 @@ class Config:
         while sizes[0] > SINGLE_SCALE_MAX:
             sizes.insert(0, max(MIN_SIZE, round(sizes[0] / 2)))
         return tuple(sizes)
+
+    @property
+    def color_finish(self) -> str:
+        """The colour finish this run applies ('auto' resolved): oklab or none."""
+        finish = self.color.color_finish
+        if finish == "auto":
+            return "oklab" if self.optim.method == "nnst" else "none"
+        return finish
 
     @property
     def output_size(self) -> int:

@@ -119,4 +119,5 @@ def test_preserve_colors_is_validated_and_recorded():
     with pytest.raises(BadOption, match="color_match"):
         Config.from_options(color_match="lab")
     cfg = Config.from_options(preserve_colors="histogram", color_match="cholesky")
-    assert cfg.to_dict()["color"] == {"preserve_colors": "histogram", "color_match": "cholesky"}
+    assert cfg.to_dict()["color"] == {"preserve_colors": "histogram", "color_match": "cholesky",
+                                      "color_finish": "auto"}

@@ -124,7 +124,7 @@ def test_a_tiled_run_gives_the_untiled_result(content_img, style_img):
     seen = {}
 
     def run(tile):
-        cfg = Config.from_options(size=96, iterations=2, tile_size=tile, precision="fp32",
+        cfg = Config.from_options(size=96, iterations=2, tile_size=tile, precision="fp32", balance_size=0,
                                   content_layers="relu3_1", style_layers="relu1_1,relu2_1,relu3_1")
         return Stylizer(cfg).run(to_t(content_img), [to_t(style_img)],
                                  callback=lambda e: seen.setdefault(tile, []).append(e.losses))
