@@ -129,6 +129,10 @@ def with_total(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 #: 128 px result was visibly blurred, for the same structure.
 CONTENT_BALANCE_EXPONENT = 2
 PIXEL_BALANCE_EXPONENT = 1
+#: below this output size (longest side) the boost stays at its value there: measured down
+#: to 128 px; extrapolated further, the square weighed a 48 px output's content 12800x and
+#: gave back the photo, unstylized
+SMALLEST_BALANCED_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -151,14 +155,16 @@ def balance(output_hw: tuple[int, int], scale_hw: tuple[int, int], balance_size:
     weighed (reference positions / output positions) ** the exponents above more, so a
     128 px preview keeps about as much of the photo as the 512 px run: before, the same
     weights gave pure texture there. At and above the reference nothing changes (the
-    default 512 px output is weighed exactly as before; larger outputs were not measured).
+    default 512 px output is weighed exactly as before; larger outputs were not measured);
+    below ``SMALLEST_BALANCED_SIZE`` it stays at its value there.
     ``balance_size`` 0: no reference, the weights hold at every output size as given."""
     oh, ow = output_hw
     within = oh * ow / (scale_hw[0] * scale_hw[1])
     smaller = 1.0
     if balance_size:
         rw, rh = fit_size(ow, oh, balance_size)
-        smaller = max(1.0, rh * rw / (oh * ow))
+        floor = SMALLEST_BALANCED_SIZE / max(oh, ow)  # > 1: an output below the smallest size
+        smaller = max(1.0, rh * rw / (oh * ow) / max(1.0, floor) ** 2)
     return Balance(within * smaller ** CONTENT_BALANCE_EXPONENT, within * smaller ** PIXEL_BALANCE_EXPONENT)
 
 
