@@ -24,9 +24,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import nstyle  # first: it sets how torch's threads wait before torch loads (nstyle.openmp)
 import torch
-
-import nstyle
 
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE.parent.parent / "shared" / "images"

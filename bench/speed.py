@@ -23,6 +23,8 @@ Three parts, each skippable (``--sizes ''``, ``--pairs 0``, ``--video-frames 0``
    default video options: the first frame's seconds and the mean seconds of the later
    frames (each starts from the previous output warped), in each ``--pair-precisions``.
 
+Every subprocess runs with ``OMP_WAIT_POLICY=PASSIVE`` unless it is set (what importing
+nstyle sets, ``nstyle.openmp``), so the tools and the floor wait alike on a shared machine.
 Prints a table, writes JSON under bench/results/. Wall-clock figures on a shared machine:
 the load average at the start and end is recorded; compare within one run.
 """
@@ -328,6 +330,7 @@ def main(argv=None) -> int:
 
     import benchmark
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see the docstring
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.pair_precisions = [k for k in args.pair_precisions.split(",") if k]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,12 @@
 """nstyle: neural style transfer (Gatys, Ecker & Bethge) from the command line and Python."""
 
-from nstyle.version import __version__  # noqa: F401
+# before anything imports torch (every nstyle module that needs it loads this file first):
+# how its OpenMP threads wait, see nstyle.openmp
+from nstyle.openmp import prefer_passive_wait
+
+prefer_passive_wait()
+
+from nstyle.version import __version__  # noqa: E402,F401
 
 #: the public names, by the module that defines them. They are imported on first use
 #: (PEP 562), so that ``nstyle --help``, a bad flag or ``import nstyle.options`` do not pay
