@@ -34,7 +34,33 @@ def test_automatic_pyramid_and_iterations_per_scale():
     assert Config.from_options(scales="64,128", scale_iterations="5,2").scale_iteration_counts == (5, 2)
 
 
+def test_fast_schedule_puts_more_of_the_work_at_small_scales():
+    fast = Config.from_options(size=512, schedule="fast")
+    assert fast.scale_sizes == (128, 256, 512) and fast.scale_iteration_counts == (30, 60, 20)
+    assert Config.from_options(size=1024, schedule="fast").scale_iteration_counts == (30, 60, 20, 20)
+    # --iterations scales it; one scale gets --iterations, as with the standard schedule
+    assert Config.from_options(size=512, schedule="fast", iterations=50).scale_iteration_counts == (15, 30, 10)
+    assert Config.from_options(size=128, schedule="fast", iterations=70).scale_iteration_counts == (70,)
+    # explicit scales and iterations win over the preset
+    c = Config.from_options(size=512, schedule="fast", scales="256,512", scale_iterations="7,3")
+    assert c.scale_sizes == (256, 512) and c.scale_iteration_counts == (7, 3)
+
+
+def test_cli_fast_schedule_reaches_the_plan(tmp_path, content_path, style_path, capsys):
+    out = tmp_path / "o.png"
+    code = main([str(content_path), str(style_path), "-o", str(out), "--size", "48", "--schedule", "fast",
+                 "--iterations", "2", "-q"])
+    assert code == 0, capsys.readouterr().err
+    rec = json.loads((tmp_path / "o.png.json").read_text())
+    assert rec["config"]["scale"]["schedule"] == "fast"
+    # the plan a 512 px run would follow (planning does no work)
+    plan = Stylizer(Config.from_options(size=512, schedule="fast")).plan(torch.rand(1, 3, 300, 400))
+    assert [(s.size, s.width, s.iterations) for s in plan.scales] == [(128, 128, 30), (256, 256, 60),
+                                                                        (512, 512, 20)]
+
+
 @pytest.mark.parametrize("options, match", [
+    ({"schedule": "quick"}, "schedule must be one of standard, fast"),
     ({"scales": "128,64"}, "grow"),
     ({"scales": "16,64"}, "scales must be integers in"),
     ({"scales": "64,128", "scale_iterations": "1,2,3"}, "3 values for 2 scales"),
