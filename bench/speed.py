@@ -21,7 +21,7 @@ Three parts, each skippable (``--sizes ''``, ``--pairs 0``, ``--video-frames 0``
    each scale ran. One subprocess per run.
 3. Video: a ``--video-frames`` pan (bench/video.py's clip) at ``--video-size`` with the
    default video options: the first frame's seconds and the mean seconds of the later
-   frames (each starts from the previous output warped), in each ``--pair-precisions``.
+   frames (each starts from the previous output warped), in each ``--video-precisions``.
 
 Every subprocess runs with ``OMP_WAIT_POLICY=PASSIVE`` unless it is set (what importing
 nstyle sets, ``nstyle.openmp``), so the tools and the floor wait alike on a shared machine.
@@ -255,7 +255,7 @@ def pairs(args, report: dict) -> None:
 
 
 def video(args, report: dict) -> None:
-    for precision in args.pair_precisions:
+    for precision in args.video_precisions:
         print(f"video {args.video_frames} frames at {args.video_size} px, {precision} ...", file=sys.stderr, flush=True)
         report["video"][precision] = run_worker("video", {"frames": args.video_frames, "size": args.video_size,
                                                           "precision": precision})
@@ -318,6 +318,7 @@ def main(argv=None) -> int:
                    help="options of a run on the pairs (repeatable; default: one named 'default', no options)")
     p.add_argument("--video-frames", type=int, default=3, help="frames of the video part (0: skip)")
     p.add_argument("--video-size", type=int, default=256)
+    p.add_argument("--video-precisions", default="fp32,bf16")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--tag", default="")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -333,6 +334,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see the docstring
     args.kinds = [k for k in args.kinds.split(",") if k]
     args.pair_precisions = [k for k in args.pair_precisions.split(",") if k]
+    args.video_precisions = [k for k in args.video_precisions.split(",") if k]
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     args.json = args.out / f"speed-{stamp}{'-' + args.tag if args.tag else ''}.json"
