@@ -60,7 +60,7 @@ class TaskProgress(IterationFigures):
     def plain(self) -> dict[str, Any]:
         """The figures as plain values (what crosses a process boundary), no preview."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("preview",)}
+                if f.name != "preview"}
 
 
 @dataclass
@@ -74,10 +74,6 @@ class TaskOutput:
     summary: dict[str, Any]
 
 
-def _new_stylizer(config: Config) -> Stylizer:
-    return Stylizer(config)
-
-
 @dataclass
 class TaskContext:
     """What an executor gives a running task."""
@@ -85,7 +81,7 @@ class TaskContext:
     report: Callable[[TaskProgress], None]
     cancel: CancelToken
     #: the Stylizer for a config: a worker process that keeps its network passes its own
-    stylizer: Callable[[Config], Stylizer] = _new_stylizer
+    stylizer: Callable[[Config], Stylizer] = Stylizer
     #: a folder for state that lets a retried task resume (a video's finished frames);
     #: None: a temporary one, nothing resumes
     workdir: Optional[Path] = None
