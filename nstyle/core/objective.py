@@ -169,18 +169,24 @@ def balance(output_hw: tuple[int, int], scale_hw: tuple[int, int], balance_size:
 
 
 def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
-              positions_factor: float = 1.0, pixels_factor: Optional[float] = None) -> Objective:
+              positions_factor: float = 1.0, pixels_factor: Optional[float] = None,
+              last_of_several: bool = False) -> Objective:
     """The run's objective at one scale, from its ``LossOptions`` and that scale's targets.
 
     ``positions_factor`` (content) and ``pixels_factor`` (tv; default the same): see
     ``balance``: the content and tv terms are sums over positions while the style term is
     not, so they are multiplied by these to keep the balance the weights set at the
-    reference size, at every scale."""
+    reference size, at every scale. ``last_of_several``: the last scale of a coarse-to-fine
+    run, where the ``coarse_only_layers`` are left out (the others keep their weights, so
+    the network stops at the deepest layer still read)."""
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items())
     style_loss = losses.get(loss.style_loss)
-    style = style_loss.terms(style_weights(loss), loss.style_weight * style_loss.scale)
+    weights = style_weights(loss)
+    if last_of_several:
+        weights = {layer: w for layer, w in weights.items() if layer not in loss.coarse_only_layers}
+    style = style_loss.terms(weights, loss.style_weight * style_loss.scale)
     pixels_factor = positions_factor if pixels_factor is None else pixels_factor
     tv = loss.tv_weight * pixels_factor if loss.tv_weight > 0 else 0.0
     return Objective(content, style, tuple(style_regions), tv)

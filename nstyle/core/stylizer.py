@@ -257,7 +257,8 @@ class Stylizer:
         factors = balance((plan.output.height, plan.output.width), (h, w), self.config.loss.balance_size)
         objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile),
                               self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
-                              positions_factor=factors.content, pixels_factor=factors.pixels)
+                              positions_factor=factors.content, pixels_factor=factors.pixels,
+                              last_of_several=index == len(plan.scales) > 1)
         if temporal is not None:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w,
                                                                                     factors.pixels))

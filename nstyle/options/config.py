@@ -125,6 +125,12 @@ class LossOptions:
         None, "weight w_l of each style layer",
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
+    coarse_only_layers: tuple[str, ...] = option(
+        (), "style layers left out at the last scale of a coarse-to-fine run (kept at the "
+        "coarser scales, and in a run of one scale): a deep layer lays out the painting's large "
+        "shapes, which the coarser scales have settled, and the last scale is where an iteration "
+        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of the network)",
+        default_text="none", label="Style layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -150,6 +156,7 @@ class LossOptions:
         if not isinstance(b, int) or isinstance(b, bool) or not (b == 0 or MIN_SIZE <= b <= MAX_SIZE):
             raise BadOption(f"balance_size must be 0 or an integer in {MIN_SIZE}..{MAX_SIZE}, got {b!r}")
         check_layer_names(self.style_layers, "style layer")
+        self._check_coarse_only_layers()
         if self.style_loss not in STYLE_LOSSES:
             raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
@@ -164,6 +171,16 @@ class LossOptions:
             raise BadOption("style_layers is empty but style_weight > 0")
         if self.content_weight == 0 and self.style_weight == 0 and self.tv_weight == 0:
             raise BadOption("content_weight, style_weight and tv_weight are all 0: nothing to optimize")
+
+    def _check_coarse_only_layers(self) -> None:
+        check_layer_names(self.coarse_only_layers, "coarse-only layer")
+        stray = [layer for layer in self.coarse_only_layers if layer not in self.style_layers]
+        if stray:
+            raise BadOption(f"coarse_only_layers names {stray[0]}, which is not one of the style "
+                            f"layers ({', '.join(self.style_layers)})")
+        if self.style_layers and set(self.style_layers) <= set(self.coarse_only_layers):
+            raise BadOption("coarse_only_layers names every style layer: the last scale would "
+                            "have no style term")
 
     def layer_weights(self, kind: str) -> dict[str, float]:
         """{layer: weight} for ``kind`` 'content' or 'style', defaults filled in."""

@@ -1,0 +1,64 @@
+"""--coarse-only-layers: style layers left out at the last scale of a coarse-to-fine run."""
+
+import pytest
+
+from nstyle.core.objective import for_scale
+from nstyle.core.stylizer import Stylizer
+from nstyle.core.targets import TargetMaker
+from nstyle.errors import BadOption
+from nstyle.options.config import Config
+from tests.support.tensors import to_t
+
+
+@pytest.mark.parametrize("layers, message", [
+    (("relu4_2",), "not one of the style layers"),
+    (("relu9_9",), "coarse-only layer"),
+    (("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), "every style layer"),
+])
+def test_bad_coarse_only_layers_are_refused(layers, message):
+    with pytest.raises(BadOption, match=message):
+        Config.from_options(coarse_only_layers=layers)
+
+
+def test_the_last_of_several_scales_leaves_the_layer_out_and_keeps_the_others_weights():
+    loss = Config.from_options(coarse_only_layers=("relu5_1",)).loss
+    every = {t.layer: t.weight for t in for_scale(loss, {"relu4_2": None}, ()).style}
+    last = {t.layer: t.weight for t in for_scale(loss, {"relu4_2": None}, (), last_of_several=True).style}
+    assert "relu5_1" in every and "relu5_1" not in last
+    assert last == {layer: w for layer, w in every.items() if layer != "relu5_1"}
+
+
+def run_and_watch(monkeypatch, content_img, style_img, **options):
+    """(size, style terms reported, layers the network was asked for) per iteration."""
+    asked: list[tuple[str, ...]] = []
+    features = TargetMaker.features
+
+    def spy(self, image_bgr, layers, loop=False):
+        if loop:
+            asked.append(tuple(layers))
+        return features(self, image_bgr, layers, loop)
+
+    monkeypatch.setattr(TargetMaker, "features", spy)
+    seen = []
+    config = Config.from_options(size=48, iterations=2, precision="fp32", device="cpu",
+                                 coarse_only_layers=("relu5_1",), **options)
+    Stylizer(config).run(to_t(content_img), [to_t(style_img)], callback=lambda p: seen.append(
+        (p.size, sorted(k for k in p.losses if k.startswith("style.")))))
+    return seen, asked
+
+
+def test_a_coarse_to_fine_run_reads_the_layer_at_the_coarse_scale_only(monkeypatch, content_img, style_img):
+    seen, asked = run_and_watch(monkeypatch, content_img, style_img, scales=(32, 48),
+                                scale_iterations=(2, 2))
+    coarse = [terms for size, terms in seen if size == 32]
+    last = [terms for size, terms in seen if size == 48]
+    assert coarse and all("style.relu5_1" in terms for terms in coarse)
+    assert last and all("style.relu5_1" not in terms and "style.relu4_1" in terms for terms in last)
+    # the network itself stops earlier at the last scale: relu5_1 is never computed there
+    assert any("relu5_1" in layers for layers in asked)
+    assert "relu5_1" not in asked[-1] and "relu4_2" in asked[-1]
+
+
+def test_a_run_of_one_scale_keeps_every_layer(monkeypatch, content_img, style_img):
+    seen, _ = run_and_watch(monkeypatch, content_img, style_img, scales=(48,))
+    assert seen and all("style.relu5_1" in terms for _, terms in seen)
