@@ -126,6 +126,7 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
             kwargs["metavar"] = metavar
         if opt.is_list:
             kwargs["action"] = _JoinLists
+        kwargs["help"] = kwargs["help"].replace("%", "%%")  # argparse formats help with %
         flag = "--" + opt.name.replace("_", "-")
         group.add_argument(flag, *opt.aliases, **kwargs)
         if "color" in flag:  # --preserve-colours: the help's own spelling works too

@@ -29,10 +29,17 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 SINGLE_SCALE_MAX = 256
 #: ``--schedule`` presets: how scales and iterations are chosen when --scales and
 #: --scale-iterations are not given. standard: halve to at most ``SINGLE_SCALE_MAX``,
-#: ``--iterations`` at the first scale, half as many at each next; fast: more of the work
+#: ``--iterations`` at the first scale, half as many at each next, the last at most
+#: ``LAST_SCALE_SHARE`` of the first's; fast: more of the work
 #: where an iteration is cheap (a 128 px one costs about 1/16 of a 512 px one), see
 #: ``FAST_FIRST_MAX`` and ``FAST_ITERATIONS`` (docs/benchmark.md has the judged figures)
 SCHEDULES = ("standard", "fast")
+#: the standard schedule's last (output) scale runs at most this share of --iterations:
+#: judged blind on the six shared pairs at 512 px (docs/benchmark.md, "The knee"), 30
+#: iterations there were tied with the former 50 in 6 of 6 pairs (0.79x the time), while
+#: 20 lost 5 of 6 ("hazier", "a grid-like texture in the sky and water"); outputs of three
+#: or more scales already had at most this (1024 px: 100, 50, 25)
+LAST_SCALE_SHARE = 0.3
 #: the fast schedule halves the output size until it is at most this
 FAST_FIRST_MAX = 128
 #: the fast schedule's iterations per scale, by the scale's longest side (at most 128 px,
@@ -48,6 +55,10 @@ STYLE_LOSSES = ("gram", "meancov", "neighbors")
 #: ``--preserve-colors`` and ``--color-match`` (``nstyle.core.color`` implements them)
 PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
 COLOR_MATCH = ("pca", "cholesky")
+#: the style layers ``--coarse-only-layers`` leaves out at the last scale by default: judged
+#: blind with the last scale's 30 iterations against the former default (all layers, 50),
+#: six pairs at 512 px: preferred in 4 of 6, tied 2 (docs/benchmark.md, "The knee")
+DEFAULT_COARSE_ONLY = ("relu5_1",)
 #: the most of a style image's side ``--style-margin`` may leave out at each border
 MAX_STYLE_MARGIN = 0.2
 #: ``--method``: gatys (the optimization this tool is built on) or nnst (Kolkin et al.'s
@@ -125,12 +136,13 @@ class LossOptions:
         None, "weight w_l of each style layer",
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
-    coarse_only_layers: tuple[str, ...] = option(
-        (), "style layers left out at the last scale of a coarse-to-fine run (kept at the "
+    coarse_only_layers: Optional[tuple[str, ...]] = option(
+        None, "style layers left out at the last scale of a coarse-to-fine run (kept at the "
         "coarser scales, and in a run of one scale): a deep layer lays out the painting's large "
         "shapes, which the coarser scales have settled, and the last scale is where an iteration "
-        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of the network)",
-        default_text="none", label="Style layers at coarse scales only")
+        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a sixth of a 512 px "
+        "iteration); '' for none", default_text="relu5_1 when it is one of several style layers",
+        label="Style layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -172,7 +184,18 @@ class LossOptions:
         if self.content_weight == 0 and self.style_weight == 0 and self.tv_weight == 0:
             raise BadOption("content_weight, style_weight and tv_weight are all 0: nothing to optimize")
 
+    @property
+    def coarse_only(self) -> tuple[str, ...]:
+        """The style layers left out at the last of several scales, the default resolved:
+        ``DEFAULT_COARSE_ONLY`` when it is one of several style layers."""
+        if self.coarse_only_layers is not None:
+            return self.coarse_only_layers
+        others = set(self.style_layers) - set(DEFAULT_COARSE_ONLY)
+        return DEFAULT_COARSE_ONLY if others and set(DEFAULT_COARSE_ONLY) <= set(self.style_layers) else ()
+
     def _check_coarse_only_layers(self) -> None:
+        if self.coarse_only_layers is None:
+            return
         check_layer_names(self.coarse_only_layers, "coarse-only layer")
         stray = [layer for layer in self.coarse_only_layers if layer not in self.style_layers]
         if stray:
@@ -256,7 +279,8 @@ class OptimOptions:
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS, label="Optimizer")
     iterations: int = option(
         100, "optimizer iterations at the first (coarsest) scale; each finer scale gets half "
-        "as many (see --scale-iterations)", label="Iterations")
+        "as many, the last at most 30% of these (see --schedule, --scale-iterations)",
+        label="Iterations")
     lr: Optional[float] = option(
         None, f"learning rate / step size, at most {MAX_LR:g}; the gradient is scaled so its "
         "first mean magnitude is one pixel level", default_text="lbfgs 1, adam 10, adagrad 10, sgd 1",
@@ -386,14 +410,15 @@ class ScaleOptions:
         f"{FAST_FIRST_MAX} (512 runs 128,256,512)", label="Sizes, coarse to fine")
     scale_iterations: Optional[tuple[int, ...]] = option(
         None, "iterations at each scale, one value for all or one per scale",
-        metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at each next one",
-        label="Iterations per size")
+        metavar="N1,N2,...", default_text="--iterations at the first scale, half as many at "
+        "each next one, the last at most 30% of the first's", label="Iterations per size")
     schedule: str = option(
         "standard", "coarse-to-fine preset, when --scales/--scale-iterations are not given: "
         "standard (--size halved until at most 256 px, --iterations at the first scale, half "
-        "as many at each next) or fast (halved until at most 128 px; per 100 --iterations, 30 "
-        "at scales up to 128 px, 60 up to 256 px, 20 above: about half the time of standard "
-        "at 512 px)", choices=SCHEDULES, label="Schedule")
+        "as many at each next, the last at most 30% of the first's: 100 and 30 at 512 px) or "
+        "fast (halved until at most 128 px; per 100 --iterations, 30 at scales up to 128 px, "
+        "60 up to 256 px, 20 above: less time, softer detail; judged worse)",
+        choices=SCHEDULES, label="Schedule")
     fine_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1"), "layers whose Gram matrices carry the fine style's texture "
         "into the mixed style image (starting from the coarse style)", label="Fine-texture layers")
@@ -496,14 +521,18 @@ class Config:
 
     @property
     def scale_iteration_counts(self) -> tuple[int, ...]:
-        """Iterations at each scale: finer scales start close, so by default each gets half."""
+        """Iterations at each scale: finer scales start close, so by default each gets half,
+        and the last at most ``LAST_SCALE_SHARE`` of the first's."""
         sizes = self.scale_sizes
         counts = self.scale.scale_iterations
         if counts is None:
             n = self.optim.iterations
             if self.scale.schedule == "fast" and len(sizes) > 1:
                 return tuple(max(1, round(fast_iterations(size) * n / 100)) for size in sizes)
-            return tuple(max(1, n >> i) for i in range(len(sizes)))
+            counts = tuple(max(1, n >> i) for i in range(len(sizes)))
+            if len(counts) > 1:
+                counts = counts[:-1] + (min(counts[-1], max(1, round(n * LAST_SCALE_SHARE))),)
+            return counts
         if len(counts) == 1:
             return counts * len(sizes)
         return counts

@@ -20,6 +20,15 @@ def test_bad_coarse_only_layers_are_refused(layers, message):
         Config.from_options(coarse_only_layers=layers)
 
 
+def test_by_default_relu5_1_is_coarse_only_when_it_is_one_of_several_style_layers():
+    assert Config().loss.coarse_only == ("relu5_1",)
+    assert Config.from_options(coarse_only_layers="").loss.coarse_only == ()
+    # a default never refuses the user's own layers
+    assert Config.from_options(style_layers="relu1_1,relu2_1").loss.coarse_only == ()
+    assert Config.from_options(style_layers="relu5_1").loss.coarse_only == ()
+    assert Config.from_options(coarse_only_layers="relu4_1").loss.coarse_only == ("relu4_1",)
+
+
 def test_the_last_of_several_scales_leaves_the_layer_out_and_keeps_the_others_weights():
     loss = Config.from_options(coarse_only_layers=("relu5_1",)).loss
     every = {t.layer: t.weight for t in for_scale(loss, {"relu4_2": None}, ()).style}

@@ -34,6 +34,18 @@ def test_automatic_pyramid_and_iterations_per_scale():
     assert Config.from_options(scales="64,128", scale_iterations="5,2").scale_iteration_counts == (5, 2)
 
 
+def test_the_last_scale_runs_at_most_thirty_percent_of_the_first_scales_iterations():
+    """Judged blind at 512 px: 30 last-scale iterations tied with 50 in 6 of 6 pairs."""
+    assert Config.from_options(size=512).scale_iteration_counts == (100, 30)
+    assert Config.from_options(size=512, iterations=40).scale_iteration_counts == (40, 12)
+    assert Config.from_options(size=512, iterations=1).scale_iteration_counts == (1, 1)
+    # with three or more scales the halving already ends below the cap
+    assert Config.from_options(size=1024).scale_iteration_counts == (100, 50, 25)
+    assert Config.from_options(size=256).scale_iteration_counts == (100,)
+    # the former default stays one option away
+    assert Config.from_options(size=512, scale_iterations="100,50").scale_iteration_counts == (100, 50)
+
+
 def test_fast_schedule_puts_more_of_the_work_at_small_scales():
     fast = Config.from_options(size=512, schedule="fast")
     assert fast.scale_sizes == (128, 256, 512) and fast.scale_iteration_counts == (30, 60, 20)
