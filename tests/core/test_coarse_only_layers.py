@@ -71,3 +71,16 @@ def test_a_coarse_to_fine_run_reads_the_layer_at_the_coarse_scale_only(monkeypat
 def test_a_run_of_one_scale_keeps_every_layer(monkeypatch, content_img, style_img):
     seen, _ = run_and_watch(monkeypatch, content_img, style_img, scales=(48,))
     assert seen and all("style.relu5_1" in terms for _, terms in seen)
+
+
+def test_a_loss_that_matches_every_layer_at_once_keeps_them_all(monkeypatch, content_img, style_img):
+    """neighbors' targets are hypercolumns over every style layer: the default leaves none
+    out there, and asking for it is refused before any work."""
+    seen = []
+    config = Config.from_options(size=48, scales=(32, 48), scale_iterations=(2, 2), precision="fp32",
+                                 device="cpu", style_loss="neighbors")
+    Stylizer(config).run(to_t(content_img), [to_t(style_img)], callback=lambda p: seen.append(p.size))
+    assert seen.count(48) == 2
+    with pytest.raises(BadOption, match="coarse_only_layers cannot be used with style_loss neighbors"):
+        Stylizer(Config.from_options(config, coarse_only_layers="relu5_1")).plan(to_t(content_img),
+                                                                               [to_t(style_img)])

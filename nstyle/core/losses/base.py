@@ -10,6 +10,7 @@ A style loss says, in one module, everything the rest of the engine needs to kno
 - ``rematches_per_scale``: whether its targets are matched again to the image each scale
   starts from (the terms' ``matched``), and ``restarts_on_rise``: whether L-BFGS restarts
   from the best image when its loss rises;
+- ``separable_layers``: whether a layer can be left out at one scale (``--coarse-only-layers``);
 - ``tiles``: whether it can run tile by tile (``tiled_style_pass`` and ``tile_surrogate``
   are then its two halves of ``nstyle.core.tiling``), else ``untiled_reason``;
 - ``extra_bytes``: the memory it needs beyond the network's, for the plan.
@@ -44,6 +45,9 @@ class StyleLoss:
     rematches_per_scale: ClassVar[bool] = False
     #: whether L-BFGS restarts from the best image when this loss climbs (``optimizer``)
     restarts_on_rise: ClassVar[bool] = False
+    #: whether a style layer can be left out of its terms at one scale while its targets
+    #: keep every layer (``--coarse-only-layers``): true for one term per layer
+    separable_layers: ClassVar[bool] = True
 
     # ---- options ---------------------------------------------------------------------
 

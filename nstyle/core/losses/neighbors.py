@@ -181,6 +181,8 @@ class NeighborsLoss(StyleLoss):
         "every style layer resampled to one grid over the whole image, which a tile's edges would "
         "change; use gram or meancov, a smaller size, or tile_size 0")
     rematches_per_scale = True
+    # its targets are hypercolumns over every style layer at once: a scale cannot drop one
+    separable_layers = False
     # Golden Gate x The Scream at 256 px climbed from iteration 20 (1.95e12 to 3.5e12) into
     # rainbow noise without the restarts (see ``nstyle.core.optimizer``)
     restarts_on_rise = True
