@@ -140,7 +140,7 @@ class LossOptions:
         None, "style layers left out at the last scale of a coarse-to-fine run (kept at the "
         "coarser scales, and in a run of one scale): a deep layer lays out the painting's large "
         "shapes, which the coarser scales have settled, and the last scale is where an iteration "
-        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a sixth of a 512 px "
+        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px "
         "iteration); '' for none; not with style_loss neighbors, which matches every layer at "
         "once (its default: none)", default_text="relu5_1 when it is one of several style layers",
         label="Style layers at coarse scales only")
