@@ -228,6 +228,8 @@ def _write_inputs(sub: Submission, folder: Path) -> dict[str, Any]:
         (folder / f"{f.key}.thumb.png").write_bytes(f.image.thumbnail)
         entry = {"key": f.key, "file": stored, "name": f.image.name,
                  "width": f.image.width, "height": f.image.height}
+        if f.image.frames is not None:
+            entry["frames"] = f.image.frames
         if f.field == "style_masks":
             inputs.setdefault("style_masks", [None] * n_styles)[f.index] = entry
         elif f.index is not None:

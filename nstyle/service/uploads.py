@@ -117,6 +117,7 @@ class InputImage:
     width: int
     height: int
     thumbnail: bytes = field(repr=False)  # PNG, longest side <= THUMBNAIL_SIZE
+    frames: Optional[int] = None  # a clip's frame count, as counted when it was accepted
 
 
 @dataclass

@@ -97,7 +97,7 @@ def check_video(uploads: list[Upload], fields: list[tuple[str, str, int]], setti
     ext = CLIP_EXTENSIONS[clip.container or "gif"]
     sub.files.append(StoredInput(CLIP_FIELD, CLIP_FIELD, None, InputImage(
         content.name.rsplit(" (frame 1)", 1)[0], upload, ext, content.width, content.height,
-        content.thumbnail)))
+        content.thumbnail, clip.info.frames)))
     sub.options.update({k: v.strip() for k, v in video_fields.items() if v.strip()})
     sub.options[VIDEO_OPTION] = json.dumps(options.to_dict())
     sub.kind = VIDEO
@@ -144,9 +144,11 @@ def video_task(row: JobRow, config: Config, store) -> VideoTask:
     """The stored video job as the task a worker runs (its clip and styles as bytes)."""
     entry = row.inputs[CLIP_FIELD]
     path = store.file(row.id, entry["file"])
-    info = open_upload(path, entry["name"], 10**12).info  # its frames were counted at submission
+    frames = entry.get("frames")  # counted at submission
+    if frames is None:  # a job stored before the count was kept with its clip
+        frames = open_upload(path, entry["name"], 10**12).info.frames
     styles = row.inputs["styles"]
     return VideoTask(config, VideoOptions.from_options(**json.loads(row.options[VIDEO_OPTION])),
-                     path.read_bytes(), entry["name"], path.suffix, info.frames, (info.width, info.height),
+                     path.read_bytes(), entry["name"], path.suffix, frames, (entry["width"], entry["height"]),
                      [store.file(row.id, e["file"]).read_bytes() for e in styles],
                      [e["name"] for e in styles])

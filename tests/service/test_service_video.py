@@ -145,3 +145,46 @@ def test_info_lists_the_video_limits_and_options(tmp_path):
         assert [o["name"] for o in info["video_options"]] == ["temporal_weight", "flow",
                                                                "frame_iterations", "independent"]
         assert "/api/videos" in client.get("/api/openapi.json").json()["paths"]
+
+
+def test_a_video_job_keeps_its_clips_frame_count_and_does_not_probe_the_clip_again(
+        tmp_path, clip_bytes, style_img, monkeypatch):
+    """The frames are counted once, when the clip is accepted; the job's task reads the
+    count from the stored entry (a stored job without one still probes the clip)."""
+    import nstyle.service.videos as videos
+
+    settings = ServiceSettings(data_dir=tmp_path / "data", preview_seconds=0.0)
+    with client_for(settings) as client:
+        probed = []
+        real = videos.open_upload
+
+        def counting(*args, **kwargs):
+            probed.append(args[1])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(videos, "open_upload", counting)
+        r = client.post("/api/videos", files=video_files(clip_bytes, encode(style_img)),
+                        data={"size": "32", "iterations": "1", "frame_iterations": "1"})
+        assert r.status_code == 201, r.text
+        stream = events(client, r.json()["id"])
+        assert stream[-1][1]["state"] == "succeeded", stream[-1][1]["error"]
+        assert probed == ["walk.mp4"]  # at submission only
+        record = client.get(job(client, r.json()["id"])["links"]["record"]).json()
+        assert record["clip"]["frames"] == 4
+
+
+def test_a_video_job_stored_without_a_frame_count_counts_its_clip(tmp_path, clip_bytes):
+    """Jobs accepted before the count was stored with the clip still run."""
+    from types import SimpleNamespace
+
+    from nstyle.options.config import Config
+    from nstyle.service.videos import CLIP_FIELD, VIDEO_OPTION, video_task
+    from nstyle.tasks.video import VideoOptions
+
+    (tmp_path / "clip.mp4").write_bytes(clip_bytes)
+    row = SimpleNamespace(id="old", options={VIDEO_OPTION: json.dumps(VideoOptions().to_dict())},
+                          inputs={CLIP_FIELD: {"file": "clip.mp4", "name": "walk.mp4", "width": 64,
+                                               "height": 48}, "styles": []})
+    store = SimpleNamespace(file=lambda job_id, name: tmp_path / name)
+    task = video_task(row, Config(), store)
+    assert task.frames == 4 and task.frame_size == (64, 48)
