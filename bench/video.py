@@ -157,6 +157,9 @@ def main() -> None:
                    help="the first frame's --iterations in the speed runs (512 px: half as many again at 512)")
     p.add_argument("--gif", default=None, help="side-by-side GIF of (a) and (c) for the first clip")
     p.add_argument("--out", default=None)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an nstyle option for every run, as the command line spells its value "
+                   "(coarse_only_layers=, style_weight=1e4), repeatable")
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     args.weight = weights[-1]
@@ -164,7 +167,8 @@ def main() -> None:
     out = Path(args.out or HERE / "results" / f"video-{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     _, style = example_images()
-    config = Config.from_options(size=args.size, iterations=args.iterations, seed=0)
+    extra = dict(o.split("=", 1) for o in args.option)  # as on the command line: Config parses them
+    config = Config.from_options(size=args.size, iterations=args.iterations, seed=0, **extra)
     report = {"created": stamp, "machine": {"cpu": platform.processor() or platform.machine(),
                                             "cores": os.cpu_count(), "load_before": os.getloadavg()},
               "args": vars(args), "clips": {}}

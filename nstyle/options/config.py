@@ -137,10 +137,10 @@ class LossOptions:
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
     coarse_only_layers: Optional[tuple[str, ...]] = option(
-        None, "style layers left out at the last scale of a coarse-to-fine run (kept at the "
-        "coarser scales, and in a run of one scale): a deep layer lays out the painting's large "
-        "shapes, which the coarser scales have settled, and the last scale is where an iteration "
-        "costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px "
+        None, "style layers left out at the last scale of a coarse-to-fine run and in a video's "
+        "later frames (kept at the coarser scales, in a run of one scale and in a video's first "
+        "frame): a deep layer lays out the painting's large shapes, which the coarser scales (or "
+        "the previous frame) have settled, and the last scale is where an iteration costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px "
         "iteration); '' for none; not with style_loss neighbors, which matches every layer at "
         "once (its default: none)", default_text="relu5_1 when it is one of several style layers",
         label="Style layers at coarse scales only")

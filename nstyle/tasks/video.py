@@ -194,7 +194,7 @@ class VideoStylizer:
         self.first = Stylizer(config, device=device, style_targets=targets)
         self.later = self.first if self.options.independent else \
             Stylizer(later_frames_config(config, self.options), device=self.first.device,
-                     style_targets=targets)
+                     style_targets=targets, refines=True)
 
     def content(self, frame: ImageSource, index: int) -> torch.Tensor:
         """A frame as the engine takes it, already at the output size (so the flow, the warp

@@ -84,3 +84,32 @@ def test_a_loss_that_matches_every_layer_at_once_keeps_them_all(monkeypatch, con
     with pytest.raises(BadOption, match="coarse_only_layers cannot be used with style_loss neighbors"):
         Stylizer(Config.from_options(config, coarse_only_layers="relu5_1")).plan(to_t(content_img),
                                                                                [to_t(style_img)])
+
+
+@pytest.mark.parametrize("coarse_only, later_reads_relu5_1", [(None, False), ("", True)])
+def test_a_videos_later_frames_refine_a_settled_start_without_the_coarse_only_layers(
+        monkeypatch, style_img, coarse_only, later_reads_relu5_1):
+    """A later frame starts from the previous one warped: its one scale counts as the last
+    of several, so relu5_1 is left out there by default (the first frame keeps it)."""
+    pytest.importorskip("cv2", reason="the video extra is not installed")
+    from nstyle.tasks.video import VideoOptions, VideoStylizer
+    from tests.support.clips import panned, texture
+
+    asked: list[tuple[TargetMaker, tuple[str, ...]]] = []
+    features = TargetMaker.features
+
+    def spy(self, image_bgr, layers, loop=False):
+        if loop:
+            asked.append((self, tuple(layers)))
+        return features(self, image_bgr, layers, loop)
+
+    monkeypatch.setattr(TargetMaker, "features", spy)
+    options = {} if coarse_only is None else {"coarse_only_layers": coarse_only}
+    config = Config.from_options(size=48, iterations=2, precision="fp32", device="cpu", **options)
+    stylizer = VideoStylizer(config, [to_t(style_img)], VideoOptions(frame_iterations=2))
+    frames = list(stylizer.frames(panned(texture(96, 48), 2, 2)))
+    assert len(frames) == 2
+    first = [layers for network, layers in asked if network is stylizer.first.network]
+    later = [layers for network, layers in asked if network is stylizer.later.network]
+    assert first and all("relu5_1" in layers for layers in first)
+    assert later and all(("relu5_1" in layers) == later_reads_relu5_1 for layers in later)
