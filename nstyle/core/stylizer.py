@@ -64,9 +64,7 @@ class Stylizer:
     def __init__(self, config: Config, device: Optional[torch.device] = None,
                  style_targets: Optional[StyleTargets] = None, refines: bool = False) -> None:
         self.config = config
-        #: every run starts from a settled image (a video's later frames, from the previous
-        #: one warped): its one scale counts as the last of several (``--coarse-only-layers``)
-        self.refines = refines
+        self.refines = refines  # runs start settled (a video's later frames): one scale = the last
         self.device = device or resolve_device(config.model.device)
         #: the network and the targets it computes (``style_targets``: shared with other
         #: runs and processes; None: each Stylizer computes its own)
@@ -261,8 +259,7 @@ class Stylizer:
         objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile),
                               self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
                               positions_factor=factors.content, pixels_factor=factors.pixels,
-                              last_of_several=index == len(plan.scales) and
-                              (len(plan.scales) > 1 or self.refines))
+                              last_of_several=index == len(plan.scales) and (index > 1 or self.refines))
         if temporal is not None:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w,
                                                                                     factors.pixels))
