@@ -186,7 +186,7 @@ def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: 
     style_loss = losses.get(loss.style_loss)
     weights = style_weights(loss)
     if last_of_several and style_loss.separable_layers:
-        weights = {layer: w for layer, w in weights.items() if layer not in loss.coarse_only}
+        weights = {layer: w for layer, w in weights.items() if layer not in loss.coarse_only_layers}
     style = style_loss.terms(weights, loss.style_weight * style_loss.scale)
     pixels_factor = positions_factor if pixels_factor is None else pixels_factor
     tv = loss.tv_weight * pixels_factor if loss.tv_weight > 0 else 0.0

@@ -55,10 +55,6 @@ STYLE_LOSSES = ("gram", "meancov", "neighbors")
 #: ``--preserve-colors`` and ``--color-match`` (``nstyle.core.color`` implements them)
 PRESERVE_COLORS = ("none", "luminance", "histogram", "swap")
 COLOR_MATCH = ("pca", "cholesky")
-#: the style layers ``--coarse-only-layers`` leaves out at the last scale by default: judged
-#: blind with the last scale's 30 iterations against the former default (all layers, 50),
-#: six pairs at 512 px: preferred in 4 of 6, tied 2 (docs/benchmark.md, "The knee")
-DEFAULT_COARSE_ONLY = ("relu5_1",)
 #: the most of a style image's side ``--style-margin`` may leave out at each border
 MAX_STYLE_MARGIN = 0.2
 #: ``--method``: gatys (the optimization this tool is built on) or nnst (Kolkin et al.'s
@@ -136,14 +132,14 @@ class LossOptions:
         None, "weight w_l of each style layer",
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
-    coarse_only_layers: Optional[tuple[str, ...]] = option(
-        None, "style layers left out at the last scale of a coarse-to-fine run and in a video's "
+    coarse_only_layers: tuple[str, ...] = option(
+        (), "style layers left out at the last scale of a coarse-to-fine run and in a video's "
         "later frames (kept at the coarser scales, in a run of one scale and in a video's first "
         "frame): a deep layer lays out the painting's large shapes, which the coarser scales (or "
         "the previous frame) have settled, and the last scale is where an iteration costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px "
-        "iteration); '' for none; not with style_loss neighbors, which matches every layer at "
-        "once (its default: none)", default_text="relu5_1 when it is one of several style layers",
-        label="Style layers at coarse scales only")
+        "iteration); not with style_loss neighbors, which matches every layer at once. relu5_1 "
+        "with 30 last-scale iterations was judged a little softer than every layer (docs/benchmark.md)",
+        default_text="none", label="Style layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -185,18 +181,7 @@ class LossOptions:
         if self.content_weight == 0 and self.style_weight == 0 and self.tv_weight == 0:
             raise BadOption("content_weight, style_weight and tv_weight are all 0: nothing to optimize")
 
-    @property
-    def coarse_only(self) -> tuple[str, ...]:
-        """The style layers left out at the last of several scales, the default resolved:
-        ``DEFAULT_COARSE_ONLY`` when it is one of several style layers."""
-        if self.coarse_only_layers is not None:
-            return self.coarse_only_layers
-        others = set(self.style_layers) - set(DEFAULT_COARSE_ONLY)
-        return DEFAULT_COARSE_ONLY if others and set(DEFAULT_COARSE_ONLY) <= set(self.style_layers) else ()
-
     def _check_coarse_only_layers(self) -> None:
-        if self.coarse_only_layers is None:
-            return
         check_layer_names(self.coarse_only_layers, "coarse-only layer")
         stray = [layer for layer in self.coarse_only_layers if layer not in self.style_layers]
         if stray:
