@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,36 +33,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import nstyle  # noqa: E402
 from nstyle.io.images import to_pil  # noqa: E402
+from benchmark import machine_info  # noqa: E402
 from quality import DEFAULT_IMAGES, default_pairs, parse_variant  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return platform.processor()
-    model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")), "?")
-    flags = next((l for l in text.splitlines() if l.startswith("flags")), "")
-    return f"{model} ({'avx512_bf16' if 'avx512_bf16' in flags else 'no bf16'})"
 
 
 def run_pair(content: Path, style: Path, options: dict, snapshots: set[int], out: Path,
              name: str) -> dict:
     record: dict = {"snapshots": {}, "changes": []}
-    previous = {"image": None}
-    last_scale_start = {"iteration": None}
+    previous = None  # the last-scale image of the iteration before
+    start = None  # the run's iteration count when the last scale began
 
     def callback(p) -> None:
+        nonlocal previous, start
         if p.scale != p.scales:
             return
-        if last_scale_start["iteration"] is None:
-            last_scale_start["iteration"] = p.iteration - 1
-        k = p.iteration - last_scale_start["iteration"]
+        if start is None:
+            start = p.iteration - 1
+        k = p.iteration - start
         image = p.rendered().detach().float().cpu()
-        if previous["image"] is not None:
-            record["changes"].append(round(float((image - previous["image"]).abs().mean()) * 255, 3))
-        previous["image"] = image
+        if previous is not None:
+            record["changes"].append(round(float((image - previous).abs().mean()) * 255, 3))
+        previous = image
         if k in snapshots:
             folder = out / f"last{k}"
             folder.mkdir(parents=True, exist_ok=True)
@@ -95,7 +85,7 @@ def main() -> None:
                **parse_variant(["x", *args.option])[1]}
     snapshots = {int(s) for s in args.snapshots.split(",") if s}
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"cpu": cpu_name(), "options": options, "pairs": {}}
+    summary = {"machine": machine_info(), "options": options, "pairs": {}}
     for photo, painting in default_pairs(args.pairs):
         name = f"{photo}__{painting}"
         content = next(args.images.glob(f"{photo}.*"))

@@ -47,6 +47,7 @@ from nstyle.options.config import Config  # noqa: E402
 from nstyle.io.example import example_images  # noqa: E402
 from nstyle.io.images import to_tensor  # noqa: E402
 from nstyle.tasks.video import VideoOptions, VideoStylizer  # noqa: E402
+from quality import parse_variant  # noqa: E402
 
 
 def make_clip(kind: str, frames: int, size: int) -> list[Image.Image]:
@@ -158,8 +159,8 @@ def main() -> None:
     p.add_argument("--gif", default=None, help="side-by-side GIF of (a) and (c) for the first clip")
     p.add_argument("--out", default=None)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an nstyle option for every run, as the command line spells its value "
-                   "(coarse_only_layers=, style_weight=1e4), repeatable")
+                   help="an nstyle option for every run (a JSON value, or as the command line "
+                   "spells it: coarse_only_layers=), repeatable")
     args = p.parse_args()
     weights = [float(w) for w in args.weights.split(",")]
     args.weight = weights[-1]
@@ -167,7 +168,7 @@ def main() -> None:
     out = Path(args.out or HERE / "results" / f"video-{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     _, style = example_images()
-    extra = dict(o.split("=", 1) for o in args.option)  # as on the command line: Config parses them
+    extra = parse_variant(["options", *args.option])[1]  # JSON values, else text Config parses
     config = Config.from_options(size=args.size, iterations=args.iterations, seed=0, **extra)
     report = {"created": stamp, "machine": {"cpu": platform.processor() or platform.machine(),
                                             "cores": os.cpu_count(), "load_before": os.getloadavg()},

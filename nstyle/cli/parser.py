@@ -111,7 +111,8 @@ def add_config_options(parser: argparse.ArgumentParser, defaults: Optional[dict[
             opt.section, parser.add_argument_group(SECTION_TITLES.get(opt.section, opt.section)))
         default = defaults.get(opt.name, opt.default)
         metavar = opt.metavar or ("A,B,..." if opt.is_list else opt.base_type.__name__.upper())
-        shown = opt.default_text if default is None and opt.default_text else _fmt_default(default)
+        unset = default is None or default == ()  # what the default means is the default_text's to say
+        shown = opt.default_text if unset and opt.default_text else _fmt_default(default)
         help_text = opt.help
         if not (default is None and not opt.default_text and "default" in help_text):
             help_text += f" (default: {shown})"  # else the help says it already

@@ -26,7 +26,7 @@ import torch
 from nstyle.core import losses
 from nstyle.core.losses import GRAM, StyleLoss
 from nstyle.options.config import MIN_SIZE, Config
-from nstyle.errors import BadOption, TooLarge
+from nstyle.errors import TooLarge
 from nstyle.core.image_tensors import fit_size
 from nstyle.core.objective import content_weights, style_weights
 from nstyle.core.vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
@@ -137,11 +137,7 @@ def schedule(config: Config, content_hw: tuple[int, int],
     """The steps' sizes and iterations, without tiles or memory figures. ``coarse_hw``:
     (height, width) of the coarse style, when the styles are mixed. Raises ``BadOption``
     for options the style loss cannot run with (every front end schedules before work)."""
-    style_loss = losses.get(config.loss.style_loss)
-    style_loss.check(config.memory.tile_size)
-    if config.loss.coarse_only_layers and not style_loss.separable_layers:
-        raise BadOption(f"coarse_only_layers cannot be used with style_loss {style_loss.name}: its "
-                        "targets are matched on every style layer at once")
+    losses.get(config.loss.style_loss).check(config.memory.tile_size, config.loss.coarse_only_layers)
     ch, cw = content_hw
     scales = []
     for size, iterations in zip(config.scale_sizes, config.scale_iteration_counts):

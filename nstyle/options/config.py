@@ -136,9 +136,10 @@ class LossOptions:
         (), "style layers left out at the last scale of a coarse-to-fine run and in a video's "
         "later frames (kept at the coarser scales, in a run of one scale and in a video's first "
         "frame): a deep layer lays out the painting's large shapes, which the coarser scales (or "
-        "the previous frame) have settled, and the last scale is where an iteration costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px "
-        "iteration); not with style_loss neighbors, which matches every layer at once. relu5_1 "
-        "with 30 last-scale iterations was judged a little softer than every layer (docs/benchmark.md)",
+        "the previous frame) have settled, and the last scale is where an iteration costs most "
+        "(relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px iteration); not "
+        "with style_loss neighbors, which matches every layer at once. relu5_1 with 30 last-scale "
+        "iterations was judged a little softer than every layer (docs/benchmark.md)",
         default_text="none", label="Style layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "

@@ -51,10 +51,13 @@ class StyleLoss:
 
     # ---- options ---------------------------------------------------------------------
 
-    def check(self, tile_size: Optional[int]) -> None:
+    def check(self, tile_size: Optional[int], coarse_only_layers: Sequence[str] = ()) -> None:
         """Raises ``BadOption`` for options this loss cannot run with (before any work)."""
         if tile_size and not self.tiles:
             raise BadOption(self.untiled_reason)
+        if coarse_only_layers and not self.separable_layers:
+            raise BadOption(f"coarse_only_layers cannot be used with style_loss {self.name}: its "
+                            "targets are matched on every style layer at once")
 
     # ---- targets ---------------------------------------------------------------------
 
