@@ -128,7 +128,8 @@ def speed(size: int, frames: int, args, style) -> dict:
     """Seconds of the first frame and of the later ones at ``size`` (defaults otherwise)."""
     clip = make_clip("pan", frames, size)
     config = Config.from_options(size=size, seed=0, iterations=args.speed_first_iterations)
-    options = VideoOptions(temporal_weight=args.weight, frame_iterations=args.speed_frame_iterations)
+    options = VideoOptions(temporal_weight=args.weight, frame_iterations=args.speed_frame_iterations,
+                           whole_frame_style=args.whole_frame_style)
     stylizer = VideoStylizer(config, [to_tensor(style)], options)
     done = list(stylizer.frames(clip))
     return {"size": size, "frames": frames, "first_frame_seconds": round(done[0].seconds, 2),
@@ -151,6 +152,9 @@ def main() -> None:
                    help="temporal weights of (c), comma-separated")
     p.add_argument("--flow", default="dis")
     p.add_argument("--no-independent", action="store_true", help="skip (a)")
+    p.add_argument("--no-warped", action="store_true", help="skip (b)")
+    p.add_argument("--whole-frame-style", action="store_true",
+                   help="later frames match the style over the whole frame only (the former way)")
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--speed-frames", type=int, default=3, help="frames of the 512 px speed run")
     p.add_argument("--speed-frame-iterations", type=int, default=VideoOptions().frame_iterations)
@@ -181,9 +185,12 @@ def main() -> None:
         entry = {"frames": len(frames), "content_floor": content_floor(frames, args.flow),
                  "first_frame_seconds": first.seconds, "modes": {}}
         modes = [] if args.no_independent else [("a independent", VideoOptions(independent=True, flow=args.flow))]
-        modes.append(("b warped", VideoOptions(temporal_weight=0.0, flow=args.flow,
-                                               frame_iterations=args.frame_iterations)))
+        if not args.no_warped:
+            modes.append(("b warped", VideoOptions(temporal_weight=0.0, flow=args.flow,
+                                                   whole_frame_style=args.whole_frame_style,
+                                                   frame_iterations=args.frame_iterations)))
         modes += [(f"c temporal {w:g}", VideoOptions(temporal_weight=w, flow=args.flow,
+                                                     whole_frame_style=args.whole_frame_style,
                                                      frame_iterations=args.frame_iterations)) for w in weights]
         for name, options in modes:
             t = time.perf_counter()

@@ -68,8 +68,9 @@ def stylize_video(frames: Iterable[ImageSource],
     yielding each stylized frame (a PIL image) as it is done, without flicker: every frame
     after the first starts from the previous output warped by the optical flow and keeps
     close to it (``nstyle.tasks.video``; needs ``nstyle[video]``). ``options``: the engine's and
-    ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``; ``callback``
-    receives a ``video.FrameProgress`` (frame index and the engine's event) every iteration.
+    ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``, ``whole_frame_style``;
+    ``callback`` receives a ``video.FrameProgress`` (frame index and the engine's event)
+    every iteration.
     Options and styles are checked before the first frame. For how each frame was made
     (losses, temporal error), use ``nstyle.tasks.video.stylize_frames``."""
     done = stylize_frames(frames, styles, config, callback=callback, cancel=cancel, **options)

@@ -100,11 +100,16 @@ class TemporalTarget:
     previous stylized frame warped to this one, RGB (1, 3, H, W) in [0, 1], as the
     optimization sees colours (gray under --preserve-colors luminance); ``mask`` (1, 1, H, W)
     in [0, 1], where that warp is trusted; ``weight`` the term's weight at the output size
-    (a sum over pixels, like tv: coarser scales get it times their positions factor)."""
+    (a sum over pixels, like tv: coarser scales get it times their positions factor; 0: no
+    term). ``new_ground`` (1, 1, H, W) in [0, 1] or None: where the warp brought nothing
+    usable (what the frame uncovers), which becomes a style region of its own
+    (``regions.plan``'s ``apart``): the Gram of the whole frame barely moves for a strip a
+    few pixels wide, so without it a new edge stays the smear it started as."""
 
     image: torch.Tensor
     mask: torch.Tensor
     weight: float
+    new_ground: Optional[torch.Tensor] = None
 
 
 @dataclass
@@ -141,6 +146,10 @@ def check_temporal(temporal: Optional[TemporalTarget]) -> None:
     if not (isinstance(temporal.weight, (int, float)) and math.isfinite(temporal.weight)
             and temporal.weight >= 0):
         raise BadOption(f"temporal weight must be a finite number >= 0, got {temporal.weight!r}")
+    g = temporal.new_ground
+    if g is not None and (not isinstance(g, torch.Tensor) or g.shape != m.shape):
+        raise BadOption("temporal new_ground: expected a tensor of shape (1, 1, H, W) in [0, 1], "
+                        "the size of its image")
 
 
 @dataclass

@@ -154,3 +154,13 @@ def soften_mask(mask: np.ndarray, margin: int) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     eroded = cv2.erode(mask.astype(np.float32), kernel, borderType=cv2.BORDER_REPLICATE)
     return np.clip(cv2.GaussianBlur(eroded, (0, 0), margin / 2), 0.0, 1.0).astype(np.float32) * mask
+
+
+def new_ground(mask: np.ndarray, grow: int) -> np.ndarray:
+    """Float32 (H, W), 1 where ``mask`` does not trust the warp (what a frame uncovers or
+    what moved unpredictably), grown by ``grow`` px (a square) so that the deeper layers,
+    whose positions cover 8-16 px, see it as a region with some context; 0 elsewhere."""
+    untrusted = (mask < 0.5).astype(np.uint8)
+    if grow > 0:
+        untrusted = import_cv2().dilate(untrusted, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return untrusted.astype(np.float32)

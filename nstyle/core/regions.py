@@ -65,13 +65,16 @@ class Region:
 
 
 def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Sequence[float]],
-         keep: Optional[torch.Tensor], height: int, width: int) -> list[Region]:
+         keep: Optional[torch.Tensor], height: int, width: int,
+         apart: Optional[torch.Tensor] = None) -> list[Region]:
     """The style regions of one run at output size (height, width).
 
     count: number of style images; masks: one per style (None = unmasked); blend: the
     style_blend_weights (None = equal); keep: the keep mask or None. Masked styles each get
     a region weighted by their blend weight (equal weights give 1); unmasked styles share
-    one region, blended as usual, over whatever no mask claims.
+    one region, blended as usual, over whatever no mask claims. apart: a mask (any size)
+    that splits that shared region in two with the same styles, so the pixels under it
+    must match the styles on their own (a video frame's new ground, see ``TemporalTarget``).
     """
     if len(masks) != count:
         raise ValueError(f"{len(masks)} masks for {count} styles")
@@ -92,9 +95,21 @@ def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Se
         rest = None if claimed is None else 1.0 - claimed
         if free is not None:
             rest = free if rest is None else rest * free
-        regions.append(Region({i: w / share for i, w in unmasked.items()}, rest))
+        blended = {i: w / share for i, w in unmasked.items()}
+        regions += [Region(blended, part) for part in split(rest, apart, height, width)]
     kept = [r for r in regions if r.mask is None or float(r.mask.mean()) >= MIN_SHARE]
     return kept
+
+
+def split(rest: Optional[torch.Tensor], apart: Optional[torch.Tensor], height: int, width: int
+          ) -> list[Optional[torch.Tensor]]:
+    """``rest`` (None: everywhere) as one region, or as its parts inside and outside ``apart``."""
+    if apart is None:
+        return [rest]
+    inside = resize_mask(apart.float(), height, width)
+    if rest is not None:
+        inside = inside * rest
+    return [inside, (1.0 - inside) if rest is None else rest - inside]
 
 
 def compose(free: torch.Tensor, content: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:

@@ -256,13 +256,13 @@ class Stylizer:
         h, w = content_bgr.shape[-2:]
         keep = None if keep_mask is None else regions.resize_mask(keep_mask.float(), h, w).to(self.device)
         factors = balance((plan.output.height, plan.output.width), (h, w), self.config.loss.balance_size)
-        objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile),
-                              self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile),
+        style = self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile,
+                                           apart=None if temporal is None else temporal.new_ground)
+        objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile), style,
                               positions_factor=factors.content, pixels_factor=factors.pixels,
                               last_of_several=index == len(plan.scales) and (index > 1 or self.refines))
-        if temporal is not None:
-            objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w,
-                                                                                    factors.pixels))
+        if temporal is not None and temporal.weight > 0:
+            objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factors.pixels))
         return Step(scale, objective, content_bgr, keep, step_tiles(h, w, scale.tile, objective),
                      self.config.optim.tolerance, index=index, count=len(plan.scales))
 

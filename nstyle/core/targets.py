@@ -127,15 +127,16 @@ class TargetMaker:
     @torch.no_grad()
     def style_regions(self, styles: Sequence[torch.Tensor], masks: Sequence[Optional[torch.Tensor]],
                       keep: Optional[torch.Tensor], size: int, height: int, width: int,
-                      tile: int = 0) -> list[Region]:
-        """The style regions at one scale (output of height x width), with their Gram targets."""
+                      tile: int = 0, apart: Optional[torch.Tensor] = None) -> list[Region]:
+        """The style regions at one scale (output of height x width), with their Gram targets
+        (``apart``: see ``regions.plan``)."""
         if not self.style_weights:
             return []
         blend = self.config.image.style_blend_weights
         if blend is not None and len(blend) != len(styles):
             raise BadOption(f"style_blend_weights has {len(blend)} weights for {len(styles)} style "
                             "images: give one weight per style image, in order")
-        planned = regions.plan(len(styles), masks, blend, keep, height, width)
+        planned = regions.plan(len(styles), masks, blend, keep, height, width, apart)
         return self.with_targets(planned, lambda i: self.style_targets(styles[i], size, tile),
                                   list(self.style_weights), self.style_loss)
 

@@ -75,6 +75,24 @@ def test_plan_unmasked_styles_take_what_no_mask_claims_and_keep_is_removed():
     assert len(regions.plan(3, [left, right, None], None, None, 4, 4)) == 2
 
 
+def test_plan_apart_splits_the_unmasked_region_in_two_with_the_same_styles():
+    left, right = _halves(4, 4)
+    inside, outside = regions.plan(2, [None, None], [1.0, 3.0], None, 4, 4, apart=right)
+    assert inside.styles == outside.styles == {0: 0.25, 1: 0.75}
+    assert inside.weight == outside.weight == 1.0
+    assert torch.equal(inside.mask, right) and torch.equal(outside.mask, left)
+    # any size, brought to the output's; soft edges split between the two
+    inside, outside = regions.plan(1, [None], None, None, 4, 4, apart=right[..., ::2, ::2])
+    assert inside.mask.shape == (1, 1, 4, 4) and torch.allclose(inside.mask + outside.mask, torch.ones(1, 1, 4, 4))
+    # a masked style keeps its region; only what no mask claims is split
+    masked, *rest = regions.plan(2, [left, None], None, None, 4, 4, apart=torch.ones(1, 1, 4, 4))
+    assert masked.styles == {0: 1.0} and torch.equal(masked.mask, left)
+    assert len(rest) == 1 and torch.equal(rest[0].mask, right)  # the empty outside part is dropped
+    # without apart, the plan is what it was
+    (only,) = regions.plan(1, [None], None, None, 4, 4, apart=None)
+    assert only.mask is None
+
+
 def test_split_style_masks_cli_syntax(tmp_path):
     odd = tmp_path / "a:b.png"
     odd.write_bytes(b"x")

@@ -143,7 +143,8 @@ def test_info_lists_the_video_limits_and_options(tmp_path):
         info = client.get("/api/info").json()
         assert info["limits"]["video"]["max_seconds"] == 10.0
         assert [o["name"] for o in info["video_options"]] == ["temporal_weight", "flow",
-                                                               "frame_iterations", "independent"]
+                                                               "frame_iterations", "independent",
+                                                               "whole_frame_style"]
         assert "/api/videos" in client.get("/api/openapi.json").json()["paths"]
 
 

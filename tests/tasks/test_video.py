@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from nstyle.core import flow
+from nstyle.core import flow, regions
+from nstyle.core.losses.gram import guided_gram
+from nstyle.core.vgg import preprocess
 from nstyle.core.losses.terms import temporal_loss
 from nstyle.tasks import video
 from nstyle.io import video_files as videoio
@@ -143,6 +145,85 @@ def test_the_temporal_term_pulls_the_image_to_its_target(content_img, style_img)
     assert float((out - content)[..., right].abs().mean()) < 0.05  # content, where unmasked
     with pytest.raises(BadOption, match="temporal mask"):
         Stylizer(cfg).run(content, [], temporal=TemporalTarget(target_img, half[..., :5], 1.0))
+
+
+def test_new_ground_grows_what_the_warp_does_not_trust():
+    mask = np.ones((12, 16), np.float32)
+    mask[:, -2:] = 0
+    ground = flow.new_ground(mask, 3)
+    assert ground.dtype == np.float32 and ground.shape == mask.shape
+    assert (ground[:, -5:] == 1).all() and (ground[:, :-5] == 0).all()
+    assert (flow.new_ground(mask, 0) == 1 - mask).all()
+    assert not flow.new_ground(np.ones((4, 4), np.float32), 3).any()
+
+
+def _later_frame_runs(monkeypatch, frames, style, options, iterations=1):
+    """(stylizer, init_image, temporal, output) of every later frame's ``Stylizer.run``."""
+    seen = []
+    real_run = Stylizer.run
+
+    def run(self, content, styles=(), **kw):
+        result = real_run(self, content, styles, **kw)
+        if kw.get("temporal") is not None:
+            seen.append((self, kw["init_image"], kw["temporal"], result.image))
+        return result
+
+    monkeypatch.setattr(Stylizer, "run", run)
+    cfg = Config.from_options(size=64, iterations=iterations, precision="fp32")
+    list(video.stylize_frames(frames, [style], cfg, **options.to_dict()))
+    monkeypatch.undo()
+    return seen
+
+
+def test_new_ground_as_its_own_style_region_takes_the_style_the_frame_gram_leaves_out(
+        cat_frames, monkeypatch):
+    """What a pan uncovers starts as a smear of the warped frame. As a style region of its
+    own its Gram comes close to the painting's; with the frame's one Gram
+    (whole_frame_style) it hardly moves, since a strip a few pixels wide hardly changes
+    the whole frame's statistics."""
+    from nstyle.io.example import example_images
+
+    style = example_images()[1]  # the shipped Starry Night
+    runs = {whole: _later_frame_runs(monkeypatch, cat_frames[:2], style,
+                                     video.VideoOptions(frame_iterations=20, whole_frame_style=whole), 50)[0]
+            for whole in (False, True)}
+    stylizer, _, temporal, _ = runs[False]
+    ground = temporal.new_ground
+    assert float(ground.mean()) < 0.2  # a strip along the left edge
+    targets = stylizer.network.style_targets(to_tensor(style), 64)
+    for layer in ("relu2_1", "relu3_1"):
+        mask = regions.layer_mask(ground, layer)
+
+        def distance(image):
+            features = stylizer.vgg(preprocess(image), [layer])[layer]
+            return float((guided_gram(features, mask) - targets[layer]).pow(2).sum())
+
+        assert distance(runs[False][3]) < 0.5 * distance(runs[True][3]), layer
+
+
+def test_later_frames_get_their_new_ground_unless_whole_frame_style(cat_frames, style_img, monkeypatch):
+    for whole in (False, True):
+        options = video.VideoOptions(frame_iterations=1, temporal_weight=0.0, whole_frame_style=whole)
+        ((_, _, later, _),) = _later_frame_runs(monkeypatch, cat_frames[:2], style_img, options)
+        assert later.weight == 0.0  # no temporal term, but the new ground
+        if whole:
+            assert later.new_ground is None
+        else:  # the pan uncovers the left edge (the picture moves right), grown 2 px
+            assert later.new_ground.shape == later.mask.shape
+            assert float(later.new_ground[..., :, :4].mean()) == 1.0
+            assert float(later.new_ground[..., :, 8:].mean()) < 0.1  # and where the flow failed
+    with pytest.raises(BadOption, match="whole_frame_style"):
+        video.VideoOptions(whole_frame_style="yes")
+
+
+def test_the_engine_checks_the_new_ground_mask(content_img, style_img):
+    content = to_tensor(content_img)
+    h, w = content.shape[-2:]
+    ok = torch.ones(1, 1, h, w)
+    cfg = Config.from_options(size=64, iterations=1, precision="fp32")
+    with pytest.raises(BadOption, match="new_ground"):
+        Stylizer(cfg).run(content, [to_tensor(style_img)],
+                          temporal=TemporalTarget(content, ok, 1.0, ok[..., :5]))
 
 
 # --------------------------------------------------------------------------- consistency
