@@ -109,6 +109,8 @@ def split(rest: Optional[torch.Tensor], apart: Optional[torch.Tensor], height: i
     inside = resize_mask(apart.float(), height, width)
     if rest is not None:
         inside = inside * rest
+    if float(inside.mean()) < MIN_SHARE:  # plan would drop it, leaving its pixels unstyled
+        return [rest]
     return [inside, (1.0 - inside) if rest is None else rest - inside]
 
 

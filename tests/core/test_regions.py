@@ -88,8 +88,10 @@ def test_plan_apart_splits_the_unmasked_region_in_two_with_the_same_styles():
     masked, *rest = regions.plan(2, [left, None], None, None, 4, 4, apart=torch.ones(1, 1, 4, 4))
     assert masked.styles == {0: 1.0} and torch.equal(masked.mask, left)
     assert len(rest) == 1 and torch.equal(rest[0].mask, right)  # the empty outside part is dropped
-    # without apart, the plan is what it was
+    # without apart, or with one too small to be a region, the plan is what it was
     (only,) = regions.plan(1, [None], None, None, 4, 4, apart=None)
+    assert only.mask is None
+    (only,) = regions.plan(1, [None], None, None, 4, 4, apart=torch.zeros(1, 1, 4, 4))
     assert only.mask is None
 
 
