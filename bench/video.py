@@ -185,13 +185,11 @@ def main() -> None:
         entry = {"frames": len(frames), "content_floor": content_floor(frames, args.flow),
                  "first_frame_seconds": first.seconds, "modes": {}}
         modes = [] if args.no_independent else [("a independent", VideoOptions(independent=True, flow=args.flow))]
+        later = dict(flow=args.flow, whole_frame_style=args.whole_frame_style,
+                     frame_iterations=args.frame_iterations)  # (b) and (c) differ by the weight only
         if not args.no_warped:
-            modes.append(("b warped", VideoOptions(temporal_weight=0.0, flow=args.flow,
-                                                   whole_frame_style=args.whole_frame_style,
-                                                   frame_iterations=args.frame_iterations)))
-        modes += [(f"c temporal {w:g}", VideoOptions(temporal_weight=w, flow=args.flow,
-                                                     whole_frame_style=args.whole_frame_style,
-                                                     frame_iterations=args.frame_iterations)) for w in weights]
+            modes.append(("b warped", VideoOptions(temporal_weight=0.0, **later)))
+        modes += [(f"c temporal {w:g}", VideoOptions(temporal_weight=w, **later)) for w in weights]
         for name, options in modes:
             t = time.perf_counter()
             result = run_mode(config, style, frames, options, first)

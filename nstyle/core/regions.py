@@ -97,8 +97,12 @@ def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Se
             rest = free if rest is None else rest * free
         blended = {i: w / share for i, w in unmasked.items()}
         regions += [Region(blended, part) for part in split(rest, apart, height, width)]
-    kept = [r for r in regions if r.mask is None or float(r.mask.mean()) >= MIN_SHARE]
-    return kept
+    return [r for r in regions if r.mask is None or big_enough(r.mask)]
+
+
+def big_enough(mask: torch.Tensor) -> bool:
+    """Whether a region under ``mask`` covers at least ``MIN_SHARE`` of the output."""
+    return float(mask.mean()) >= MIN_SHARE
 
 
 def split(rest: Optional[torch.Tensor], apart: Optional[torch.Tensor], height: int, width: int
@@ -109,7 +113,7 @@ def split(rest: Optional[torch.Tensor], apart: Optional[torch.Tensor], height: i
     inside = resize_mask(apart.float(), height, width)
     if rest is not None:
         inside = inside * rest
-    if float(inside.mean()) < MIN_SHARE:  # plan would drop it, leaving its pixels unstyled
+    if not big_enough(inside):  # plan would drop it, leaving its pixels unstyled
         return [rest]
     return [inside, (1.0 - inside) if rest is None else rest - inside]
 

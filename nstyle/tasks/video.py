@@ -274,13 +274,15 @@ class VideoStylizer:
         ground), from the previous output warped."""
         warped = flow.warp(prev_output[0].permute(1, 2, 0).numpy(), fl.backward)
         warped_t = torch.from_numpy(warped).permute(2, 0, 1)[None].clamp(0, 1).contiguous()
-        margin = round(MASK_MARGIN_PER_64 * max(content.shape[-2:]) / 64)
-        mask = torch.from_numpy(flow.soften_mask(fl.mask, margin))[None, None]
+        px_per_64 = max(content.shape[-2:]) / 64  # the masks' margins scale with the frame
+        mask = torch.from_numpy(flow.soften_mask(fl.mask, round(MASK_MARGIN_PER_64 * px_per_64)))[None, None]
         start = warped_t
         if self.config.color.preserve_colors == "luminance":  # what its optimization sees
             start = warped_t = color.gray(warped_t)
-        ground = None if self.options.whole_frame_style else torch.from_numpy(
-            flow.new_ground(fl.mask, round(NEW_GROUND_GROW_PER_64 * max(content.shape[-2:]) / 64)))[None, None]
+        ground = None
+        if not self.options.whole_frame_style:
+            grow = round(NEW_GROUND_GROW_PER_64 * px_per_64)
+            ground = torch.from_numpy(flow.new_ground(fl.mask, grow))[None, None]
         return start, TemporalTarget(warped_t, mask, self.options.temporal_weight, ground)
 
 
