@@ -58,10 +58,24 @@ class Region:
     weight: float = 1.0  # multiplier of the region's style loss
     targets: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> Gram/M
     layer_masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: layer -> the layer mask's bounding box (``mask_box``), found once per scale so the
+    #: loop neither syncs a GPU nor computes a Gram where the mask is zero
+    layer_boxes: dict[str, Optional[tuple[int, int, int, int]]] = field(default_factory=dict)
 
     def at_layers(self, layers: Sequence[str]) -> None:
         if self.mask is not None:
             self.layer_masks = {layer: layer_mask(self.mask, layer) for layer in layers}
+            self.layer_boxes = {layer: mask_box(m) for layer, m in self.layer_masks.items()}
+
+
+def mask_box(mask: torch.Tensor) -> Optional[tuple[int, int, int, int]]:
+    """(top, bottom, left, right), ends exclusive, of the nonzero positions of ``mask``
+    (…, H, W); None when it has none."""
+    rows = torch.nonzero(mask.reshape(-1, *mask.shape[-2:]).amax(dim=(0, 2)))
+    cols = torch.nonzero(mask.reshape(-1, *mask.shape[-2:]).amax(dim=(0, 1)))
+    if rows.numel() == 0:
+        return None
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def plan(count: int, masks: Sequence[Optional[torch.Tensor]], blend: Optional[Sequence[float]],

@@ -58,6 +58,27 @@ def test_guided_gram_with_a_full_mask_is_the_plain_gram():
     assert float(guided_style_loss(f, torch.zeros_like(half), target)) == 0
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_guided_style_loss_gradient_is_the_formulas_and_zero_outside_the_masks_box(channels_last):
+    """The hand-written backward on the mask's box against autograd through guided_gram."""
+    torch.manual_seed(0)
+    f = torch.randn(1, 6, 9, 11, dtype=torch.float64)
+    if channels_last:
+        f = f.to(memory_format=torch.channels_last)
+    mask = torch.zeros(1, 1, 9, 11, dtype=torch.float64)
+    mask[..., 2:7, 3:9] = torch.rand(5, 6, dtype=torch.float64) + 0.1
+    assert regions.mask_box(mask) == (2, 7, 3, 9) and regions.mask_box(mask * 0) is None
+    target = torch.randn(1, 6, 6, dtype=torch.float64)
+    target = target @ target.transpose(1, 2)  # a Gram: symmetric
+    ours, theirs = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    guided_style_loss(ours, mask, target).backward()
+    share = mask.pow(2).sum() / (9 * 11)
+    (share * (guided_gram(theirs, mask) - target).pow(2).sum() / (4 * 6 * 6)).backward()
+    assert torch.allclose(ours.grad, theirs.grad, rtol=1e-5, atol=1e-9)
+    assert float(ours.grad[..., :2, :].abs().sum()) == 0 and float(ours.grad[..., 9:].abs().sum()) == 0
+    assert torch.autograd.gradcheck(lambda x: guided_style_loss(x, mask, target), (f.clone().requires_grad_(True),))
+
+
 def test_plan_unmasked_styles_take_what_no_mask_claims_and_keep_is_removed():
     left, right = _halves(4, 4)
     keep = torch.zeros(1, 1, 4, 4)

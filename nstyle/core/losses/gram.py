@@ -11,6 +11,7 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 from nstyle.core.losses.base import StyleLoss
+from nstyle.core.regions import mask_box
 from nstyle.core.losses.terms import accumulation_dtype, positions_by_channels, raw_gram
 from nstyle.core.tiles import Tile, masked_core, window
 from nstyle.options.layers import layer_channels, layer_stride
@@ -86,17 +87,64 @@ def guided_gram(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.bmm(flat, flat.transpose(1, 2)) / mass
 
 
-def guided_style_loss(features: torch.Tensor, mask: torch.Tensor,
-                      target_gram: torch.Tensor) -> torch.Tensor:
+class _GuidedStyleLoss(torch.autograd.Function):
+    """A region's E_l (``guided_style_loss``) with a hand-written backward, on the features
+    inside the mask's bounding box only (outside it every weight is zero, so nothing there
+    counts): a video frame's new ground is a strip, and its Gram need not cost a frame's.
+
+    With W = (F ∘ m) over the box, μ = Σ m², G = WᵀW/μ and share μ/M, the backward is
+    dE/dF = m ∘ W (G − A) / (N² M): one matmul in the features' dtype, as ``_StyleLoss``
+    (autograd's own takes two and a sum), zero outside the box.
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, mask: torch.Tensor, target_gram: torch.Tensor,
+                box: tuple[int, int, int, int]) -> torch.Tensor:
+        b, n, h, w = features.shape
+        y0, y1, x0, x1 = box
+        weight = mask[..., y0:y1, x0:x1].to(features.device, torch.float32)
+        weighted = accumulation_dtype(features[..., y0:y1, x0:x1]) * weight
+        flat = positions_by_channels(weighted)
+        mass = weight.float().pow(2).sum().clamp_min(1e-8)
+        diff = raw_gram(flat) * (flat.shape[1] / mass) - target_gram
+        ctx.save_for_backward(weighted, weight, diff)
+        ctx.full, ctx.box, ctx.dtype = features.shape, box, features.dtype
+        return gram_distance(diff, n, mass / (h * w))
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        weighted, weight, diff = ctx.saved_tensors
+        b, n, h, w = ctx.full
+        y0, y1, x0, x1 = ctx.box
+        flat = positions_by_channels(weighted)
+        factor = diff * (grad_out / (n * n * h * w))
+        grad_flat = torch.bmm(flat, factor)
+        bh, bw = y1 - y0, x1 - x0
+        if flat.stride(2) == 1:  # channels_last, as ``_StyleLoss``
+            inside = grad_flat.reshape(b, bh, bw, n).permute(0, 3, 1, 2) * weight
+        else:
+            inside = grad_flat.transpose(1, 2).reshape(b, n, bh, bw) * weight
+        inside = inside.to(ctx.dtype)
+        if (bh, bw) == (h, w):
+            return inside, None, None, None
+        grad = inside.new_zeros(ctx.full, dtype=ctx.dtype)
+        grad[..., y0:y1, x0:x1] = inside
+        return grad, None, None, None
+
+
+def guided_style_loss(features: torch.Tensor, mask: torch.Tensor, target_gram: torch.Tensor,
+                      box: Optional[tuple[int, int, int, int]] = None) -> torch.Tensor:
     """Style loss of one region: E_l on the guided Gram, times the region's share of the
     positions (Σ m² / M), so that each pixel feels the same style pressure whatever the size
-    of its region; a mask of ones gives exactly ``style_loss``.
+    of its region; a mask of ones gives exactly ``style_loss``. ``box``: the mask's bounding
+    box at the features' grid (``regions.mask_box``; found here when not given), None when
+    the mask is empty: the loss is then zero.
     """
-    n, h, w = features.shape[1], features.shape[2], features.shape[3]
-    share = mask.float().pow(2).sum() / (h * w)
-    if float(share) <= 0:
-        return features.new_zeros((), dtype=torch.float32)
-    return gram_distance(guided_gram(features, mask) - target_gram, n, share)
+    if box is None:
+        box = mask_box(mask)
+        if box is None:
+            return features.new_zeros((), dtype=torch.float32)
+    return _GuidedStyleLoss.apply(features, mask, target_gram, box)
 
 
 @torch.no_grad()
@@ -143,7 +191,10 @@ class GramLoss(StyleLoss):
         target = region.targets[layer]
         if region.mask is None:
             return region.weight * style_loss(features, target)
-        return region.weight * guided_style_loss(features, region.layer_masks[layer], target)
+        box = region.layer_boxes[layer]
+        if box is None:  # the region has no position at this layer
+            return features.new_zeros((), dtype=torch.float32)
+        return region.weight * guided_style_loss(features, region.layer_masks[layer], target, box)
 
     def tiled_style_pass(self, vgg, image, tiles, objective, masks):
         """Every region's global guided Gram, hence the style terms and, per region and
