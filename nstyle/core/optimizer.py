@@ -235,11 +235,9 @@ def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvent
             events.callback(progress(x, step, events, values))
         if events.stopped or settled(changes, step.tolerance):
             break
-    if best is not None:
-        with torch.no_grad():  # in the loop's precision, as the best's loss was
-            if float(evaluate(network, x, step, backward=False)["total"]) > best.total:
-                x.copy_(best.x)  # the last step climbed
-    final = final_losses(network, x, step)
+    final = None if best is None else end_on_best(network, x, step, best)
+    if final is None:
+        final = final_losses(network, x, step)
     with torch.no_grad():
         image = regions.compose(x.detach(), step.content_bgr, step.keep)
     return image, final, it
@@ -266,6 +264,22 @@ def progress(x: torch.Tensor, step: Step, events: RunEvents, values: dict[str, f
                     elapsed=time.perf_counter() - events.t0, image=image, scale=step.index,
                     scales=step.count, size=step.plan.size, phase=step.phase,
                     _stop=events.request_stop, _render=step.render)
+
+
+def end_on_best(network: TargetMaker, x: torch.Tensor, step: Step, best: "BestIterate"
+                ) -> Optional[dict[str, float]]:
+    """Puts the best image back in ``x`` when the last step climbed above it. Returns the
+    image's losses when the check's pass was already ``final_losses``' own (a float32
+    loop, or tiles, which always run float32: a later video frame's last forward pass
+    is then not made twice), else None."""
+    with torch.no_grad():  # in the loop's precision, as the best's loss was
+        terms = evaluate(network, x, step, backward=False)
+        if float(terms["total"]) > best.total:
+            x.copy_(best.x)  # the last step climbed
+            return None
+    if network.dtype == torch.float32 or step.tiles:
+        return {k: float(v) for k, v in terms.items()}
+    return None
 
 
 def final_losses(network: TargetMaker, x: torch.Tensor, step: Step) -> dict[str, float]:

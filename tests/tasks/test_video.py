@@ -495,3 +495,28 @@ def test_a_later_frame_ends_on_its_best_image():
                                callback=lambda p: totals.append(p.event.losses["total"]))
     assert len(totals) == 40
     assert frame.result.losses["total"] <= min(totals) * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_later_frame_makes_its_last_forward_pass_once_in_float32(cat_frames, style_img, monkeypatch, precision):
+    """A later frame's end-on-best check is its final losses' pass when the loop runs in
+    float32: iterations + 2 passes in all (its content's, one per iteration, that one);
+    a bfloat16 loop also needs the float32 pass the run record reports."""
+    from nstyle.core.targets import TargetMaker
+
+    passes = []
+    real = TargetMaker.features
+
+    def features(self, image, layers, loop=False):
+        passes.append(loop)
+        return real(self, image, layers, loop)
+
+    cfg = Config.from_options(size=48, iterations=2, precision=precision)
+    stylizer = video.VideoStylizer(cfg, [to_tensor(style_img)], video.VideoOptions(frame_iterations=3))
+    first = next(stylizer.frames(cat_frames[:1]))
+    monkeypatch.setattr(TargetMaker, "features", features)
+    (frame,) = stylizer.frames(cat_frames[:2], start=1, previous=first.image)
+    monkeypatch.undo()
+    assert frame.result.iterations == 3
+    assert len(passes) == 3 + 2 + (precision == "bf16")
+    assert passes.count(False) == 1 + (precision == "bf16")  # the content's (and bf16's final)
