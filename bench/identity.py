@@ -272,7 +272,10 @@ def main(argv=None) -> int:
                 if case.get("exit")]
     if args.mode == "record":
         args.folder.mkdir(parents=True, exist_ok=True)
-        (args.folder / "fingerprint.json").write_text(json.dumps(fresh, indent=1, sort_keys=True))
+        path = args.folder / "fingerprint.json"
+        if selected and path.exists():  # --only re-records those cases, keeps the others
+            fresh = {**json.loads(path.read_text()), **fresh}
+        path.write_text(json.dumps(fresh, indent=1, sort_keys=True))
         print(f"recorded {len(fresh)} cases in {args.folder / 'fingerprint.json'}")
         for f in failures:
             print("FAILED", f)
