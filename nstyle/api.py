@@ -68,7 +68,8 @@ def stylize_video(frames: Iterable[ImageSource],
     yielding each stylized frame (a PIL image) as it is done, without flicker: every frame
     after the first starts from the previous output warped by the optical flow and keeps
     close to it (``nstyle.tasks.video``; needs ``nstyle[video]``). ``options``: the engine's and
-    ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``, ``whole_frame_style``;
+    ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``, ``whole_frame_style``,
+    ``deep_layer_in_later_frames``;
     ``callback`` receives a ``video.FrameProgress`` (frame index and the engine's event)
     every iteration.
     Options and styles are checked before the first frame. For how each frame was made

@@ -11,7 +11,7 @@ iterations of every frame (``scale`` of ``scales`` is the frame of the clip, the
 The request is the file ``clip`` (MP4/MOV, MKV/WebM, AVI or GIF, read as the container its
 first bytes say, never a format FFmpeg guesses), files ``style`` and options as text (the
 engine's and ``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``,
-``whole_frame_style``). It is
+``whole_frame_style``, ``deep_layer_in_later_frames``). It is
 checked whole before anything is stored, as a job's is (the clip's first frame stands for
 the photo), plus the server's video limits: upload size, duration, frames, pixels per
 frame, output size, iterations over the clip. A retried video job continues after its last

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nstyle.core import color, flow
+from nstyle.core import color, flow, losses
 from nstyle.options.config import Config, check_weight, option
 from nstyle.core.events import CancelToken, Progress, Result, TemporalTarget
 from nstyle.core.stylizer import Stylizer
@@ -71,6 +71,11 @@ NEW_GROUND_GROW_PER_64 = 2
 #: 40 without it (docs/video.md): the frame's whole-image Gram barely moves for a strip
 #: a few pixels wide, so more iterations had not repainted the new edge either
 DEFAULT_FRAME_ITERATIONS = 20
+#: the style layer every frame after the first leaves out (``coarse_only_layers`` there):
+#: it lays out a painting's large shapes, which the warped previous frame brings, and its
+#: convolutions (conv4_3, conv4_4, conv5_1) are about a sixth of a later frame's time.
+#: Judged blind on a pan (two judges) and a zoom: as good or better (docs/video.md)
+LATER_FRAMES_LEAVE_OUT = "relu5_1"
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,11 @@ class VideoOptions:
         False, "match the style over each later frame as a whole only, as before 2026-12-07: "
         "what a frame uncovers then gets no style region of its own and stays streaky",
         label="Style over whole frames only")
+    deep_layer_in_later_frames: bool = option(
+        False, f"keep the deepest style layer ({LATER_FRAMES_LEAVE_OUT}) in every frame after the "
+        "first: by default they leave it out, since they start from the previous frame, whose "
+        "large shapes that layer laid out (about 0.85x the time per frame, judged as good)",
+        label="Deepest style layer in later frames")
 
     def __post_init__(self) -> None:
         check_weight("temporal_weight", self.temporal_weight)
@@ -101,7 +111,7 @@ class VideoOptions:
         if not isinstance(self.frame_iterations, int) or isinstance(self.frame_iterations, bool) \
                 or self.frame_iterations < 1:
             raise BadOption(f"frame_iterations must be an integer >= 1, got {self.frame_iterations!r}")
-        for name in ("independent", "whole_frame_style"):
+        for name in ("independent", "whole_frame_style", "deep_layer_in_later_frames"):
             if not isinstance(getattr(self, name), bool):
                 raise BadOption(f"{name} must be true or false, got {getattr(self, name)!r}")
 
@@ -186,11 +196,26 @@ def _round(x: Optional[float], digits: int = 4) -> Optional[float]:
 
 def later_frames_config(config: Config, options: VideoOptions) -> Config:
     """The config of every frame after the first: one scale, the output size, starting
-    close (the warped previous frame), so ``frame_iterations`` iterations, all of them."""
+    close (the warped previous frame), so ``frame_iterations`` iterations, all of them,
+    without ``LATER_FRAMES_LEAVE_OUT`` unless ``deep_layer_in_later_frames``."""
     # every planned iteration: the image is mostly settled from the start, so the mean
     # change the tolerance looks at would end a frame while what it uncovered is still raw
     return Config.from_options(config, scales=(config.output_size,),
-                               scale_iterations=(options.frame_iterations,), tolerance=0.0)
+                               scale_iterations=(options.frame_iterations,), tolerance=0.0,
+                               coarse_only_layers=later_frames_coarse_only(config, options))
+
+
+def later_frames_coarse_only(config: Config, options: VideoOptions) -> tuple[str, ...]:
+    """The run's coarse-only layers, plus ``LATER_FRAMES_LEAVE_OUT`` where it is one of
+    several style layers of a loss that can leave a layer out."""
+    loss = config.loss
+    layers = tuple(loss.coarse_only_layers)
+    deep = LATER_FRAMES_LEAVE_OUT
+    if options.deep_layer_in_later_frames or deep in layers or deep not in loss.style_layers:
+        return layers
+    if not losses.get(loss.style_loss).separable_layers or set(loss.style_layers) <= {*layers, deep}:
+        return layers
+    return (*layers, deep)
 
 
 class VideoStylizer:

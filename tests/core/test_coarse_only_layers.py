@@ -84,11 +84,15 @@ def test_a_loss_that_matches_every_layer_at_once_keeps_them_all(monkeypatch, con
                                                                                [to_t(style_img)])
 
 
-@pytest.mark.parametrize("coarse_only, later_reads_relu5_1", [("relu5_1", False), ("", True)])
+@pytest.mark.parametrize("coarse_only, deep_layer, later_reads_relu5_1",
+                         [("relu5_1", False, False), ("", False, False), ("", True, True),
+                          ("relu5_1", True, False)])
 def test_a_videos_later_frames_refine_a_settled_start_without_the_coarse_only_layers(
-        monkeypatch, style_img, coarse_only, later_reads_relu5_1):
+        monkeypatch, style_img, coarse_only, deep_layer, later_reads_relu5_1):
     """A later frame starts from the previous one warped: its one scale counts as the last
-    of several, so the coarse-only layers are left out there (the first frame keeps them)."""
+    of several, so the coarse-only layers are left out there (the first frame keeps them),
+    and so is relu5_1 unless deep_layer_in_later_frames (the run's coarse-only layers stay
+    out either way)."""
     pytest.importorskip("cv2", reason="the video extra is not installed")
     from nstyle.tasks.video import VideoOptions, VideoStylizer
     from tests.support.clips import panned, texture
@@ -104,7 +108,8 @@ def test_a_videos_later_frames_refine_a_settled_start_without_the_coarse_only_la
     monkeypatch.setattr(TargetMaker, "features", spy)
     config = Config.from_options(size=48, iterations=2, precision="fp32", device="cpu",
                                  coarse_only_layers=coarse_only)
-    stylizer = VideoStylizer(config, [to_t(style_img)], VideoOptions(frame_iterations=2))
+    stylizer = VideoStylizer(config, [to_t(style_img)],
+                             VideoOptions(frame_iterations=2, deep_layer_in_later_frames=deep_layer))
     frames = list(stylizer.frames(panned(texture(96, 48), 2, 2)))
     assert len(frames) == 2
     first = [layers for network, layers in asked if network is stylizer.first.network]

@@ -144,7 +144,8 @@ def test_info_lists_the_video_limits_and_options(tmp_path):
         assert info["limits"]["video"]["max_seconds"] == 10.0
         assert [o["name"] for o in info["video_options"]] == ["temporal_weight", "flow",
                                                                "frame_iterations", "independent",
-                                                               "whole_frame_style"]
+                                                               "whole_frame_style",
+                                                               "deep_layer_in_later_frames"]
         assert "/api/videos" in client.get("/api/openapi.json").json()["paths"]
 
 

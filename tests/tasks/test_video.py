@@ -216,6 +216,24 @@ def test_later_frames_get_their_new_ground_unless_whole_frame_style(cat_frames, 
         video.VideoOptions(whole_frame_style="yes")
 
 
+def test_later_frames_leave_relu5_1_out_where_a_loss_can_and_other_layers_remain():
+    """``later_frames_coarse_only``: relu5_1 joins the run's coarse-only layers, unless kept,
+    not a style layer, the only one left, or the loss matches every layer at once."""
+    def later(options=video.VideoOptions(), **config):
+        return video.later_frames_config(Config.from_options(**config), options).loss.coarse_only_layers
+
+    assert later() == ("relu5_1",)
+    assert later(video.VideoOptions(deep_layer_in_later_frames=True)) == ()
+    assert later(coarse_only_layers="relu4_1") == ("relu4_1", "relu5_1")
+    assert later(coarse_only_layers="relu5_1") == ("relu5_1",)
+    assert later(style_layers="relu1_1,relu2_1") == ()
+    assert later(style_layers="relu5_1") == ()
+    assert later(style_layers="relu4_1,relu5_1", coarse_only_layers="relu4_1") == ("relu4_1",)
+    assert later(style_loss="neighbors") == ()
+    with pytest.raises(BadOption, match="deep_layer_in_later_frames"):
+        video.VideoOptions(deep_layer_in_later_frames="no way")
+
+
 def test_the_engine_checks_the_new_ground_mask(content_img, style_img):
     content = to_tensor(content_img)
     h, w = content.shape[-2:]

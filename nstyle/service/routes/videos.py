@@ -32,8 +32,8 @@ def video_router(settings) -> APIRouter:
     async def create_video(request: Request) -> JSONResponse:
         """Multipart form: the file `clip` (MP4/MOV, MKV/WebM, AVI or GIF), one or more
         files `style`, and options as text fields: any job option, and `temporal_weight`,
-        `flow` (dis or farneback), `frame_iterations`, `independent` and `whole_frame_style`
-        (true/false). Answers the job, as POST /api/jobs does; follow it at /api/jobs/{id};
+        `flow` (dis or farneback), `frame_iterations`, `independent`, `whole_frame_style`
+        and `deep_layer_in_later_frames` (true/false). Answers the job, as POST /api/jobs does; follow it at /api/jobs/{id};
         its result is an MP4."""
         return await submit_form(request, settings, "video", check_video)
 
