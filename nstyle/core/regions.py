@@ -71,8 +71,9 @@ class Region:
 def mask_box(mask: torch.Tensor) -> Optional[tuple[int, int, int, int]]:
     """(top, bottom, left, right), ends exclusive, of the nonzero positions of ``mask``
     (…, H, W); None when it has none."""
-    rows = torch.nonzero(mask.reshape(-1, *mask.shape[-2:]).amax(dim=(0, 2)))
-    cols = torch.nonzero(mask.reshape(-1, *mask.shape[-2:]).amax(dim=(0, 1)))
+    planes = mask.reshape(-1, *mask.shape[-2:])
+    rows = torch.nonzero(planes.amax(dim=(0, 2)))
+    cols = torch.nonzero(planes.amax(dim=(0, 1)))
     if rows.numel() == 0:
         return None
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1

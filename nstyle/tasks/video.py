@@ -74,7 +74,8 @@ DEFAULT_FRAME_ITERATIONS = 20
 #: the style layer every frame after the first leaves out (``coarse_only_layers`` there):
 #: it lays out a painting's large shapes, which the warped previous frame brings, and its
 #: convolutions (conv4_3, conv4_4, conv5_1) are about a sixth of a later frame's time.
-#: Judged blind on a pan (two judges) and a zoom: as good or better (docs/video.md)
+#: Judged blind against keeping it: a tie (preferred on a pan, not on a zoom, every call
+#: at confidence 1), at 0.84x the time per later frame (docs/video.md)
 LATER_FRAMES_LEAVE_OUT = "relu5_1"
 
 
@@ -101,7 +102,7 @@ class VideoOptions:
     deep_layer_in_later_frames: bool = option(
         False, f"keep the deepest style layer ({LATER_FRAMES_LEAVE_OUT}) in every frame after the "
         "first: by default they leave it out, since they start from the previous frame, whose "
-        "large shapes that layer laid out (about 0.85x the time per frame, judged as good)",
+        "large shapes that layer laid out (without it: 0.84x the time per frame, judged a tie)",
         label="Deepest style layer in later frames")
 
     def __post_init__(self) -> None:

@@ -33,8 +33,8 @@ def video_router(settings) -> APIRouter:
         """Multipart form: the file `clip` (MP4/MOV, MKV/WebM, AVI or GIF), one or more
         files `style`, and options as text fields: any job option, and `temporal_weight`,
         `flow` (dis or farneback), `frame_iterations`, `independent`, `whole_frame_style`
-        and `deep_layer_in_later_frames` (true/false). Answers the job, as POST /api/jobs does; follow it at /api/jobs/{id};
-        its result is an MP4."""
+        and `deep_layer_in_later_frames` (true/false). Answers the job, as POST /api/jobs
+        does; follow it at /api/jobs/{id}; its result is an MP4."""
         return await submit_form(request, settings, "video", check_video)
 
     return router
