@@ -324,7 +324,7 @@ def stylize_frames(frames: Iterable[ImageSource], styles: Any, config: Optional[
     ``StylizedFrame`` as it is done. ``styles``: one image or a list; ``options``: engine
     options (``size=256``, ``style_weight=1e5``, ...) and video options
     (``temporal_weight``, ``flow``, ``frame_iterations``, ``independent``,
-    ``whole_frame_style``)."""
+    ``whole_frame_style``, ``deep_layer_in_later_frames``)."""
     video = {k: options.pop(k) for k in list(options) if k in VIDEO_OPTION_NAMES}
     config = Config.from_options(config, **options)
     style_tensors = [to_tensor(load_image(s, f"style image {i + 1}"))
