@@ -168,6 +168,8 @@ def work_pair(job: dict) -> dict:
     result = nstyle.run(job["content"], job["style"], size=job["size"], precision=job["precision"],
                         **job["options"])
     wall = time.perf_counter() - t
+    if job.get("picture"):  # after the clock: encoding is not the run's time
+        result.to_pil().save(job["picture"])
     return {"wall_s": wall, "iterations": result.iterations, "precision": result.precision,
             "scales": [[s["size"], s.get("iterations_run"), s["iterations"]] for s in result.plan["scales"]],
             "per_scale_s": {k: v for k, v in result.timings.items() if k.startswith(("optimize_", "targets_"))}}
@@ -245,9 +247,13 @@ def pairs(args, report: dict) -> None:
             rows = report["pairs"].setdefault(key, {"options": options, "runs": {}})
             for content, style in chosen:
                 print(f"pair {content} x {style}, {key} ...", file=sys.stderr, flush=True)
+                picture = None
+                if args.save_pictures:
+                    args.save_pictures.mkdir(parents=True, exist_ok=True)
+                    picture = str(args.save_pictures / f"{key}__{content}__{style}.png")
                 rows["runs"][f"{content}__{style}"] = run_worker("pair", {
                     "content": str(args.images / f"{content}.jpg"), "style": str(args.images / f"{style}.jpg"),
-                    "size": args.pair_size, "precision": precision, "options": options})
+                    "size": args.pair_size, "precision": precision, "options": options, "picture": picture})
                 save(report, args)
             walls = [r["wall_s"] for r in rows["runs"].values()]
             rows["mean_wall_s"], rows["min_wall_s"], rows["max_wall_s"] = statistics.mean(walls), min(walls), max(walls)
@@ -316,6 +322,8 @@ def main(argv=None) -> int:
     p.add_argument("--pair-precisions", default="fp32,bf16")
     p.add_argument("--schedule", action="append", default=[], metavar="NAME:JSON",
                    help="options of a run on the pairs (repeatable; default: one named 'default', no options)")
+    p.add_argument("--save-pictures", type=Path, metavar="DIR",
+                   help="save each default run's picture there (to look at what was timed)")
     p.add_argument("--video-frames", type=int, default=3, help="frames of the video part (0: skip)")
     p.add_argument("--video-size", type=int, default=256)
     p.add_argument("--video-precisions", default="fp32,bf16")
