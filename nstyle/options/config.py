@@ -38,7 +38,7 @@ SCHEDULES = ("standard", "fast")
 #: judged blind on the six shared pairs at 512 px (docs/benchmark.md, "The knee"), 30
 #: iterations there were tied with the former 50 in 6 of 6 pairs (0.79x the time), while
 #: 20 lost 5 of 6 ("hazier", "a grid-like texture in the sky and water"); outputs of three
-#: or more scales already had at most this (1024 px: 100, 50, 25)
+#: or more scales already had at most this (1024 px: 50 then 25 after the first)
 LAST_SCALE_SHARE = 0.3
 #: the standard schedule's first scale, when finer ones follow, runs this share of
 #: --iterations: judged blind on the six shared pairs at 512 px (docs/benchmark.md, "The

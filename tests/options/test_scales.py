@@ -44,7 +44,8 @@ def test_the_first_of_several_scales_runs_seventy_and_the_last_at_most_thirty_pe
     assert Config.from_options(size=1024).scale_iteration_counts == (70, 50, 25)
     # a run of one scale has nothing coarser to lay out its shapes: all of --iterations
     assert Config.from_options(size=256).scale_iteration_counts == (100,)
-    # the former default stays one option away
+    # the former defaults stay one option away
+    assert Config.from_options(size=512, scale_iterations="100,30").scale_iteration_counts == (100, 30)
     assert Config.from_options(size=512, scale_iterations="100,50").scale_iteration_counts == (100, 50)
 
 
