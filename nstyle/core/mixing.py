@@ -43,5 +43,5 @@ def mix(network: TargetMaker, config: Config, fine: torch.Tensor, coarse: torch.
                           regions=tuple(style_regions))
     step = Step(scale, objective, start, None, step_tiles(h, w, scale.tile, objective),
                  tolerance=0.0, phase="mix")
-    x, _, ran = optimize(network, start.clone().requires_grad_(True), step, events, config.optim)
+    x, _, ran = optimize(network, start.clone(), step, events, config.optim)
     return deprocess(x.detach()).clamp(0, 1).cpu(), ran

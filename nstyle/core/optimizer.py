@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -16,6 +16,7 @@ import torch
 from nstyle.core import regions, tiling
 from nstyle.core.events import Progress, RunEvents
 from nstyle.core.objective import Objective, with_total
+from nstyle.core.parameterization import Parameterization, Pixels
 from nstyle.core.plan import ScalePlan
 from nstyle.core.targets import TargetMaker
 from nstyle.core.tiles import Tile, make_tiles
@@ -42,6 +43,12 @@ class Step:
     index: int = 1  # which scale, of ``count``
     count: int = 1
     render: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # for previews
+    #: what the optimizer moves (``--parameterization``): the pixels, or a pyramid of them
+    parameterization: Parameterization = field(default_factory=Pixels)
+
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """The whole image at the variable ``x``: its free pixels, the photo under ``keep``."""
+        return regions.compose(self.parameterization.image(x), self.content_bgr, self.keep)
 
 
 #: how far (relative) the loss may rise above its best before L-BFGS restarts from there
@@ -155,7 +162,7 @@ def evaluate(network: TargetMaker, x: torch.Tensor, step: Step, backward: bool, 
              ) -> dict[str, torch.Tensor]:
     """The objective's terms at ``x`` (the free pixels); with ``backward``, x.grad too;
     ``loop``: in the loop's precision, else in float32 (tiles always are)."""
-    image = regions.compose(x, step.content_bgr, step.keep)
+    image = step.image(x)
     objective = step.objective
     if not step.tiles:
         terms = objective.evaluate(network.features(image, objective.layers, loop=loop), image)
@@ -206,10 +213,12 @@ def make_closure(network: TargetMaker, x: torch.Tensor, step: Step, optimizer: t
     return closure
 
 
-def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvents, options: OptimOptions
+def optimize(network: TargetMaker, start: torch.Tensor, step: Step, events: RunEvents, options: OptimOptions
              ) -> tuple[torch.Tensor, dict[str, float], int]:
-    """Optimizes one step; returns the image, its losses and the iterations run (fewer
-    than planned when stopped or settled)."""
+    """Optimizes one step from the free pixels ``start``; returns the image, its losses
+    and the iterations run (fewer than planned when stopped or settled)."""
+    param = step.parameterization
+    x = param.variable(start)
     optimizer = make_optimizer(x, options, step.phase)
     last: dict[str, torch.Tensor] = {}
     best = best_iterate_for(step, optimizer)
@@ -222,15 +231,15 @@ def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvent
     for it in range(1, step.plan.iterations + 1):
         if events.cancel is not None and events.cancel.cancelled:
             raise Cancelled(f"cancelled after {events.done} of {events.total} iterations")
-        before = x.detach().clone()  # the last good image, should this step diverge
+        before = x.detach().clone()  # the last good variable, should this step diverge
         optimizer.step(closure)
-        with torch.no_grad():
-            x.clamp_(lowest, highest)  # projection: see nstyle.core.stylizer's docstring
+        param.project(x, lowest, highest)  # see nstyle.core.stylizer's docstring
         # one device->host transfer for all terms, not one per term (matters on a GPU)
         values = dict(zip(last, torch.stack(list(last.values())).double().tolist()))
         check_finite(values, x, before, step, events)
         events.done += 1
-        changes.append(float((x.detach() - before).abs().mean()))
+        with torch.no_grad():
+            changes.append(float((param.image(x) - param.image(before)).abs().mean()))
         if events.callback is not None:
             events.callback(progress(x, step, events, values))
         if events.stopped or settled(changes, step.tolerance):
@@ -239,7 +248,7 @@ def optimize(network: TargetMaker, x: torch.Tensor, step: Step, events: RunEvent
     if final is None:
         final = final_losses(network, x, step)
     with torch.no_grad():
-        image = regions.compose(x.detach(), step.content_bgr, step.keep)
+        image = step.image(x.detach())
     return image, final, it
 
 
@@ -251,7 +260,7 @@ def check_finite(values: dict[str, float], x: torch.Tensor, before: torch.Tensor
     error = RunFailed(f"the loss became {values['total']} at iteration {events.done + 1}; "
                       "lower the learning rate or the loss weights")
     with torch.no_grad():
-        good = regions.compose(before, step.content_bgr, step.keep)
+        good = step.image(before)
     error.last_good = (events.done, deprocess(good).clamp(0, 1).cpu())
     raise error
 
@@ -259,7 +268,7 @@ def check_finite(values: dict[str, float], x: torch.Tensor, before: torch.Tensor
 @torch.no_grad()
 def progress(x: torch.Tensor, step: Step, events: RunEvents, values: dict[str, float]) -> Progress:
     # deprocess makes the event's own copy: the optimizer changes x in place
-    image = deprocess(regions.compose(x.detach(), step.content_bgr, step.keep))
+    image = deprocess(step.image(x.detach()))
     return Progress(iteration=events.done, iterations=events.total, losses=values,
                     elapsed=time.perf_counter() - events.t0, image=image, scale=step.index,
                     scales=step.count, size=step.plan.size, phase=step.phase,

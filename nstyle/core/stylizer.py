@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nstyle.core import color, nnst, regions
+from nstyle.core import color, nnst, parameterization, regions
 from nstyle.core.color_finish import oklab_finish
 from nstyle.core.device import is_oom, resolve_device
 from nstyle.core.events import CancelToken, Progress, Result, RunEvents, TemporalTarget, check_temporal
@@ -236,9 +236,10 @@ class Stylizer:
                                           align_corners=False)
                 step.objective = self._matched(step, start)
             timings[f"targets_{scale.size}"] = time.perf_counter() - t
-            step.render = self._renderer(resize_tensor(content, scale.size))
+            step.render = preview_renderer(self.config.color.preserve_colors,
+                                           resize_tensor(content, scale.size))
             t = time.perf_counter()
-            x, final, ran = optimize(self.network, start.detach().requires_grad_(True), step, events, self.config.optim)
+            x, final, ran = optimize(self.network, start, step, events, self.config.optim)
             scales_run.append(ran)
             timings[f"optimize_{scale.size}"] = time.perf_counter() - t
             timings["optimize"] = timings.get("optimize", 0.0) + timings[f"optimize_{scale.size}"]
@@ -264,7 +265,8 @@ class Stylizer:
         if temporal is not None and temporal.weight > 0:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factors.pixels))
         return Step(scale, objective, content_bgr, keep, step_tiles(h, w, scale.tile, objective),
-                     self.config.optim.tolerance, index=index, count=len(plan.scales))
+                    self.config.optim.tolerance, index=index, count=len(plan.scales),
+                    parameterization=parameterization.make(self.config.optim.parameterization))
 
     def _matched(self, step: Step, start: torch.Tensor) -> Objective:
         """``step``'s objective with its style targets matched to the image the step starts
@@ -288,13 +290,6 @@ class Stylizer:
         mask = regions.resize_mask(temporal.mask.float(), height, width).to(self.device)
         return TemporalTerm(temporal.weight * positions_factor, preprocess(target), mask)
 
-    def _renderer(self, content_rgb: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-        mode = self.config.color.preserve_colors
-        if mode not in ("luminance", "swap"):
-            return None
-        original = content_rgb.cpu()
-        return lambda rgb: color.finish(mode, rgb.cpu(), original)
-
     def mix_scales(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """The paper's scale mixing: a new style image with ``fine``'s small-scale texture and
         ``coarse``'s large-scale structure (RGB (1, 3, H, W) in [0, 1], on the CPU).
@@ -307,6 +302,16 @@ class Stylizer:
         step = mix_step(self.config, hw(fine), hw(coarse), self.device)
         events = RunEvents(None, None, step.iterations, time.perf_counter())
         return mix(self.network, self.config, fine.float(), coarse.float(), step, events)[0]
+
+
+def preview_renderer(mode: str, content_rgb: torch.Tensor
+                     ) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """How a progress preview is coloured: ``--preserve-colors``' finishing applied to it
+    (None: shown as optimized)."""
+    if mode not in ("luminance", "swap"):
+        return None
+    original = content_rgb.cpu()
+    return lambda rgb: color.finish(mode, rgb.cpu(), original)
 
 
 def finish_colors(config: Config, image: torch.Tensor, content: torch.Tensor,

@@ -21,6 +21,7 @@ from nstyle.options.layers import ALIGN, PADDING_MODES, check_layer_names, layer
 MIN_SIZE, MAX_SIZE = 32, 8192
 
 OPTIMIZERS = ("lbfgs", "adam", "adagrad", "sgd")
+PARAMETERIZATIONS = ("pixels", "pyramid")
 #: learning rate used when ``lr`` is not given; the image lives in VGG's 0..255 space
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 10.0, "adagrad": 10.0, "sgd": 1.0}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -270,6 +271,10 @@ class OptimOptions:
         "degrees (more strokes to choose from; 4x the matching work), 1 against the painting alone",
         label="Painting rotations (nnst)")
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS, label="Optimizer")
+    parameterization: str = option(
+        "pixels", "gatys: what the optimizer moves: pixels (the paper), or pyramid (the levels of "
+        "a Laplacian pyramid of the image, every level at once: steps favour large shapes over "
+        "pixel-level grain)", choices=PARAMETERIZATIONS, label="Parameterization")
     iterations: int = option(
         100, "optimizer iterations of a run at one scale; of several scales the first "
         "(coarsest) runs 70% of these, the second half, the third a quarter..., the last at "
@@ -293,6 +298,9 @@ class OptimOptions:
             raise BadOption(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.style_rotations not in (1, 4) or isinstance(self.style_rotations, bool):
             raise BadOption(f"style_rotations must be 1 or 4, got {self.style_rotations!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise BadOption(f"parameterization must be one of {', '.join(PARAMETERIZATIONS)}, "
+                            f"got {self.parameterization!r}")
         if self.optimizer not in OPTIMIZERS:
             raise BadOption(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not isinstance(self.iterations, int) or self.iterations < 1:
