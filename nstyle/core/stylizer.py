@@ -264,9 +264,12 @@ class Stylizer:
                               last_of_several=index == len(plan.scales) and (index > 1 or self.refines))
         if temporal is not None and temporal.weight > 0:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factors.pixels))
+        # a video's later frames refine a warped, already painted frame: on pixels, as judged
+        # (with the pyramid the few pixels of new ground a pan uncovers took less of the style)
+        moves = "pixels" if self.refines else self.config.optim.parameterization
         return Step(scale, objective, content_bgr, keep, step_tiles(h, w, scale.tile, objective),
                     self.config.optim.tolerance, index=index, count=len(plan.scales),
-                    parameterization=parameterization.make(self.config.optim.parameterization))
+                    parameterization=parameterization.make(moves))
 
     def _matched(self, step: Step, start: torch.Tensor) -> Objective:
         """``step``'s objective with its style targets matched to the image the step starts

@@ -225,10 +225,11 @@ class ImageOptions:
         None, "weight of each style image when several are given", default_text="equal",
         label="Style blend weights")
     style_margin: float = option(
-        0.0, f"fraction of each style image's width and height (0..{MAX_STYLE_MARGIN}) left out "
+        0.04, f"fraction of each style image's width and height (0..{MAX_STYLE_MARGIN}) left out "
         "along every border before its style is taken: a scan of a painting often carries its "
         "canvas edge, frame or a strip of another colour there, and the network, which sees "
-        "where an image ends, paints that strip back along the output's edges",
+        "where an image ends, paints that strip back along the output's edges; 0 keeps the "
+        "whole painting",
         label="Style border left out")
     init: str = option(
         "content", "where the optimization starts: content (the photo), noise (white noise) "
@@ -272,9 +273,10 @@ class OptimOptions:
         label="Painting rotations (nnst)")
     optimizer: str = option("lbfgs", "optimization algorithm", choices=OPTIMIZERS, label="Optimizer")
     parameterization: str = option(
-        "pixels", "gatys: what the optimizer moves: pixels (the paper), or pyramid (the levels of "
-        "a Laplacian pyramid of the image, every level at once: steps favour large shapes over "
-        "pixel-level grain)", choices=PARAMETERIZATIONS, label="Parameterization")
+        "pyramid", "gatys: what the optimizer moves: pyramid (the levels of a Laplacian pyramid "
+        "of the image, every level at once: steps favour large shapes over pixel-level grain) "
+        "or pixels (the paper's, the default before 2026-12-07)", choices=PARAMETERIZATIONS,
+        label="Parameterization")
     iterations: int = option(
         100, "optimizer iterations of a run at one scale; of several scales the first "
         "(coarsest) runs 70% of these, the second half, the third a quarter..., the last at "

@@ -105,7 +105,7 @@ def test_a_pyramid_run_lowers_the_loss_and_differs_from_pixels(content_img, styl
     seen = []
     result = Stylizer(Config.from_options(parameterization="pyramid", **opts)).run(
         content, [style], callback=lambda e: seen.append(e.total))
-    pixels = Stylizer(Config.from_options(**opts)).run(content, [style])
+    pixels = Stylizer(Config.from_options(parameterization="pixels", **opts)).run(content, [style])
     assert result.iterations == len(seen) == 12
     assert seen[-1] < 0.8 * seen[0]
     assert result.image.shape == pixels.image.shape == (1, 3, 32, 48)
@@ -125,3 +125,17 @@ def test_a_tiled_pyramid_run_lowers_the_loss_over_two_scales(content_img, style_
     assert last_scale[-1] < last_scale[0]
     assert result.plan.scales[-1].tile == 64
     assert result.image.shape == (1, 3, 64, 96)
+
+
+def test_the_default_moves_the_pyramid_and_a_videos_later_frames_move_pixels(content_img, style_img, monkeypatch):
+    from nstyle.core import parameterization
+
+    made = []
+    real = parameterization.make
+    monkeypatch.setattr(parameterization, "make", lambda name: made.append(name) or real(name))
+    cfg = Config.from_options(size=32, iterations=2, tolerance=0)
+    content, style = to_t(content_img), to_t(style_img)
+    Stylizer(cfg).run(content, [style])
+    assert made == ["pyramid"]
+    Stylizer(cfg, refines=True).run(content, [style])
+    assert made == ["pyramid", "pixels"]
