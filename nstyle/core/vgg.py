@@ -141,8 +141,7 @@ class VGG19Features(nn.Module):
                 self.layers[name] = conv
                 in_channels = out_channels
             elif name.startswith("relu"):
-                # applied in place by ``forward`` unless the convolution's output before it
-                # is itself a requested layer
+                # not in-place: the conv output before it may itself be a requested layer
                 self.layers[name] = nn.ReLU()
             else:
                 pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
@@ -161,15 +160,8 @@ class VGG19Features(nn.Module):
         if missing:
             raise BadOption(f"layer {missing[0]} is past this network's last layer {self.last_layer}")
         out: dict[str, torch.Tensor] = {}
-        previous = None
         for name, module in self.layers.items():
-            if isinstance(module, nn.ReLU) and previous not in wanted:
-                # in place on the convolution's fresh output (whose backward does not need
-                # it): one activation fewer to allocate and fill per layer, the same values
-                x = F.relu(x, inplace=True)
-            else:
-                x = module(x)
-            previous = name
+            x = module(x)
             if name in wanted:
                 out[name] = x
                 if len(out) == len(wanted):
