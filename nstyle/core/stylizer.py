@@ -1,4 +1,5 @@
-"""The optimization loop: the image is the only variable.
+"""The optimization loop: the image (its pixels, or by default its Laplacian pyramid) is the
+only variable.
 
 ``Stylizer(config).run(content, styles)`` takes RGB tensors in [0, 1] (any size; they are
 resized here, so every front end gets the same sizing) and returns a ``Result``. It follows
@@ -17,6 +18,9 @@ Departures from the paper, on purpose:
   L-BFGS). Unconstrained, the iterate drifts outside 0..255 and the image actually written
   (clamped) has a loss many times the optimizer's own (15x at 256 px after 80
   iterations, bench/benchmark.py); clamped, the loss reported is the output's.
+- L-BFGS moves the levels of a Laplacian pyramid of the image, not its pixels, unless
+  ``parameterization`` is pixels (``core.parameterization``; a video's later frames always
+  move pixels).
 - Gram matrices are divided by the number of positions M (see ``losses.gram``) so a style
   image may have a different size than the output; with equal sizes the loss is the paper's.
 
