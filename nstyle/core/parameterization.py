@@ -29,8 +29,8 @@ import torch
 
 from nstyle.core.pyramid import decompose, reconstruct, usable_levels
 
-#: detail levels of the ``pyramid`` parameterization: the image halved down to about 8 px
-#: on its short side at 512 px (the finer the output, the more levels it gets, up to this)
+#: detail levels of the ``pyramid`` parameterization: a 512 x 384 image is halved down to
+#: an 8 x 6 px residual (a smaller image gets as many as it can halve, ``usable_levels``)
 PYRAMID_LEVELS = 6
 
 #: level ``k`` is stored as its coefficients times ``LEVEL_GAIN ** -k`` (see the docstring)
@@ -95,12 +95,19 @@ class Pyramid:
 
     @torch.no_grad()
     def project(self, x: torch.Tensor, lowest: torch.Tensor, highest: torch.Tensor) -> None:
-        # the excess goes into the finest level (stored unscaled), which changes the image
-        # by exactly the clamp and leaves the coarser levels, and L-BFGS's view of them, be
+        # the excess goes into the finest level (stored unscaled): the image changes by
+        # exactly the clamp, and the coarser levels stay where L-BFGS put them
         image = self.image(x)
         excess = image.clamp(lowest, highest) - image
         if bool(excess.any()):
             x[:self.shapes[0].numel()] += excess.reshape(-1)
+
+
+def variable_share(name: Optional[str]) -> float:
+    """The optimizer's variable in images of the scale's size, for the memory plan (its
+    gradient and L-BFGS's history pairs are as large): a pyramid's levels add a third at
+    most (1 + 1/4 + 1/16 + ...)."""
+    return 4 / 3 if name == "pyramid" else 1.0
 
 
 def make(name: Optional[str]) -> Parameterization:

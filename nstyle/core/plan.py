@@ -29,6 +29,7 @@ from nstyle.options.config import MIN_SIZE, Config
 from nstyle.errors import TooLarge
 from nstyle.core.image_tensors import fit_size
 from nstyle.core.objective import content_weights, style_weights
+from nstyle.core.parameterization import variable_share
 from nstyle.core.vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
 
 #: automatic tiling keeps the estimated peak under this share of the memory available, so
@@ -170,7 +171,7 @@ def make(config: Config, content_hw: tuple[int, int], style_hws: Sequence[tuple[
                   key=lambda t: t[0] * t[1], default=(0, 0))
         history = min(optim.history_size, step.iterations) if optim.optimizer == "lbfgs" else 0
         scales.append(fit_memory(step, config, layers, content_layers, history, shw, limit,
-                                 losses.get(loss.style_loss)))
+                                 losses.get(loss.style_loss), variable_share(optim.parameterization)))
     mix = None if mix_hws is None else _fit_mix(base.mix, config, mix_hws[0], limit)
     return Plan(tuple(scales), mix)
 
@@ -192,12 +193,13 @@ def _fit_mix(step: ScalePlan, config: Config, fine_hw: tuple[int, int], limit: i
 
 
 def fit_memory(step: ScalePlan, config: Config, layers: Sequence[str], content_layers: Sequence[str],
-               history: int, style_hw: tuple[int, int], limit: int, style_loss: StyleLoss = GRAM
-               ) -> ScalePlan:
+               history: int, style_hw: tuple[int, int], limit: int, style_loss: StyleLoss = GRAM,
+               share: float = 1.0) -> ScalePlan:
     """``step`` with the tile that fits it in ``limit`` bytes (``tile_size`` when given) and
     its estimated peak. ``layers``: what the step's network runs to; ``history``: L-BFGS pairs;
     ``style_hw``: the largest style image at this step; ``style_loss``: its memory beyond the
-    network's, and whether it can be tiled (else the step runs whole or is refused)."""
+    network's, and whether it can be tiled (else the step runs whole or is refused); ``share``:
+    the optimizer's variable in images (``parameterization.variable_share``)."""
     last = last_needed_layer(layers) if layers else "relu1_1"
     halo = halo_for([last])
     h, w = step.height, step.width
@@ -206,7 +208,8 @@ def fit_memory(step: ScalePlan, config: Config, layers: Sequence[str], content_l
 
     def peak(tile: int) -> int:
         return extra + estimate_peak(h, w, last_layer=last, content_layers=content_layers,
-                                     tile=tile, halo=halo, history=history, style_hw=style_hw)
+                                     tile=tile, halo=halo, history=history, style_hw=style_hw,
+                                     variable_share=share)
 
     forced = config.memory.tile_size
     if untiled:
@@ -273,11 +276,13 @@ def image_bytes(height: int, width: int) -> int:
 
 
 def estimate_peak(height: int, width: int, *, last_layer: str, content_layers: Sequence[str],
-                  tile: int, halo: int, history: int, style_hw: tuple[int, int]) -> int:
+                  tile: int, halo: int, history: int, style_hw: tuple[int, int],
+                  variable_share: float = 1.0) -> int:
     """Estimated peak bytes of optimizing an image of (height, width) at one scale.
 
     tile: the core size (0 = the whole image in one pass); history: L-BFGS pairs kept (0
-    for the other optimizers); style_hw: the size the style images are run at.
+    for the other optimizers); style_hw: the size the style images are run at;
+    variable_share: the optimizer's variable in images (4/3 for a pyramid).
     """
     if tile:
         win = (min(height, tile + 2 * halo), min(width, tile + 2 * halo))
@@ -290,7 +295,8 @@ def estimate_peak(height: int, width: int, *, last_layer: str, content_layers: S
     img = image_bytes(height, width)
     # x, its grad, the content image, the kept best copy, the composed image and its grad,
     # L-BFGS's direction and previous gradient, the masks, plus two per history pair
-    buffers = (10 + 2 * history) * img
+    # (all counted at the variable's size: errs high for those of image size)
+    buffers = int((10 + 2 * history) * img * variable_share)
     targets = sum(layer_channels(l) * (height // layer_stride(l)) * (width // layer_stride(l)) * 4
                   for l in content_layers)
     return BASE_BYTES + max(net, style_net) + buffers + targets

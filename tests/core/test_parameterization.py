@@ -139,3 +139,15 @@ def test_the_default_moves_the_pyramid_and_a_videos_later_frames_move_pixels(con
     assert made == ["pyramid"]
     Stylizer(cfg, refines=True).run(content, [style])
     assert made == ["pyramid", "pixels"]
+
+
+def test_the_memory_plan_counts_the_pyramids_larger_variable():
+    from nstyle.core.plan import make as make_plan
+
+    def peak(name):
+        cfg = Config.from_options(size=512, parameterization=name, memory_limit=64)
+        return make_plan(cfg, (384, 512), [(384, 512)], None, torch.device("cpu")).scales[-1].estimated_peak_gib
+
+    image_gib = 3 * 384 * 512 * 4 / 2 ** 30
+    buffers = (10 + 2 * 30) * image_gib  # 30 last-scale iterations: 30 L-BFGS pairs
+    assert peak("pyramid") - peak("pixels") == pytest.approx(buffers / 3, abs=0.011)
