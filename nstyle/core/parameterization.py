@@ -52,6 +52,9 @@ class Parameterization(Protocol):
 class Pixels:
     """The image is the variable."""
 
+    #: the variable's size in images of the scale's size (the memory plan's ``variable_share``)
+    share = 1.0
+
     def variable(self, image: torch.Tensor) -> torch.Tensor:
         return image.detach().requires_grad_(True)
 
@@ -65,6 +68,8 @@ class Pixels:
 
 class Pyramid:
     """The image as Laplacian-pyramid levels, packed flat (see the module docstring)."""
+
+    share = 4 / 3  # the levels add a third at most: 1 + 1/4 + 1/16 + ...
 
     def __init__(self, levels: int = PYRAMID_LEVELS, gain: float = LEVEL_GAIN) -> None:
         self.levels = levels
@@ -81,12 +86,8 @@ class Pyramid:
         return torch.cat(packed).requires_grad_(True)
 
     def _unpack(self, x: torch.Tensor) -> list[torch.Tensor]:
-        levels, start = [], 0
-        for shape, scale in zip(self.shapes, self._scales()):
-            count = shape.numel()
-            levels.append(x[start:start + count].view(shape) * scale)
-            start += count
-        return levels
+        parts = x.split([shape.numel() for shape in self.shapes])
+        return [part.view(shape) * scale for part, shape, scale in zip(parts, self.shapes, self._scales())]
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         if not self.shapes:
@@ -103,17 +104,23 @@ class Pyramid:
             x[:self.shapes[0].numel()] += excess.reshape(-1)
 
 
+#: ``--parameterization``'s names (its choices, ``options.config.PARAMETERIZATIONS``)
+KINDS = {"pixels": Pixels, "pyramid": Pyramid}
+
+
+def _kind(name: Optional[str]) -> type:
+    kind = KINDS.get(name or "pixels")
+    if kind is None:
+        raise ValueError(f"unknown parameterization {name!r}")
+    return kind
+
+
 def variable_share(name: Optional[str]) -> float:
     """The optimizer's variable in images of the scale's size, for the memory plan (its
-    gradient and L-BFGS's history pairs are as large): a pyramid's levels add a third at
-    most (1 + 1/4 + 1/16 + ...)."""
-    return 4 / 3 if name == "pyramid" else 1.0
+    gradient and L-BFGS's history pairs are as large)."""
+    return _kind(name).share
 
 
 def make(name: Optional[str]) -> Parameterization:
     """The parameterization ``--parameterization`` names (None: pixels)."""
-    if name in (None, "pixels"):
-        return Pixels()
-    if name == "pyramid":
-        return Pyramid()
-    raise ValueError(f"unknown parameterization {name!r}")
+    return _kind(name)()

@@ -88,6 +88,10 @@ def test_pyramid_needs_its_variable_first():
 
 
 def test_make_knows_the_names():
+    from nstyle.core.parameterization import KINDS
+    from nstyle.options.config import PARAMETERIZATIONS
+
+    assert set(KINDS) == set(PARAMETERIZATIONS)  # the option's choices, each with its kind
     assert isinstance(make(None), Pixels) and isinstance(make("pixels"), Pixels)
     assert isinstance(make("pyramid"), Pyramid)
     with pytest.raises(ValueError):
