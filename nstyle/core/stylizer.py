@@ -263,9 +263,11 @@ class Stylizer:
         factors = balance((plan.output.height, plan.output.width), (h, w), self.config.loss.balance_size)
         style = self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile,
                                            apart=None if temporal is None else temporal.new_ground)
-        objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile), style,
-                              positions_factor=factors.content, pixels_factor=factors.pixels,
-                              last_of_several=index == len(plan.scales) and (index > 1 or self.refines))
+        last = index == len(plan.scales) and (index > 1 or self.refines)
+        left_out = self.config.loss.coarse_only_layers if last else ()
+        objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile, left_out),
+                              style, positions_factor=factors.content, pixels_factor=factors.pixels,
+                              last_of_several=last)
         if temporal is not None and temporal.weight > 0:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factors.pixels))
         # a video's later frames refine a warped, already painted frame: on pixels, as judged

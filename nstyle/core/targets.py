@@ -178,12 +178,18 @@ class TargetMaker:
         return len(plans) * len(styles)
 
     @torch.no_grad()
-    def content_targets(self, content_bgr: torch.Tensor, tile: int = 0) -> dict[str, torch.Tensor]:
-        if tile and self.content_weights:
+    def content_targets(self, content_bgr: torch.Tensor, tile: int = 0,
+                        left_out: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """The photo's features at the content layers, but those ``left_out`` (a last scale's
+        coarse-only ones: the network need not go that deep for them)."""
+        layers = [layer for layer in self.content_weights if layer not in left_out]
+        if not layers:
+            return {}
+        if tile:
             h, w = content_bgr.shape[-2:]
-            cover = tiles.make_tiles(h, w, tile, halo_for(list(self.content_weights)))
-            return tiles.features(self.vgg, content_bgr, list(self.content_weights), cover)
-        return {k: v.detach() for k, v in self.features(content_bgr, self.content_weights).items()}
+            cover = tiles.make_tiles(h, w, tile, halo_for(layers))
+            return tiles.features(self.vgg, content_bgr, layers, cover)
+        return {k: v.detach() for k, v in self.features(content_bgr, layers).items()}
 
 
 class StyleTargets:

@@ -140,14 +140,17 @@ class LossOptions:
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
     coarse_only_layers: tuple[str, ...] = option(
-        (), "style layers left out at the last scale of a coarse-to-fine run and in a video's "
-        "later frames (kept at the coarser scales, in a run of one scale and in a video's first "
-        "frame): a deep layer lays out the painting's large shapes, which the coarser scales (or "
-        "the previous frame) have settled, and the last scale is where an iteration costs most "
-        "(relu5_1 needs conv4_3, conv4_4 and conv5_1: about a fifth of a 512 px iteration); not "
-        "with style_loss neighbors, which matches every layer at once. relu5_1 with 30 last-scale "
-        "iterations was judged a little softer than every layer (docs/benchmark.md)",
-        default_text="none", label="Style layers at coarse scales only")
+        (), "style or content layers left out at the last scale of a coarse-to-fine run and in "
+        "a video's later frames (kept at the coarser scales, in a run of one scale and in a "
+        "video's first frame): a deep layer lays out the painting's large shapes and holds the "
+        "photo's, which the coarser scales (or the previous frame) have settled, and the last "
+        "scale is where an iteration costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: "
+        "about a fifth of a 512 px iteration; leaving out relu4_1, relu4_2 and relu5_1 stops "
+        "the network at relu3_1, about 0.4x the time); the last scale keeps at least one style "
+        "layer; not with style_loss neighbors, which matches every style layer at once. relu5_1 "
+        "with 30 last-scale iterations was judged a little softer than every layer "
+        "(docs/benchmark.md)",
+        default_text="none", label="Layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -191,10 +194,11 @@ class LossOptions:
 
     def _check_coarse_only_layers(self) -> None:
         check_layer_names(self.coarse_only_layers, "coarse-only layer")
-        stray = [layer for layer in self.coarse_only_layers if layer not in self.style_layers]
+        read = (*self.style_layers, *self.content_layers)
+        stray = [layer for layer in self.coarse_only_layers if layer not in read]
         if stray:
             raise BadOption(f"coarse_only_layers names {stray[0]}, which is not one of the style "
-                            f"layers ({', '.join(self.style_layers)})")
+                            f"or content layers ({', '.join(dict.fromkeys(read))})")
         if self.style_layers and set(self.style_layers) <= set(self.coarse_only_layers):
             raise BadOption("coarse_only_layers names every style layer: the last scale would "
                             "have no style term")

@@ -1,4 +1,4 @@
-"""--coarse-only-layers: style layers left out at the last scale of a coarse-to-fine run."""
+"""--coarse-only-layers: style or content layers left out at the last scale of a coarse-to-fine run."""
 
 import pytest
 
@@ -11,7 +11,7 @@ from tests.support.tensors import to_t
 
 
 @pytest.mark.parametrize("layers, message", [
-    (("relu4_2",), "not one of the style layers"),
+    (("relu4_3",), "not one of the style or content layers"),
     (("relu9_9",), "coarse-only layer"),
     (("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"), "every style layer"),
 ])
@@ -35,6 +35,14 @@ def test_the_last_of_several_scales_leaves_the_layer_out_and_keeps_the_others_we
     assert last == {layer: w for layer, w in every.items() if layer != "relu5_1"}
 
 
+def test_a_content_layer_left_out_leaves_the_last_scale_without_that_content_term():
+    loss = Config.from_options(coarse_only_layers=("relu4_1", "relu4_2", "relu5_1")).loss
+    every = for_scale(loss, {"relu4_2": None}, ())
+    last = for_scale(loss, {}, (), last_of_several=True)
+    assert [t.layer for t in every.content] == ["relu4_2"] and last.content == ()
+    assert {t.layer for t in last.style} == {"relu1_1", "relu2_1", "relu3_1"}
+
+
 def run_and_watch(monkeypatch, content_img, style_img, **options):
     """(size, style terms reported, layers the network was asked for) per iteration."""
     asked: list[tuple[str, ...]] = []
@@ -47,8 +55,8 @@ def run_and_watch(monkeypatch, content_img, style_img, **options):
 
     monkeypatch.setattr(TargetMaker, "features", spy)
     seen = []
-    config = Config.from_options(size=48, iterations=2, precision="fp32", device="cpu",
-                                 coarse_only_layers=("relu5_1",), **options)
+    options.setdefault("coarse_only_layers", ("relu5_1",))
+    config = Config.from_options(size=48, iterations=2, precision="fp32", device="cpu", **options)
     Stylizer(config).run(to_t(content_img), [to_t(style_img)], callback=lambda p: seen.append(
         (p.size, sorted(k for k in p.losses if k.startswith("style.")))))
     return seen, asked
@@ -64,6 +72,20 @@ def test_a_coarse_to_fine_run_reads_the_layer_at_the_coarse_scale_only(monkeypat
     # the network itself stops earlier at the last scale: relu5_1 is never computed there
     assert any("relu5_1" in layers for layers in asked)
     assert "relu5_1" not in asked[-1] and "relu4_2" in asked[-1]
+
+
+def test_with_the_deep_layers_and_the_content_left_out_the_last_scale_stops_at_relu3_1(
+        monkeypatch, content_img, style_img):
+    """The photo's structure is held by the coarse scale's result: the last one reads no
+    content layer, so neither its targets nor its iterations run the network past relu3_1."""
+    seen, asked = run_and_watch(monkeypatch, content_img, style_img, scales=(32, 48),
+                                scale_iterations=(2, 2),
+                                coarse_only_layers=("relu4_1", "relu4_2", "relu5_1"))
+    assert seen and all("style.relu4_1" in terms for size, terms in seen if size == 32)
+    assert all(terms == ["style.relu1_1", "style.relu2_1", "style.relu3_1"]
+               for size, terms in seen if size == 48)
+    assert "relu4_2" in asked[0]  # the coarse scale still holds the photo
+    assert set(asked[-1]) == {"relu1_1", "relu2_1", "relu3_1"}
 
 
 def test_a_run_of_one_scale_keeps_every_layer(monkeypatch, content_img, style_img):
