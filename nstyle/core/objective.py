@@ -177,14 +177,14 @@ def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: 
     ``balance``: the content and tv terms are sums over positions while the style term is
     not, so they are multiplied by these to keep the balance the weights set at the
     reference size, at every scale. ``last_of_several``: the last scale of a coarse-to-fine
-    run, where the ``coarse_only_layers`` are left out: content layers always, style layers
+    run, where ``left_out_at_last_scale`` are left out: content layers always, style layers
     when the style loss can leave a layer out (the others keep their weights, so the
     network stops at the deepest layer still read)."""
-    left_out = set(loss.coarse_only_layers) if last_of_several else set()
+    style_loss = losses.get(loss.style_loss)
+    left_out = set(left_out_at_last_scale(loss)) if last_of_several else set()
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items() if layer not in left_out)
-    style_loss = losses.get(loss.style_loss)
     weights = style_weights(loss)
     if style_loss.separable_layers:
         weights = {layer: w for layer, w in weights.items() if layer not in left_out}
@@ -192,6 +192,12 @@ def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: 
     pixels_factor = positions_factor if pixels_factor is None else pixels_factor
     tv = loss.tv_weight * pixels_factor if loss.tv_weight > 0 else 0.0
     return Objective(content, style, tuple(style_regions), tv)
+
+
+def left_out_at_last_scale(loss) -> tuple[str, ...]:
+    """The layers the last of several scales leaves out (``--coarse-only-layers``, auto
+    resolved for the run's style loss)."""
+    return loss.last_scale_left_out(losses.get(loss.style_loss).separable_layers)
 
 
 def content_weights(loss) -> dict[str, float]:

@@ -50,7 +50,7 @@ from nstyle.core.device import is_oom, resolve_device
 from nstyle.core.events import CancelToken, Progress, Result, RunEvents, TemporalTarget, check_temporal
 from nstyle.core.image_tensors import check_image_tensor, fit_size, hw, resize_tensor
 from nstyle.core.mixing import mix
-from nstyle.core.objective import Objective, TemporalTerm, balance, for_scale
+from nstyle.core.objective import Objective, TemporalTerm, balance, for_scale, left_out_at_last_scale
 from nstyle.core.optimizer import Step, optimize, step_tiles
 from nstyle.core.plan import Plan, ScalePlan, make as make_plan, mix_step
 from nstyle.core.targets import StyleTargets, TargetMaker
@@ -264,7 +264,7 @@ class Stylizer:
         style = self.network.style_regions(styles, masks, keep, scale.size, h, w, scale.tile,
                                            apart=None if temporal is None else temporal.new_ground)
         last = index == len(plan.scales) and (index > 1 or self.refines)
-        left_out = self.config.loss.coarse_only_layers if last else ()
+        left_out = left_out_at_last_scale(self.config.loss) if last else ()
         objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile, left_out),
                               style, positions_factor=factors.content, pixels_factor=factors.pixels,
                               last_of_several=last)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from nstyle.errors import BadOption
-from nstyle.options.layers import ALIGN, PADDING_MODES, check_layer_names, layer_channels
+from nstyle.options.layers import ALIGN, LAYER_INDEX, PADDING_MODES, check_layer_names, layer_channels
 
 #: documented range of ``size`` (longest side of the output, in pixels)
 MIN_SIZE, MAX_SIZE = 32, 8192
@@ -124,13 +124,31 @@ def default_style_layer_weights(layers) -> list[float]:
     return [w / sum(raw) for w in raw]
 
 
+#: ``--coarse-only-layers`` words (a list option, so they arrive as one-name tuples): auto
+#: (None, the default) and none (every layer at every scale, ())
+COARSE_ONLY_WORDS = {("auto",): None, ("none",): ()}
+#: the default content layers and their weights: relu4_2 holds the photo's structure at
+#: every scale; relu3_1, at a tenth of its weight, holds its edges at the last scale, which
+#: (``FINE_LAST_SCALE_DEEPEST``) reads nothing deeper. Judged blind on the six shared pairs
+#: at 512 px against relu4_2 alone with every layer at every scale: preferred in 5 of 6
+#: (docs/quality.md, "The last scale on the fine layers")
+DEFAULT_CONTENT_LAYER_WEIGHTS = {"relu4_2": 1.0, "relu3_1": 0.1}
+#: ``--coarse-only-layers auto``: the last of several scales leaves out every layer read
+#: deeper than this one, when that still leaves it a content and a style layer: the
+#: coarser scale has laid out the large shapes, and the network up to relu3_1 costs about
+#: 0.4x the whole one (a 512 px fp32 iteration 0.84 s against 2 s)
+FINE_LAST_SCALE_DEEPEST = "relu3_1"
+
+
 @dataclass(frozen=True)
 class LossOptions:
     content_layers: tuple[str, ...] = option(
-        ("relu4_2",), "layers whose activations the output must match to keep the content",
+        tuple(DEFAULT_CONTENT_LAYER_WEIGHTS),
+        "layers whose activations the output must match to keep the content",
         label="Content layers")
     content_layer_weights: Optional[tuple[float, ...]] = option(
-        None, "weight of each content layer", default_text="equal, summing to 1",
+        None, "weight of each content layer",
+        default_text="relu4_2 1 and relu3_1 0.1 for the default layers, else equal, summing to 1",
         label="Content layer weights")
     style_layers: tuple[str, ...] = option(
         ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
@@ -139,18 +157,18 @@ class LossOptions:
         None, "weight w_l of each style layer",
         default_text="proportional to 1/channels², summing to 1, so early layers count as much "
         "as deep ones", label="Style layer weights")
-    coarse_only_layers: tuple[str, ...] = option(
-        (), "style or content layers left out at the last scale of a coarse-to-fine run and in "
-        "a video's later frames (kept at the coarser scales, in a run of one scale and in a "
-        "video's first frame): a deep layer lays out the painting's large shapes and holds the "
-        "photo's, which the coarser scales (or the previous frame) have settled, and the last "
-        "scale is where an iteration costs most (relu5_1 needs conv4_3, conv4_4 and conv5_1: "
-        "about a fifth of a 512 px iteration; leaving out relu4_1, relu4_2 and relu5_1 stops "
-        "the network at relu3_1, about 0.4x the time); the last scale keeps at least one style "
-        "layer; not with style_loss neighbors, which matches every style layer at once. relu5_1 "
-        "with 30 last-scale iterations was judged a little softer than every layer "
-        "(docs/benchmark.md)",
-        default_text="none", label="Layers at coarse scales only")
+    coarse_only_layers: Optional[tuple[str, ...]] = option(
+        None, "style or content layers left out at the last scale of a coarse-to-fine run and "
+        "in a video's later frames (kept at the coarser scales, in a run of one scale and in a "
+        "video's first frame), auto or none: a deep layer lays out the painting's large shapes and "
+        "holds the photo's, which the coarser scales (or the previous frame) have settled, and "
+        "the last scale is where an iteration costs most; the last scale keeps at least one "
+        "style layer; not with style_loss neighbors, which matches every style layer at once",
+        default_text=f"auto: at the last of several scales, every layer deeper than "
+        f"{FINE_LAST_SCALE_DEEPEST} when a content and a style layer remain (so the default "
+        f"leaves out relu4_1, relu4_2 and relu5_1: 0.4x the time per iteration there; judged "
+        f"better than every layer at every scale), none with style_loss neighbors; a video's "
+        f"later frames leave out relu5_1 only", label="Layers at coarse scales only")
     style_loss: str = option(
         "gram", "what the style term matches: gram (the paper's Gram matrices), meancov (each "
         "layer's feature mean and covariance: the 2-Wasserstein distance between Gaussians) or "
@@ -193,6 +211,10 @@ class LossOptions:
             raise BadOption("content_weight, style_weight and tv_weight are all 0: nothing to optimize")
 
     def _check_coarse_only_layers(self) -> None:
+        if self.coarse_only_layers in COARSE_ONLY_WORDS:
+            object.__setattr__(self, "coarse_only_layers", COARSE_ONLY_WORDS[self.coarse_only_layers])
+        if self.coarse_only_layers is None:
+            return
         check_layer_names(self.coarse_only_layers, "coarse-only layer")
         read = (*self.style_layers, *self.content_layers)
         stray = [layer for layer in self.coarse_only_layers if layer not in read]
@@ -203,12 +225,32 @@ class LossOptions:
             raise BadOption("coarse_only_layers names every style layer: the last scale would "
                             "have no style term")
 
+    @property
+    def explicit_coarse_only_layers(self) -> tuple[str, ...]:
+        """The layers ``--coarse-only-layers`` names (auto names none)."""
+        return self.coarse_only_layers or ()
+
+    def last_scale_left_out(self, separable: bool) -> tuple[str, ...]:
+        """The layers the last of several scales leaves out: those named, or with 'auto'
+        those deeper than ``FINE_LAST_SCALE_DEEPEST`` (none when the style loss is not
+        ``separable``, or when no content or no style layer would remain)."""
+        if self.coarse_only_layers is not None:
+            return self.explicit_coarse_only_layers
+        deepest = LAYER_INDEX[FINE_LAST_SCALE_DEEPEST]
+        read = dict.fromkeys((*self.style_layers, *self.content_layers))
+        deep = tuple(layer for layer in read if LAYER_INDEX[layer] > deepest)
+        keeps_style = any(layer not in deep for layer in self.style_layers)
+        keeps_content = self.content_weight == 0 or any(layer not in deep for layer in self.content_layers)
+        return deep if separable and keeps_style and keeps_content else ()
+
     def layer_weights(self, kind: str) -> dict[str, float]:
         """{layer: weight} for ``kind`` 'content' or 'style', defaults filled in."""
         layers = getattr(self, f"{kind}_layers")
         weights = getattr(self, f"{kind}_layer_weights")
         if weights is None and kind == "style":
             weights = default_style_layer_weights(layers)
+        elif weights is None and tuple(layers) == tuple(DEFAULT_CONTENT_LAYER_WEIGHTS):
+            weights = list(DEFAULT_CONTENT_LAYER_WEIGHTS.values())
         elif weights is None:
             weights = [1.0 / len(layers)] * len(layers)
         merged: dict[str, float] = {}

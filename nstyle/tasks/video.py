@@ -210,7 +210,7 @@ def later_frames_coarse_only(config: Config, options: VideoOptions) -> tuple[str
     """The run's coarse-only layers, plus ``LATER_FRAMES_LEAVE_OUT`` where it is one of
     several style layers of a loss that can leave a layer out."""
     loss = config.loss
-    layers = tuple(loss.coarse_only_layers)
+    layers = loss.explicit_coarse_only_layers  # auto's deep layers are for a still's last scale
     deep = LATER_FRAMES_LEAVE_OUT
     if options.deep_layer_in_later_frames or deep in layers or deep not in loss.style_layers:
         return layers

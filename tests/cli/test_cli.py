@@ -98,7 +98,7 @@ def test_help_documents_every_option_with_its_default(capsys):
     text = capsys.readouterr().out
     for opt in iter_options():
         assert "--" + opt.name.replace("_", "-") in text
-    assert "(default: 512)" in text and "(default: relu4_2)" in text
+    assert "(default: 512)" in text and "(default: relu4_2,relu3_1)" in text
 
 
 def _bad_cases(tmp_path, content_path, style_path):

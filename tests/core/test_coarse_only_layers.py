@@ -2,7 +2,7 @@
 
 import pytest
 
-from nstyle.core.objective import for_scale
+from nstyle.core.objective import for_scale, left_out_at_last_scale
 from nstyle.core.stylizer import Stylizer
 from nstyle.core.targets import TargetMaker
 from nstyle.errors import BadOption
@@ -20,26 +20,57 @@ def test_bad_coarse_only_layers_are_refused(layers, message):
         Config.from_options(coarse_only_layers=layers)
 
 
-def test_by_default_every_style_layer_is_read_at_every_scale():
-    """Judged: relu5_1 left out at 512 px (with 30 iterations there) was a little softer."""
-    assert Config().loss.coarse_only_layers == ()
-    assert Config.from_options(style_layers="relu1_1,relu2_1").loss.coarse_only_layers == ()
-    assert Config.from_options(coarse_only_layers="relu4_1").loss.coarse_only_layers == ("relu4_1",)
+def left_out(**options):
+    return left_out_at_last_scale(Config.from_options(**options).loss)
+
+
+def test_by_default_the_last_scale_reads_nothing_deeper_than_relu3_1():
+    """Judged: relu4_1, relu4_2 and relu5_1 left out at 512 px, the photo held there by
+    relu3_1 at a tenth of relu4_2's weight, preferred in 5 of 6 over every layer."""
+    loss = Config().loss
+    assert loss.coarse_only_layers is None  # auto
+    assert set(left_out()) == {"relu4_1", "relu4_2", "relu5_1"}
+    assert loss.layer_weights("content") == {"relu4_2": 1.0, "relu3_1": 0.1}
+    assert left_out(coarse_only_layers="auto") == left_out()
+
+
+def test_auto_leaves_nothing_out_where_the_last_scale_would_lose_its_content_or_style():
+    assert left_out(content_layers="relu4_2") == ()  # no content left (judged softer)
+    assert left_out(style_layers="relu4_1,relu5_1") == ()
+    assert left_out(style_loss="neighbors") == ()  # matches every layer at once
+    assert set(left_out(content_layers="relu2_2")) == {"relu4_1", "relu5_1"}
+    assert set(left_out(content_weight=0, content_layers="relu4_2")) == {"relu4_1", "relu4_2", "relu5_1"}
+
+
+def test_named_layers_or_none_replace_auto():
+    assert left_out(coarse_only_layers="none") == ()
+    assert left_out(coarse_only_layers="relu4_1") == ("relu4_1",)
+    assert Config.from_options(coarse_only_layers="none").loss.coarse_only_layers == ()
+
+
+def test_content_layers_other_than_the_defaults_weigh_equally():
+    loss = Config.from_options(content_layers="relu4_2").loss
+    assert loss.layer_weights("content") == {"relu4_2": 1.0}
+    loss = Config.from_options(content_layers="relu3_1,relu4_2").loss  # not the default's order
+    assert loss.layer_weights("content") == {"relu3_1": 0.5, "relu4_2": 0.5}
 
 
 def test_the_last_of_several_scales_leaves_the_layer_out_and_keeps_the_others_weights():
     loss = Config.from_options(coarse_only_layers=("relu5_1",)).loss
-    every = {t.layer: t.weight for t in for_scale(loss, {"relu4_2": None}, ()).style}
-    last = {t.layer: t.weight for t in for_scale(loss, {"relu4_2": None}, (), last_of_several=True).style}
+    targets = {"relu4_2": None, "relu3_1": None}
+    every = {t.layer: t.weight for t in for_scale(loss, targets, ()).style}
+    last = {t.layer: t.weight for t in for_scale(loss, targets, (), last_of_several=True).style}
     assert "relu5_1" in every and "relu5_1" not in last
     assert last == {layer: w for layer, w in every.items() if layer != "relu5_1"}
 
 
 def test_a_content_layer_left_out_leaves_the_last_scale_without_that_content_term():
+    """(relu3_1, the default's second content layer, still holds the photo there.)"""
     loss = Config.from_options(coarse_only_layers=("relu4_1", "relu4_2", "relu5_1")).loss
-    every = for_scale(loss, {"relu4_2": None}, ())
-    last = for_scale(loss, {}, (), last_of_several=True)
-    assert [t.layer for t in every.content] == ["relu4_2"] and last.content == ()
+    every = for_scale(loss, {"relu4_2": None, "relu3_1": None}, ())
+    last = for_scale(loss, {"relu3_1": None}, (), last_of_several=True)
+    assert [t.layer for t in every.content] == ["relu4_2", "relu3_1"]
+    assert [t.layer for t in last.content] == ["relu3_1"]
     assert {t.layer for t in last.style} == {"relu1_1", "relu2_1", "relu3_1"}
 
 
@@ -76,15 +107,15 @@ def test_a_coarse_to_fine_run_reads_the_layer_at_the_coarse_scale_only(monkeypat
 
 def test_with_the_deep_layers_and_the_content_left_out_the_last_scale_stops_at_relu3_1(
         monkeypatch, content_img, style_img):
-    """The photo's structure is held by the coarse scale's result: the last one reads no
-    content layer, so neither its targets nor its iterations run the network past relu3_1."""
+    """The default (auto): the photo's structure is laid out by the coarse scale and held
+    at the last by relu3_1, so neither its targets nor its iterations run the network past
+    relu3_1."""
     seen, asked = run_and_watch(monkeypatch, content_img, style_img, scales=(32, 48),
-                                scale_iterations=(2, 2),
-                                coarse_only_layers=("relu4_1", "relu4_2", "relu5_1"))
+                                scale_iterations=(2, 2), coarse_only_layers=None)
     assert seen and all("style.relu4_1" in terms for size, terms in seen if size == 32)
     assert all(terms == ["style.relu1_1", "style.relu2_1", "style.relu3_1"]
                for size, terms in seen if size == 48)
-    assert "relu4_2" in asked[0]  # the coarse scale still holds the photo
+    assert {"relu4_2", "relu5_1"} <= set(asked[0])  # the coarse scale reads every layer
     assert set(asked[-1]) == {"relu1_1", "relu2_1", "relu3_1"}
 
 

@@ -7,8 +7,10 @@ from nstyle.errors import BadOption
 
 
 def test_defaults_are_the_papers_layers_weighted_by_inverse_squared_channels():
+    """(And relu3_1 beside the paper's relu4_2 for the content, at a tenth of its weight:
+    it holds the photo at the last scale, tests/core/test_coarse_only_layers.py.)"""
     c = Config()
-    assert c.loss.content_layers == ("relu4_2",)
+    assert c.loss.content_layers == ("relu4_2", "relu3_1")
     assert c.loss.style_layers == ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
     weights = c.loss.layer_weights("style")
     assert sum(weights.values()) == pytest.approx(1.0)
@@ -18,7 +20,7 @@ def test_defaults_are_the_papers_layers_weighted_by_inverse_squared_channels():
     # the rule follows the layers a user names; explicit weights are taken as given
     c = Config.from_options(style_layers="relu2_1,relu4_1")
     assert c.loss.layer_weights("style") == {"relu2_1": pytest.approx(16 / 17), "relu4_1": pytest.approx(1 / 17)}
-    assert c.loss.layer_weights("content") == {"relu4_2": 1.0}
+    assert c.loss.layer_weights("content") == {"relu4_2": 1.0, "relu3_1": 0.1}
 
 
 def test_flat_options_round_trip():
