@@ -26,9 +26,10 @@ import torch
 from nstyle.core import losses
 from nstyle.core.losses import GRAM, StyleLoss
 from nstyle.options.config import MIN_SIZE, Config
+from nstyle.options.layers import network_share
 from nstyle.errors import TooLarge
 from nstyle.core.image_tensors import fit_size
-from nstyle.core.objective import content_weights, style_weights
+from nstyle.core.objective import content_weights, left_out_at_last_scale, style_weights
 from nstyle.core.parameterization import variable_share
 from nstyle.core.vgg import LAYER_NAMES, halo_for, last_needed_layer, layer_channels, layer_stride
 
@@ -52,11 +53,16 @@ class ScalePlan:
     tile: int = 0  # tile core in pixels, 0 = the whole image at once
     estimated_peak_gib: float = 0.0
     iterations_run: Optional[int] = None  # filled in once it ran (fewer when settled or stopped)
+    #: its network's work per pixel against the whole default pass (``layers.network_share``:
+    #: the last scale up to relu3_1 0.31), for the run-time estimates
+    network_share: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {"size": self.size, "width": self.width, "height": self.height,
                "iterations": self.iterations, "tile": self.tile,
                "estimated_peak_gib": self.estimated_peak_gib}
+        if self.network_share != 1.0:
+            out["network_share"] = round(self.network_share, 4)
         if self.iterations_run is not None:
             out["iterations_run"] = self.iterations_run
         return out
@@ -141,15 +147,28 @@ def schedule(config: Config, content_hw: tuple[int, int],
     losses.get(config.loss.style_loss).check(config.memory.tile_size, config.loss.explicit_coarse_only_layers)
     ch, cw = content_hw
     scales = []
-    for size, iterations in zip(config.scale_sizes, config.scale_iteration_counts):
+    count = len(config.scale_sizes)
+    for index, (size, iterations) in enumerate(zip(config.scale_sizes, config.scale_iteration_counts), 1):
         w, h = fit_size(cw, ch, size)
-        scales.append(ScalePlan(size, w, h, iterations))
+        layers, _ = layers_read(config, index, count)
+        scales.append(ScalePlan(size, w, h, iterations, network_share=network_share(layers)))
     mix = None
     if coarse_hw is not None:
         size = mix_size(config, coarse_hw)
         w, h = fit_size(coarse_hw[1], coarse_hw[0], size)
-        mix = ScalePlan(size, w, h, config.scale.mix_iterations)
+        mix = ScalePlan(size, w, h, config.scale.mix_iterations,
+                        network_share=network_share(config.scale.fine_layers))
     return Plan(tuple(scales), mix)
+
+
+def layers_read(config: Config, index: int, count: int) -> tuple[list[str], list[str]]:
+    """(every layer, the content layers) the ``index``-th of ``count`` scales reads: the
+    last of several leaves out ``left_out_at_last_scale``."""
+    loss = config.loss
+    left_out = left_out_at_last_scale(loss) if 1 < index == count else ()
+    content_layers = [layer for layer in content_weights(loss) if layer not in left_out]
+    style_layers = [layer for layer in style_weights(loss) if layer not in left_out]
+    return list(dict.fromkeys(content_layers + style_layers)), content_layers
 
 
 def make(config: Config, content_hw: tuple[int, int], style_hws: Sequence[tuple[int, int]] = (),
@@ -163,10 +182,9 @@ def make(config: Config, content_hw: tuple[int, int], style_hws: Sequence[tuple[
     limit = int(memory_limit * 2 ** 30) if memory_limit else available_memory(device)
     base = schedule(config, content_hw, mix_hws[1] if mix_hws is not None else None)
     loss, optim = config.loss, config.optim
-    content_layers = list(content_weights(loss))
-    layers = list(dict.fromkeys(content_layers + list(style_weights(loss))))
     scales = []
-    for step in base.scales:
+    for index, step in enumerate(base.scales, start=1):
+        layers, content_layers = layers_read(config, index, len(base.scales))
         shw = max((fit_size(sw, sh, style_size(config, step.size))[::-1] for sh, sw in style_hws),
                   key=lambda t: t[0] * t[1], default=(0, 0))
         history = min(optim.history_size, step.iterations) if optim.optimizer == "lbfgs" else 0

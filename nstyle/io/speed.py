@@ -127,10 +127,10 @@ def run_samples(config: Config, result: Result) -> tuple[list[estimate.StepSampl
     for step in plan.scales if plan is not None else ():
         ran, seconds = step.iterations_run, timings.get(f"optimize_{step.size}")
         if ran and seconds is not None:
-            samples.append(estimate.StepSample(estimate.effective_megapixels(step, halo), ran,
+            samples.append(estimate.StepSample(estimate.work(step, halo), ran,
                                                seconds, timings.get(f"targets_{step.size}", 0.0)))
     if plan is not None and plan.mix is not None and plan.mix.iterations_run and "mix" in timings:
-        samples.append(estimate.StepSample(estimate.effective_megapixels(plan.mix, halo),
+        samples.append(estimate.StepSample(estimate.work(plan.mix, halo),
                                            plan.mix.iterations_run, timings["mix"], 0.0))
     accounted = sum(s.optimize_seconds + s.setup_seconds for s in samples)
     return samples, timings.get("total", accounted) - accounted
@@ -177,7 +177,7 @@ def measure(config: Config) -> estimate.Speed:
         # the median interval: one iteration slowed by another program says little
         steady = statistics.median(b - a for a, b in zip(times, times[1:])) * (len(times) - 1)
         whole = result.timings[f"optimize_{step.size}"] + result.timings[f"targets_{step.size}"]
-        samples.append(estimate.StepSample(estimate.effective_megapixels(step), len(times) - 1,
+        samples.append(estimate.StepSample(estimate.work(step), len(times) - 1,
                                            steady, max(0.0, whole - steady), measuring=True))
     key = machine_key(config)
     record = _record_of(key)

@@ -97,3 +97,30 @@ def last_needed_layer(layers) -> str:
     """The deepest of ``layers`` in network order."""
     check_layer_names(layers)
     return max(layers, key=LAYER_INDEX.__getitem__)
+
+
+#: the layer whose network the run-time estimates count as one whole pass (the default
+#: style layers' deepest)
+FULL_PASS_LAYER = "relu5_1"
+
+
+def _conv_work_to(layer: str) -> float:
+    """Multiply-adds per input pixel of the convolutions up to ``layer``."""
+    work, cin, pixels = 0.0, 3, 1.0
+    for name in LAYER_NAMES[: LAYER_INDEX[layer] + 1]:
+        if name.startswith("conv"):
+            cout = layer_channels(name)
+            work += 9 * cin * cout * pixels
+            cin = cout
+        elif name.startswith("pool"):
+            pixels /= 4
+    return work
+
+
+def network_share(layers) -> float:
+    """The convolution work of a pass up to the deepest of ``layers``, as a share of a pass
+    up to ``FULL_PASS_LAYER`` (relu3_1: 0.31): what a step of the plan costs per pixel
+    against the default network's whole pass, for the run-time estimates."""
+    if not layers:
+        return 1.0
+    return _conv_work_to(last_needed_layer(layers)) / _conv_work_to(FULL_PASS_LAYER)

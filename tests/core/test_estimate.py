@@ -13,6 +13,7 @@ from nstyle.core.plan import Plan, ScalePlan, schedule
 from nstyle.core.stylizer import Stylizer
 from nstyle.io import speed
 from nstyle.options.config import Config
+from nstyle.options.layers import network_share
 
 
 def test_fit_recovers_a_line_and_the_setup():
@@ -74,12 +75,30 @@ def test_runs_are_recorded_per_machine_and_the_estimate_follows_them(tmp_path, m
     speed.record_run(config, result)
     kept = json.loads((tmp_path / "speed.json").read_text())[speed.machine_key(config)]
     assert [s["iterations"] for s in kept["steps"]] == [3, 2]
-    assert [s["megapixels"] for s in kept["steps"]] == [32 * 24 / 1e6, 48 * 36 / 1e6]
+    # the last scale reads up to relu3_1 only: its work counts at that share of a whole pass
+    assert [s["megapixels"] for s in kept["steps"]] == pytest.approx(
+        [32 * 24 / 1e6, 48 * 36 / 1e6 * network_share(["relu3_1"])])
     assert kept["steps"][1]["optimize_seconds"] == pytest.approx(result.timings["optimize_48"])
     guess = speed.estimate_seconds(config, plan)
     # the same run again: its own figures predict it (no noise model: the arithmetic)
     assert guess == pytest.approx(estimate.seconds(plan, speed.known_speed(config)))
     assert 0 < guess < 10 * result.timings["total"]
+
+
+def test_a_step_that_reads_less_of_the_network_is_estimated_at_its_share():
+    """The default's last scale stops at relu3_1: its iterations cost about 0.31 of a whole
+    pass per pixel, so a speed fitted on whole passes predicts it at that share, and with
+    every layer read (--coarse-only-layers none) at all of it."""
+    plan = schedule(Config.from_options(size=512), (384, 512))
+    assert [s.network_share for s in plan.scales] == [1.0, pytest.approx(0.311, abs=1e-3)]
+    whole = schedule(Config.from_options(size=512, coarse_only_layers="none"), (384, 512))
+    assert [s.network_share for s in whole.scales] == [1.0, 1.0]
+    speed_here = Speed(per_iteration=0.0, per_megapixel=10.0, setup=0.0, warmup=0.0)
+    last, last_whole = plan.scales[-1], whole.scales[-1]
+    assert estimate.seconds(Plan((last,), None), speed_here) == pytest.approx(
+        0.311 * estimate.seconds(Plan((last_whole,), None), speed_here), rel=1e-2)
+    assert plan.scales[-1].to_dict()["network_share"] == pytest.approx(0.311, abs=1e-3)
+    assert "network_share" not in whole.scales[-1].to_dict()
 
 
 def test_a_cache_that_cannot_be_written_never_fails_a_run(tmp_path, monkeypatch):
