@@ -211,7 +211,7 @@ class LossOptions:
             raise BadOption("content_weight, style_weight and tv_weight are all 0: nothing to optimize")
 
     def _check_coarse_only_layers(self) -> None:
-        if self.coarse_only_layers in COARSE_ONLY_WORDS:
+        if self.coarse_only_layers in COARSE_ONLY_WORDS:  # the words, as the value they name
             object.__setattr__(self, "coarse_only_layers", COARSE_ONLY_WORDS[self.coarse_only_layers])
         if self.coarse_only_layers is None:
             return
