@@ -9,7 +9,7 @@ import torch
 
 from nstyle.core import estimate
 from nstyle.core.estimate import Speed, SpeedRecord, StepSample
-from nstyle.core.plan import Plan, ScalePlan, schedule
+from nstyle.core.plan import Plan, ScalePlan, make, schedule
 from nstyle.core.stylizer import Stylizer
 from nstyle.io import speed
 from nstyle.options.config import Config
@@ -99,6 +99,15 @@ def test_a_step_that_reads_less_of_the_network_is_estimated_at_its_share():
         0.311 * estimate.seconds(Plan((last_whole,), None), speed_here), rel=1e-2)
     assert plan.scales[-1].to_dict()["network_share"] == pytest.approx(0.311, abs=1e-3)
     assert "network_share" not in whole.scales[-1].to_dict()
+
+
+def test_the_memory_plan_fits_each_step_with_the_layers_it_reads():
+    """The last scale's network stops at relu3_1: its estimated peak is below a last scale
+    that reads every layer, and the first scale's is the same either way."""
+    auto = make(Config.from_options(size=512), (384, 512), [(400, 512)])
+    whole = make(Config.from_options(size=512, coarse_only_layers="none"), (384, 512), [(400, 512)])
+    assert auto.scales[0].estimated_peak_gib == whole.scales[0].estimated_peak_gib
+    assert auto.scales[-1].estimated_peak_gib < whole.scales[-1].estimated_peak_gib
 
 
 def test_a_cache_that_cannot_be_written_never_fails_a_run(tmp_path, monkeypatch):
