@@ -146,7 +146,7 @@ def effective_megapixels(step: ScalePlan, halo: int = DEFAULT_HALO) -> float:
 def work(step: ScalePlan, halo: int = DEFAULT_HALO) -> float:
     """A step's work per iteration in megapixels of the whole default network's pass: its
     effective pixels times its ``network_share`` (a last scale that stops at relu3_1 costs
-    about a third as much per pixel). The samples and the estimates both count in it, so a
+    about 0.45 as much per pixel). The samples and the estimates both count in it, so a
     cheap last scale and a whole-network first one lie on one line."""
     return effective_megapixels(step, halo) * step.network_share
 

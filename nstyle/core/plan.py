@@ -54,7 +54,7 @@ class ScalePlan:
     estimated_peak_gib: float = 0.0
     iterations_run: Optional[int] = None  # filled in once it ran (fewer when settled or stopped)
     #: its network's work per pixel against the whole default pass (``layers.network_share``:
-    #: the last scale up to relu3_1 0.31), for the run-time estimates
+    #: the last scale up to relu3_1 0.45), for the run-time estimates
     network_share: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
