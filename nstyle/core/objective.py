@@ -23,7 +23,7 @@ paths evaluate on the whole image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 import torch
 
@@ -170,18 +170,17 @@ def balance(output_hw: tuple[int, int], scale_hw: tuple[int, int], balance_size:
 
 def for_scale(loss, content_targets: Mapping[str, torch.Tensor], style_regions: Sequence[Region],
               positions_factor: float = 1.0, pixels_factor: Optional[float] = None,
-              last_of_several: bool = False) -> Objective:
+              left_out: Collection[str] = ()) -> Objective:
     """The run's objective at one scale, from its ``LossOptions`` and that scale's targets.
 
     ``positions_factor`` (content) and ``pixels_factor`` (tv; default the same): see
     ``balance``: the content and tv terms are sums over positions while the style term is
     not, so they are multiplied by these to keep the balance the weights set at the
-    reference size, at every scale. ``last_of_several``: the last scale of a coarse-to-fine
-    run, where ``left_out_at_last_scale`` are left out: content layers always, style layers
-    when the style loss can leave a layer out (the others keep their weights, so the
-    network stops at the deepest layer still read)."""
+    reference size, at every scale. ``left_out``: layers this scale does not read (the last
+    of several: ``left_out_at_last_scale``): content layers always, style layers when the
+    style loss can leave a layer out (the others keep their weights, so the network stops
+    at the deepest layer still read)."""
     style_loss = losses.get(loss.style_loss)
-    left_out = set(left_out_at_last_scale(loss)) if last_of_several else set()
     alpha = loss.content_weight * positions_factor
     content = tuple(ContentTerm(layer, alpha * w, content_targets[layer])
                     for layer, w in content_weights(loss).items() if layer not in left_out)

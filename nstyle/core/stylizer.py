@@ -267,7 +267,7 @@ class Stylizer:
         left_out = left_out_at_last_scale(self.config.loss) if last else ()
         objective = for_scale(self.config.loss, self.network.content_targets(content_bgr, scale.tile, left_out),
                               style, positions_factor=factors.content, pixels_factor=factors.pixels,
-                              last_of_several=last)
+                              left_out=left_out)
         if temporal is not None and temporal.weight > 0:
             objective = dataclasses.replace(objective, temporal=self._temporal_term(temporal, h, w, factors.pixels))
         # a video's later frames refine a warped, already painted frame: on pixels, as judged

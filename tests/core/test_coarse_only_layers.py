@@ -59,7 +59,7 @@ def test_the_last_of_several_scales_leaves_the_layer_out_and_keeps_the_others_we
     loss = Config.from_options(coarse_only_layers=("relu5_1",)).loss
     targets = {"relu4_2": None, "relu3_1": None}
     every = {t.layer: t.weight for t in for_scale(loss, targets, ()).style}
-    last = {t.layer: t.weight for t in for_scale(loss, targets, (), last_of_several=True).style}
+    last = {t.layer: t.weight for t in for_scale(loss, targets, (), left_out=left_out_at_last_scale(loss)).style}
     assert "relu5_1" in every and "relu5_1" not in last
     assert last == {layer: w for layer, w in every.items() if layer != "relu5_1"}
 
@@ -68,7 +68,7 @@ def test_a_content_layer_left_out_leaves_the_last_scale_without_that_content_ter
     """(relu3_1, the default's second content layer, still holds the photo there.)"""
     loss = Config.from_options(coarse_only_layers=("relu4_1", "relu4_2", "relu5_1")).loss
     every = for_scale(loss, {"relu4_2": None, "relu3_1": None}, ())
-    last = for_scale(loss, {"relu3_1": None}, (), last_of_several=True)
+    last = for_scale(loss, {"relu3_1": None}, (), left_out=left_out_at_last_scale(loss))
     assert [t.layer for t in every.content] == ["relu4_2", "relu3_1"]
     assert [t.layer for t in last.content] == ["relu3_1"]
     assert {t.layer for t in last.style} == {"relu1_1", "relu2_1", "relu3_1"}
