@@ -85,8 +85,10 @@ def hypercolumns(features: dict[str, torch.Tensor], image_hw: tuple[int, int]) -
     """(1, C, h/4, w/4): each of ``NNST_LAYERS`` divided by its channels, resized bilinearly
     to a quarter of the image (``image_hw``), concatenated in the layers' order."""
     grid = (max(1, image_hw[0] // 4), max(1, image_hw[1] // 4))
-    return torch.cat([F.interpolate(features[layer] / features[layer].shape[1], size=grid,
-                                    mode="bilinear", align_corners=True) for layer in NNST_LAYERS], 1)
+    # divided after the resize, which is linear: the same columns, but the division (and
+    # its backward) runs on a sixteenth of relu1_x's positions, not on the whole map
+    return torch.cat([F.interpolate(features[layer], size=grid, mode="bilinear", align_corners=True)
+                      / features[layer].shape[1] for layer in NNST_LAYERS], 1)
 
 
 def rotations(image: torch.Tensor, count: int) -> list[torch.Tensor]:
@@ -114,9 +116,15 @@ def centred_cosine_distances(queries: torch.Tensor, references: torch.Tensor) ->
 def nearest_neighbours(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """(Q,) the index of each query row's nearest reference row (centred cosine distance),
     the distance matrix made in chunks of at most ``SEARCH_CHUNK_BYTES``."""
-    q, r = _centred_unit(queries), _centred_unit(references)
-    rows = max(1, SEARCH_CHUNK_BYTES // (4 * r.shape[0]))
-    return torch.cat([(chunk @ r.T).argmax(1) for chunk in q.split(rows)])
+    return _most_similar(_centred_unit(queries), _centred_unit(references))
+
+
+@torch.no_grad()
+def _most_similar(unit_queries: torch.Tensor, unit_references: torch.Tensor) -> torch.Tensor:
+    """(Q,) the index of each unit query row's largest dot product with a unit reference
+    row, in chunks of at most ``SEARCH_CHUNK_BYTES`` of the similarity matrix."""
+    rows = max(1, SEARCH_CHUNK_BYTES // (4 * unit_references.shape[0]))
+    return torch.cat([(chunk @ unit_references.T).argmax(1) for chunk in unit_queries.detach().split(rows)])
 
 
 def cosine_loss(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -139,9 +147,14 @@ def final_pass_loss(output: dict[str, torch.Tensor], style: dict[str, list[torch
         side = max(out.shape[-2:])
         stride = side // FINAL_SAMPLE_SIDE if side > FINAL_SAMPLE_SIDE else 1
         dy, dx = torch.randint(stride, (2,), generator=generator).tolist()
-        query = flat(out[..., dy::stride, dx::stride])
-        reference = torch.cat([flat(s[..., dy::stride, dx::stride]) for s in style[layer]])
-        total = total + centred_cosine_distances(query, reference).min(1).values.mean()
+        query = _centred_unit(flat(out[..., dy::stride, dx::stride]))
+        reference = _centred_unit(torch.cat([flat(s[..., dy::stride, dx::stride]) for s in style[layer]]))
+        # the minimum of the distances, taken as: find each query's nearest row without
+        # gradients, then the distance to that row with them. Its value and gradient are the
+        # minimum's (the gradient of a minimum flows only to the chosen entry), without the
+        # whole (Q, R) matrix held for the backward pass or multiplied again in it.
+        nearest = reference[_most_similar(query, reference)]
+        total = total + (1 - (query * nearest).sum(1)).mean()
     return total
 
 

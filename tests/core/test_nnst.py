@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nstyle.core import nnst
-from nstyle.core.nnst import (NNST_LAYERS, centred_cosine_distances, cosine_loss, final_pass_loss,
+from nstyle.core.nnst import (NNST_LAYERS, centred_cosine_distances, cosine_loss, final_pass_loss, flat,
                               hypercolumns, nearest_neighbours, rotations, scale_levels)
 from nstyle.core.pyramid import decompose, reconstruct
 from nstyle.core.stylizer import Stylizer
@@ -84,6 +84,24 @@ def test_final_pass_matches_each_layer_against_its_own_features():
     assert final_pass_loss(features, style, gen) < 1e-4
     other = _fake_features(h=160, w=96, seed=5)
     assert final_pass_loss(other, style, gen) > 0.5
+
+
+def test_final_pass_takes_the_minimum_distance_and_its_gradient():
+    """The final pass finds each position's nearest painting feature without gradients and
+    then takes the distance to it: the same value and gradient as the minimum over the whole
+    distance matrix, which the official code backpropagates through."""
+    output, painting = _fake_features(40, 36, seed=3), _fake_features(40, 36, seed=4)
+    style = {layer: [f, f.flip(3)] for layer, f in painting.items()}
+    leaves = {layer: f.clone().requires_grad_(True) for layer, f in output.items()}
+    loss = final_pass_loss(leaves, style, torch.Generator().manual_seed(0))
+    loss.backward()
+    whole = {layer: f.clone().requires_grad_(True) for layer, f in output.items()}
+    expected = sum(centred_cosine_distances(flat(whole[layer]), torch.cat([flat(s) for s in style[layer]]))
+                   .min(1).values.mean() for layer in NNST_LAYERS)  # no layer sampled at 40 px
+    expected.backward()
+    assert torch.allclose(loss, expected, atol=1e-5)
+    for layer in NNST_LAYERS:
+        assert torch.allclose(leaves[layer].grad, whole[layer].grad, atol=1e-6), layer
 
 
 def test_final_pass_samples_large_layers_at_random_offsets():
