@@ -144,7 +144,8 @@ def schedule(config: Config, content_hw: tuple[int, int],
     """The steps' sizes and iterations, without tiles or memory figures. ``coarse_hw``:
     (height, width) of the coarse style, when the styles are mixed. Raises ``BadOption``
     for options the style loss cannot run with (every front end schedules before work)."""
-    losses.get(config.loss.style_loss).check(config.memory.tile_size, config.loss.explicit_coarse_only_layers)
+    losses.get(config.loss.style_loss).check(config.memory.tile_size, config.loss.explicit_coarse_only_layers,
+                                             config.loss.style_balance)
     ch, cw = content_hw
     scales = []
     count = len(config.scale_sizes)

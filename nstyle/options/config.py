@@ -138,6 +138,9 @@ DEFAULT_CONTENT_LAYER_WEIGHTS = {"relu4_2": 1.0, "relu3_1": 0.1}
 #: coarser scale has laid out the large shapes, and the network up to relu3_1 costs about
 #: 0.4x the whole one (a 512 px fp32 iteration 0.84 s against 2 s)
 FINE_LAST_SCALE_DEEPEST = "relu3_1"
+#: ``--style-balance`` at most: 1 already lifts a faint painting to the typical energy
+#: (Summer Mountains' relu3_1 35x), and past it a fainter painting would outweigh a typical one
+MAX_STYLE_BALANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,14 @@ class LossOptions:
         5.0, "weight of the total-variation (smoothness) loss; the default removes the finest "
         "colour speckle without blurring strokes (a few thousandths of the total loss)",
         label="Smoothness weight")
+    style_balance: float = option(
+        0.0, "per-painting style strength, for faint paintings (washed-out ink, muted tones) "
+        "whose style otherwise barely moves the photo: each style layer's weight is multiplied by "
+        "(a typical painting's Gram energy / this painting's) ** this, where the painting's is "
+        "the lower (the energy: Σ(G/M)²/(4N²) of its style target; typical: the geometric mean "
+        f"of the nine built-in paintings at 512 px); 0 = off, at most {MAX_STYLE_BALANCE}; "
+        "0.5 boosts Summer Mountains' layers 3-6x and leaves The Starry Night as it is; "
+        "style_loss gram only", label="Faint-painting boost")
     balance_size: int = option(
         512, "output size (longest side, px) at which the content, style and tv weights are "
         "defined: at a smaller size the content and tv terms are weighed up to it, so a 128 px "
@@ -199,6 +210,10 @@ class LossOptions:
             raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             check_weight(name, getattr(self, name))
+        sb = self.style_balance
+        if not (isinstance(sb, (int, float)) and not isinstance(sb, bool) and math.isfinite(sb)
+                and 0 <= sb <= MAX_STYLE_BALANCE):
+            raise BadOption(f"style_balance must be a number in 0..{MAX_STYLE_BALANCE}, got {sb!r}")
         _check_weights("content_layer_weights", self.content_layer_weights,
                        len(self.content_layers), "content layers")
         _check_weights("style_layer_weights", self.style_layer_weights,

@@ -11,6 +11,8 @@ A style loss says, in one module, everything the rest of the engine needs to kno
   starts from (the terms' ``matched``), and ``restarts_on_rise``: whether L-BFGS restarts
   from the best image when its loss rises;
 - ``separable_layers``: whether a layer can be left out at one scale (``--coarse-only-layers``);
+- ``reference_energy`` and ``energy``: how strong a painting's target is against a
+  typical painting's, for ``--style-balance`` (empty: the loss refuses that option);
 - ``tiles``: whether it can run tile by tile (``tiled_style_pass`` and ``tile_surrogate``
   are then its two halves of ``nstyle.core.tiling``), else ``untiled_reason``;
 - ``extra_bytes``: the memory it needs beyond the network's, for the plan.
@@ -48,13 +50,20 @@ class StyleLoss:
     #: whether a style layer can be left out of its terms at one scale while its targets
     #: keep every layer (``--coarse-only-layers``): true for one term per layer
     separable_layers: ClassVar[bool] = True
+    #: {layer: a typical painting's target energy} for ``--style-balance`` (``energy``);
+    #: empty: the loss has no such measure and refuses the option
+    reference_energy: ClassVar[Mapping[str, float]] = {}
 
     # ---- options ---------------------------------------------------------------------
 
-    def check(self, tile_size: Optional[int], coarse_only_layers: Sequence[str] = ()) -> None:
+    def check(self, tile_size: Optional[int], coarse_only_layers: Sequence[str] = (),
+              style_balance: float = 0.0) -> None:
         """Raises ``BadOption`` for options this loss cannot run with (before any work)."""
         if tile_size and not self.tiles:
             raise BadOption(self.untiled_reason)
+        if style_balance and not self.reference_energy:
+            raise BadOption(f"style_balance cannot be used with style_loss {self.name}: it measures "
+                            "a painting's strength by its Gram matrices (style_loss gram)")
         if coarse_only_layers and not self.separable_layers:
             raise BadOption(f"coarse_only_layers cannot be used with style_loss {self.name}: its "
                             "targets are matched on every style layer at once")
@@ -79,6 +88,10 @@ class StyleLoss:
             weighted = target * weight
             total = weighted if total is None else total + weighted
         return total
+
+    def energy(self, target: Any) -> float:
+        """One layer's target energy, comparable with ``reference_energy`` (``--style-balance``)."""
+        raise NotImplementedError
 
     # ---- the objective ---------------------------------------------------------------
 

@@ -17,6 +17,17 @@ from nstyle.core.tiles import Tile, masked_core, window
 from nstyle.options.layers import layer_channels, layer_stride
 
 
+#: a typical painting's ``GramLoss.energy`` per layer: the geometric mean over the nine
+#: built-in paintings (nstyle/data), each resized to 512 px, default pooling (avg) and
+#: padding (reflect). They span 10-250x per layer, from Summer Mountains (ink on silk) up to
+#: The Starry Night and Composition VII (docs/quality.md, "--style-balance")
+REFERENCE_ENERGY = {
+    "relu1_1": 2.0e5, "relu1_2": 6.9e7, "relu2_1": 2.5e7, "relu2_2": 3.0e7, "relu3_1": 7.6e6,
+    "relu3_2": 1.4e7, "relu3_3": 2.4e8, "relu3_4": 2.0e9, "relu4_1": 5.1e8, "relu4_2": 1.1e8,
+    "relu4_3": 5.2e6, "relu4_4": 3.2e4, "relu5_1": 2.0e3, "relu5_2": 38.0, "relu5_3": 1.6,
+    "relu5_4": 0.023}
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Position-normalized Gram matrix G/M, shape (B, N, N), at least float32.
 
@@ -181,6 +192,12 @@ class GramLoss(StyleLoss):
     positions (``gram_sums``), and its gradient at a position needs only the global G."""
 
     name = "gram"
+    reference_energy = REFERENCE_ENERGY
+
+    def energy(self, target):
+        """Σ (A/M)² / (4N²): the style loss of an output whose Gram is zero, so the scale of
+        the pull this target exerts (a faint painting's is up to 50x below a typical one's)."""
+        return float(gram_distance(target.float(), target.shape[-1]))
 
     def targets(self, features, layer_weights, image_hw):
         return {layer: gram(f) for layer, f in features.items()}
