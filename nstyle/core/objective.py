@@ -212,8 +212,9 @@ def balanced_style_weights(weights: Mapping[str, float], style_loss, regions: Se
     balanced = {}
     for layer, w in weights.items():
         reference = style_loss.reference_energy.get(layer)
-        energy = sum(r.weight * style_loss.energy(r.targets[layer]) for r in regions) / total
-        lift = reference / energy if reference and energy > 0 else 1.0
+        energy = sum(r.weight * style_loss.energy(r.targets[layer]) for r in regions) / total \
+            if reference else 0.0
+        lift = reference / energy if energy > 0 else 1.0
         balanced[layer] = w * max(1.0, lift) ** exponent
     return balanced
 

@@ -196,7 +196,7 @@ class GramLoss(StyleLoss):
 
     def energy(self, target):
         """Σ (A/M)² / (4N²): the style loss of an output whose Gram is zero, so the scale of
-        the pull this target exerts (a faint painting's is up to 50x below a typical one's)."""
+        the pull this target exerts (Summer Mountains' relu3_1 is 35x below a typical one's)."""
         return float(gram_distance(target.float(), target.shape[-1]))
 
     def targets(self, features, layer_weights, image_hw):
