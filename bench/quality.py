@@ -91,8 +91,10 @@ def run_nstyle(content: Path, style: Path, size: int, options: dict, out: Path) 
     seconds = time.perf_counter() - t
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_pil().save(out)
-    info = {"seconds": seconds, "iterations": result.iterations,
-            "scales": [(p["size"], p.get("iterations_run")) for p in result.plan["scales"]]}
+    # --method nnst has no plan of Gram scales (its own schedule is fixed: core/nnst.py)
+    scales = result.plan["scales"] if result.plan else []
+    info = {"seconds": seconds, "iterations": result.iterations, "device": result.device,
+            "scales": [(p["size"], p.get("iterations_run")) for p in scales]}
     out.with_suffix(".json").write_text(json.dumps(info))
     return info
 
