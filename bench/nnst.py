@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "images"
 
 
-def child(method: str, content: str, style: str, size: int, steps: int) -> dict:
+def child(method: str, content: str, style: str, size: int, steps: int, precision: str = "auto") -> dict:
     import torch
     from PIL import Image
 
@@ -40,7 +40,7 @@ def child(method: str, content: str, style: str, size: int, steps: int) -> dict:
     from nstyle.options.config import Config
 
     c, s = (to_tensor(Image.open(p).convert("RGB")) for p in (content, style))
-    options = dict(size=size, device="cpu", seed=0)
+    options = dict(size=size, device="cpu", seed=0, precision=precision)
     if method == "nnst":
         options.update(method="nnst", scale_iterations=(steps,))
     config = Config.from_options(**options)
@@ -48,7 +48,8 @@ def child(method: str, content: str, style: str, size: int, steps: int) -> dict:
     t0 = time.perf_counter()
     result = Stylizer(config).run(c, [s], callback=lambda e: stamps.append((time.perf_counter(), e.scale, e.size)))
     total = time.perf_counter() - t0
-    row = {"method": method, "size": size, "iterations": result.iterations, "seconds": round(total, 1),
+    row = {"method": method, "size": size, "precision": result.precision, "iterations": result.iterations,
+           "seconds": round(total, 1),
            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
            "threads": torch.get_num_threads()}
     if method == "nnst":
@@ -74,16 +75,19 @@ def main(argv=None) -> int:
     p.add_argument("--content", default=str(SHARED / "tubingen.jpg"))
     p.add_argument("--style", default=str(SHARED / "starry_night.jpg"))
     p.add_argument("--methods", default="gatys,nnst")
+    p.add_argument("--precision", default="auto",
+                   help="--precision of both methods (auto: bf16 for gatys where the CPU has it, fp32 for nnst)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.content, args.style, args.size, args.steps)))
+        print(json.dumps(child(args.child, args.content, args.style, args.size, args.steps, args.precision)))
         return 0
     rows = []
     for method in args.methods.split(","):
         load = os.getloadavg()[0]
         out = subprocess.run([sys.executable, __file__, "--child", method, "--size", str(args.size),
-                              "--steps", str(args.steps), "--content", args.content, "--style", args.style],
+                              "--steps", str(args.steps), "--content", args.content, "--style", args.style,
+                              "--precision", args.precision],
                              capture_output=True, text=True, check=True)
         rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "load_before": load,
                      "load_after": os.getloadavg()[0]})

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from nstyle.core.color_finish import oklab_finish
-from nstyle.core.device import is_oom
+from nstyle.core.device import is_oom, resolve_precision
 from nstyle.core.events import CancelToken, Progress, Result, RunEvents
 from nstyle.core.image_tensors import check_image_tensor, resize_tensor
 from nstyle.core.pyramid import NNST_LEVELS, LaplacianPyramid, decompose, reconstruct
@@ -190,7 +190,9 @@ class NNSTRun:
     scales: int = 1
 
     def features(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.vgg(preprocess(rgb), NNST_LAYERS)
+        """The layers' features in float32 (the network itself may run in bfloat16)."""
+        dtype = next(self.vgg.parameters()).dtype
+        return {layer: f.float() for layer, f in self.vgg(preprocess(rgb).to(dtype), NNST_LAYERS).items()}
 
     @torch.no_grad()
     def style_hypercolumns(self, style: torch.Tensor) -> torch.Tensor:
@@ -301,9 +303,18 @@ def check_inputs(styles: Sequence[torch.Tensor], **unsupported) -> None:
             raise BadOption(f"--method nnst does not support {name.replace('_', ' ')}; use --method gatys")
 
 
-def network(padding: str, device: torch.device) -> VGG19Features:
-    """VGG19 up to relu4_3 with max pooling (as NNST's VGG16) and the run's padding."""
-    return VGG19Features(NNST_LAYERS[-1], "max", weights=cached_weights(), padding=padding).to(device)
+def network(config: Config, device: torch.device) -> VGG19Features:
+    """VGG19 up to relu4_3 with max pooling (as NNST's VGG16), the run's padding, its
+    weights in the dtype of ``precision``."""
+    vgg = VGG19Features(NNST_LAYERS[-1], "max", weights=cached_weights(), padding=config.model.padding)
+    return vgg.to(device=device, dtype=precision(config, device))
+
+
+def precision(config: Config, device: torch.device) -> torch.dtype:
+    """The network's dtype: bfloat16 only when ``--precision bf16`` is named. auto stays
+    float32 here, as NNST was judged (docs/quality.md); the hypercolumns, the matching and
+    the loss are float32 either way."""
+    return resolve_precision("bf16", device) if config.model.precision == "bf16" else torch.float32
 
 
 def run(vgg: VGG19Features, config: Config, content: torch.Tensor, style: torch.Tensor,
@@ -331,5 +342,6 @@ def run(vgg: VGG19Features, config: Config, content: torch.Tensor, style: torch.
     if config.color_finish == "oklab":
         image = oklab_finish(image, content, [style])
     timings.update(total=time.perf_counter() - t_start, per_iteration=timings["optimize"] / max(events.done, 1))
+    dtype = next(vgg.parameters()).dtype
     return Result(image.cpu(), losses, events.done, events.stopped, str(device), timings, plan=None,
-                  precision="fp32")
+                  precision="bf16" if dtype == torch.bfloat16 else "fp32")

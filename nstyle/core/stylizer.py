@@ -170,7 +170,7 @@ class Stylizer:
             nnst.check_inputs(styles, init_image=init_image, style_masks=style_masks, keep_mask=keep_mask,
                               fine_style=fine_style, temporal=temporal)
             if self._nnst_vgg is None:
-                self._nnst_vgg = nnst.network(self.config.model.padding, self.device)
+                self._nnst_vgg = nnst.network(self.config, self.device)
             return nnst.run(self._nnst_vgg, self.config, content.float(), styles[0], callback, cancel, t_start)
         mixing = fine_style is not None
         if plan is None:

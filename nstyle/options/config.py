@@ -401,7 +401,8 @@ class ModelOptions:
         "auto", "arithmetic of the VGG network in the optimization loop: fp32; bf16 (bfloat16 "
         "network, losses accumulated in float32: about 2x faster per iteration where the "
         "hardware has bfloat16 units, a little less progress per iteration); auto: bf16 on "
-        "CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32",
+        "CPUs with AMX or AVX512-BF16 and on CUDA GPUs that support it, else fp32 (with --method "
+        "nnst, auto is fp32, as it was judged, and bf16 runs its network in bfloat16)",
         choices=PRECISIONS, label="Precision")
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from nstyle.core.stylizer import Stylizer
 from nstyle.errors import BadOption
 from nstyle.options.config import Config
 from nstyle.options.layers import layer_channels, layer_stride
+from tests.support.tensors import to_t
 
 
 def _fake_features(h=32, w=24, value=None, seed=0):
@@ -136,8 +137,26 @@ def tiny(monkeypatch, content_img, style_img):
     return content.clamp(0, 1), style.clamp(0, 1)
 
 
-def _vgg():
-    return nnst.network("reflect", torch.device("cpu"))
+def _vgg(**options):
+    return nnst.network(Config.from_options(method="nnst", **options), torch.device("cpu"))
+
+
+def test_precision_bf16_runs_the_network_in_bfloat16_and_auto_stays_float32(tiny, content_img, style_img):
+    """auto is float32 for nnst (as it was judged); bf16, named, is what it says: the
+    network in bfloat16, its features handed on in float32, and the result says so."""
+    assert next(_vgg().parameters()).dtype == torch.float32
+    assert next(_vgg(precision="auto").parameters()).dtype == torch.float32
+    vgg = _vgg(precision="bf16")
+    assert next(vgg.parameters()).dtype == torch.bfloat16
+    content, style = tiny
+    config = Config.from_options(method="nnst", size=32, scale_iterations=(1,), style_rotations=1,
+                                 precision="bf16")
+    run = nnst.NNSTRun(vgg, content, style, 1, 1e-3, 1, None, torch.Generator())
+    assert all(f.dtype == torch.float32 for f in run.features(content).values())
+    result = Stylizer(config).run(to_t(content_img), [to_t(style_img)])
+    assert result.precision == "bf16" and torch.isfinite(result.image).all()
+    assert Stylizer(Config.from_options(config, precision="auto")).run(
+        to_t(content_img), [to_t(style_img)]).precision == "fp32"
 
 
 def test_queries_blend_output_and_content_and_the_start_is_the_blurred_content(tiny, monkeypatch):
