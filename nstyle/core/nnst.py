@@ -324,7 +324,6 @@ def run(vgg: VGG19Features, config: Config, content: torch.Tensor, style: torch.
     output size, the painting at the output's longest side times ``style_scale``, the colour
     finish of ``--color-finish``; the result on the CPU."""
     t_start = t_start or time.perf_counter()
-    check_inputs([style], style_balance=config.loss.style_balance or None)  # a Gram option
     device = next(vgg.parameters()).device
     size = config.output_size
     content = resize_tensor(content, size).to(device)

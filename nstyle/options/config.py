@@ -555,6 +555,9 @@ class Config:
         if self.optim.method == "nnst" and counts is not None and len(counts) != 1:
             raise BadOption("with --method nnst, scale_iterations is one number: the Adam steps "
                             "of every scale and of the final pass (default 200)")
+        if self.optim.method == "nnst" and self.loss.style_balance:
+            raise BadOption("--method nnst does not support style_balance (it weighs Gram layers); "
+                            "use --method gatys")
         if self.optim.method == "nnst" and self.color.preserve_colors != "none":
             raise BadOption("--method nnst does not keep the photo's colours (preserve_colors); "
                             "use --color-finish none to keep the optimized colours")

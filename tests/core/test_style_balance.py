@@ -71,12 +71,13 @@ def test_bad_values_are_refused(value):
 
 @pytest.mark.parametrize("options, message", [
     ({"style_loss": "meancov"}, "style_balance cannot be used with style_loss meancov"),
-    ({"method": "nnst"}, "--method nnst does not support style balance"),
+    ({"method": "nnst"}, "--method nnst does not support style_balance"),
 ])
 def test_losses_and_methods_without_gram_targets_refuse_it(content_img, style_img, options, message):
-    config = Config.from_options(size=32, iterations=1, device="cpu", style_balance=0.5, **options)
+    """Before any work: nnst as the options are read, meancov when the run is planned."""
     with pytest.raises(BadOption, match=message):
-        Stylizer(config).run(to_t(content_img), [to_t(style_img)])
+        config = Config.from_options(size=32, iterations=1, device="cpu", style_balance=0.5, **options)
+        Stylizer(config).plan(to_t(content_img), [to_t(style_img)])
 
 
 def test_a_faint_painting_moves_the_photo_further_when_lifted(content_img, style_img):
