@@ -99,6 +99,13 @@ def check_weight(name: str, value: float) -> None:
         raise BadOption(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def check_number_in(name: str, value: Any, high: float, what: str = "number") -> None:
+    """A real number (not a bool) in 0..``high``, or ``BadOption`` calling it a ``what``."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 <= value <= high):
+        raise BadOption(f"{name} must be a {what} in 0..{high}, got {value!r}")
+
+
 def _check_weights(name: str, values: Optional[tuple[float, ...]], expected: int,
                    of: str) -> None:
     if values is None:
@@ -210,10 +217,7 @@ class LossOptions:
             raise BadOption(f"style_loss must be one of {', '.join(STYLE_LOSSES)}, got {self.style_loss!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             check_weight(name, getattr(self, name))
-        sb = self.style_balance
-        if not (isinstance(sb, (int, float)) and not isinstance(sb, bool) and math.isfinite(sb)
-                and 0 <= sb <= MAX_STYLE_BALANCE):
-            raise BadOption(f"style_balance must be a number in 0..{MAX_STYLE_BALANCE}, got {sb!r}")
+        check_number_in("style_balance", self.style_balance, MAX_STYLE_BALANCE)
         _check_weights("content_layer_weights", self.content_layer_weights,
                        len(self.content_layers), "content layers")
         _check_weights("style_layer_weights", self.style_layer_weights,
@@ -305,9 +309,7 @@ class ImageOptions:
         if not (isinstance(self.style_scale, (int, float)) and math.isfinite(self.style_scale)
                 and 0.1 <= self.style_scale <= 4.0):
             raise BadOption(f"style_scale must be in 0.1..4, got {self.style_scale!r}")
-        if not (isinstance(self.style_margin, (int, float)) and not isinstance(self.style_margin, bool)
-                and math.isfinite(self.style_margin) and 0 <= self.style_margin <= MAX_STYLE_MARGIN):
-            raise BadOption(f"style_margin must be a fraction in 0..{MAX_STYLE_MARGIN}, got {self.style_margin!r}")
+        check_number_in("style_margin", self.style_margin, MAX_STYLE_MARGIN, "fraction")
         if self.style_blend_weights is not None:
             for v in self.style_blend_weights:
                 check_weight("style_blend_weights", v)
